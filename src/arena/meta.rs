@@ -1,0 +1,119 @@
+//! Allocator metadata: chunks of memory straight from the OS, carved into type-stable pools of
+//! region descriptors and page tables. Nothing here is ever returned to the OS, which is what
+//! lets lock-free readers hold stale descriptor pointers safely (the kernel gets the same
+//! guarantee from `SLAB_TYPESAFE_BY_RCU`). All of it runs under the arena write lock.
+
+use core::ptr::NonNull;
+
+use super::page::{Page, PageTable};
+use super::region::Region;
+use crate::config::{META_CHUNK_SIZE, align_up};
+use crate::os::Os;
+use crate::sync::atomic::{AtomicPtr, Ordering};
+
+/// A bump allocator over OS chunks.
+pub(crate) struct MetaChunks {
+    next: usize,
+    end: usize,
+    /// Bytes of metadata reserved from the OS (for statistics).
+    pub(crate) reserved: usize,
+}
+
+impl MetaChunks {
+    pub(crate) const fn new() -> MetaChunks {
+        MetaChunks { next: 0, end: 0, reserved: 0 }
+    }
+
+    fn alloc(&mut self, os: &impl Os, size: usize, align: usize) -> Option<NonNull<u8>> {
+        let mut start = align_up(self.next, align);
+        if self.next == 0 || start + size > self.end {
+            let chunk = align_up(size.max(META_CHUNK_SIZE), os.page_size());
+            let base = os.reserve(chunk, align.max(os.page_size()))?;
+            self.reserved += chunk;
+            start = base.as_ptr() as usize;
+            self.end = start + chunk;
+        }
+        self.next = start + size;
+        // Fresh OS memory reads as zero; the pools initialise what they carve.
+        NonNull::new(start as *mut u8)
+    }
+}
+
+/// Something kept in a type-stable [`Pool`].
+pub(crate) trait Pooled: Sized + 'static {
+    /// Writes a new, unused object at `slot`.
+    ///
+    /// # Safety
+    /// `slot` is valid for writes of `Self` and aligned.
+    unsafe fn init(slot: *mut Self);
+    /// The link the pool uses while the object is unused.
+    fn pool_link(&self) -> &AtomicPtr<Self>;
+}
+
+impl Pooled for Region {
+    unsafe fn init(slot: *mut Self) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { slot.write(Region::new()) }
+    }
+    fn pool_link(&self) -> &AtomicPtr<Self> {
+        &self.list_next
+    }
+}
+
+impl Pooled for PageTable {
+    unsafe fn init(slot: *mut Self) {
+        // SAFETY: guaranteed by the caller; fields are written one by one so the 50 KiB table
+        // is never built on the stack.
+        unsafe {
+            (&raw mut (*slot).next_free).write(AtomicPtr::new(core::ptr::null_mut()));
+            let pages = (&raw mut (*slot).pages).cast::<Page>();
+            for i in 0..crate::config::MAX_REGION_PAGES {
+                pages.add(i).write(Page::new());
+            }
+        }
+    }
+    fn pool_link(&self) -> &AtomicPtr<Self> {
+        &self.next_free
+    }
+}
+
+/// A free list of objects that once created stay objects of this type forever.
+pub(crate) struct Pool<T: Pooled> {
+    free: *mut T,
+    /// Objects ever created (for statistics and tests).
+    pub(crate) created: usize,
+}
+
+impl<T: Pooled> Pool<T> {
+    pub(crate) const fn new() -> Pool<T> {
+        Pool { free: core::ptr::null_mut(), created: 0 }
+    }
+
+    /// An unused object, from the free list or newly carved from metadata chunks.
+    pub(crate) fn take(&mut self, meta: &mut MetaChunks, os: &impl Os) -> Option<&'static T> {
+        if let Some(item) = NonNull::new(self.free) {
+            // SAFETY: pooled objects are never freed.
+            let item: &'static T = unsafe { item.as_ref() };
+            // Relaxed: the pool is only used under the arena write lock.
+            self.free = item.pool_link().swap(core::ptr::null_mut(), Ordering::Relaxed);
+            return Some(item);
+        }
+        let slot = meta
+            .alloc(os, core::mem::size_of::<T>(), core::mem::align_of::<T>())?
+            .cast::<T>();
+        // SAFETY: the chunk memory is ours, sized and aligned for T, and never freed.
+        unsafe {
+            T::init(slot.as_ptr());
+            self.created += 1;
+            Some(slot.as_ref())
+        }
+    }
+
+    /// Returns an object the arena no longer uses. It stays a `T`: stale readers may still
+    /// look at it and must check its identity.
+    pub(crate) fn give(&mut self, item: &'static T) {
+        // Relaxed: under the arena write lock.
+        item.pool_link().store(self.free, Ordering::Relaxed);
+        self.free = (item as *const T).cast_mut();
+    }
+}

@@ -1,0 +1,123 @@
+//! Page descriptors: one per page of a small-object region, kept in page tables outside the
+//! pages themselves (so user data can never overwrite allocator metadata).
+//!
+//! A page has one owner at a time: the heap of the thread whose id is in `owner`, or nobody
+//! (free in its region, or abandoned). Only the owner touches the [`OwnerCell`] fields; ownership
+//! moves between threads only through an Acquire/Release pair (the region's page bitmap, or the
+//! abandoned-page list's mutex), so the new owner sees everything the old one wrote. Other
+//! threads touch only the atomics: `xthread_free` (frees from other threads), `owner` (to tell
+//! whether a free is local) and `block_size` (to validate a pointer).
+
+use core::cell::UnsafeCell;
+
+use super::region::Region;
+use crate::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize};
+
+/// A free block: its first word links to the next free block of the same page.
+#[repr(C)]
+pub(crate) struct Block {
+    pub(crate) next: *mut Block,
+}
+
+/// A field only the page's owner reads or writes.
+pub(crate) struct OwnerCell<T: Copy>(UnsafeCell<T>);
+
+impl<T: Copy> OwnerCell<T> {
+    pub(crate) const fn new(value: T) -> OwnerCell<T> {
+        OwnerCell(UnsafeCell::new(value))
+    }
+
+    /// # Safety
+    /// The calling thread owns the page (or holds it exclusively, e.g. while setting it up).
+    #[inline(always)]
+    pub(crate) unsafe fn get(&self) -> T {
+        // SAFETY: the caller is the only thread accessing this field (see above).
+        unsafe { *self.0.get() }
+    }
+
+    /// # Safety
+    /// As for [`OwnerCell::get`].
+    #[inline(always)]
+    pub(crate) unsafe fn set(&self, value: T) {
+        // SAFETY: the caller is the only thread accessing this field (see above).
+        unsafe { *self.0.get() = value }
+    }
+}
+
+/// `owner` of a page that no thread owns (free in its region, or abandoned).
+pub(crate) const NO_OWNER: usize = 0;
+/// Set in `owner` while the page sits in its heap's full list, so that the owner's free fast
+/// path (which compares `owner` with its id) falls into the slow path that un-fulls the page.
+pub(crate) const OWNER_FULL_FLAG: usize = 1;
+
+#[repr(C)]
+pub(crate) struct Page {
+    // ---- the owner's fields (hot ones first) ----
+    /// Blocks ready to allocate.
+    pub(crate) free: OwnerCell<*mut Block>,
+    /// Blocks the owner freed since `free` was last refilled.
+    pub(crate) local_free: OwnerCell<*mut Block>,
+    /// Blocks handed out and not yet returned to the owner's lists.
+    pub(crate) used: OwnerCell<u32>,
+    /// Blocks carved from the page so far (the rest has never been touched).
+    pub(crate) capacity: OwnerCell<u32>,
+    /// Blocks that fit in the page.
+    pub(crate) reserved: OwnerCell<u32>,
+    /// Size class of the blocks.
+    pub(crate) class: OwnerCell<u8>,
+    /// True while every block on `free` is zero except its link word.
+    pub(crate) free_is_zero: OwnerCell<bool>,
+    /// True if the page's never-carved part is zero (fresh from the OS or purged).
+    pub(crate) fresh: OwnerCell<bool>,
+    /// Links in the owner heap's queue for the size class.
+    pub(crate) next: OwnerCell<*mut Page>,
+    pub(crate) prev: OwnerCell<*mut Page>,
+
+    // ---- shared ----
+    /// Id of the owning thread (a multiple of 4), possibly with [`OWNER_FULL_FLAG`].
+    pub(crate) owner: AtomicUsize,
+    /// Blocks freed by other threads, pushed with a CAS, taken by the owner with a swap.
+    pub(crate) xthread_free: AtomicPtr<Block>,
+    /// Block size while the page is in use, else 0.
+    pub(crate) block_size: AtomicUsize,
+
+    // ---- fixed while the region is attached ----
+    pub(crate) start: AtomicPtr<u8>,
+    pub(crate) region: AtomicPtr<Region>,
+    pub(crate) index: AtomicU32,
+}
+
+// SAFETY: the shared fields are atomics; the `OwnerCell` fields are only accessed by the page's
+// single owner, and ownership is handed over with Release/Acquire (see the module docs).
+unsafe impl Sync for Page {}
+
+impl Page {
+    pub(crate) const fn new() -> Page {
+        Page {
+            free: OwnerCell::new(core::ptr::null_mut()),
+            local_free: OwnerCell::new(core::ptr::null_mut()),
+            used: OwnerCell::new(0),
+            capacity: OwnerCell::new(0),
+            reserved: OwnerCell::new(0),
+            class: OwnerCell::new(0),
+            free_is_zero: OwnerCell::new(false),
+            fresh: OwnerCell::new(false),
+            next: OwnerCell::new(core::ptr::null_mut()),
+            prev: OwnerCell::new(core::ptr::null_mut()),
+            owner: AtomicUsize::new(NO_OWNER),
+            xthread_free: AtomicPtr::new(core::ptr::null_mut()),
+            block_size: AtomicUsize::new(0),
+            start: AtomicPtr::new(core::ptr::null_mut()),
+            region: AtomicPtr::new(core::ptr::null_mut()),
+            index: AtomicU32::new(0),
+        }
+    }
+}
+
+/// The page descriptors of one small-object region; pooled and type-stable like regions.
+#[repr(C)]
+pub(crate) struct PageTable {
+    /// Link in the pool's free list.
+    pub(crate) next_free: AtomicPtr<PageTable>,
+    pub(crate) pages: [Page; crate::config::MAX_REGION_PAGES],
+}

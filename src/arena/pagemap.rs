@@ -1,0 +1,164 @@
+//! The pointer → page/region map: what `free` uses to find a block's page without any lock.
+//!
+//! A two-level table over the 48-bit address space at slice (64 KiB) granularity: a fixed
+//! top level of 4096 leaf pointers, each leaf covering 64 GiB with one word per slice. Leaves
+//! are reserved address space (8 MiB each, only the touched parts become resident) and are
+//! never freed. An entry holds a `&Page` for slices of small-object pages, a `&Region` tagged
+//! with [`LARGE_TAG`] for slices of a large block, or null.
+//!
+//! Entries change only under the arena write lock, when a region is created or removed. A free
+//! of a live block reads an entry that was written before the block was handed out, and the
+//! user's own synchronisation (which gave this thread the pointer) orders that write before
+//! the read; so lookups are Relaxed. Speculative readers validate with the arena sequence.
+
+use core::ptr::NonNull;
+
+use super::page::Page;
+use super::region::Region;
+use crate::config::{SLICE_SHIFT, SLICE_SIZE};
+use crate::os::Os;
+use crate::sync::atomic::{AtomicPtr, Ordering};
+
+const ADDRESS_BITS: u32 = 48;
+const LEAF_SHIFT: u32 = 36;
+const TOP_ENTRIES: usize = 1 << (ADDRESS_BITS - LEAF_SHIFT);
+const LEAF_ENTRIES: usize = 1 << (LEAF_SHIFT - SLICE_SHIFT);
+pub(crate) const LEAF_BYTES: usize = LEAF_ENTRIES * core::mem::size_of::<usize>();
+
+/// Low bit of an entry that points to a large block's region rather than a page.
+const LARGE_TAG: usize = 1;
+
+type Leaf = [AtomicPtr<u8>; LEAF_ENTRIES];
+
+/// What a map entry says about an address.
+#[derive(Clone, Copy)]
+pub(crate) enum Entry {
+    None,
+    Page(&'static Page),
+    Large(&'static Region),
+}
+
+pub(crate) struct PageMap {
+    top: [AtomicPtr<Leaf>; TOP_ENTRIES],
+}
+
+impl PageMap {
+    pub(crate) const fn new() -> PageMap {
+        PageMap { top: [const { AtomicPtr::new(core::ptr::null_mut()) }; TOP_ENTRIES] }
+    }
+
+    /// The entry for `addr`.
+    #[inline(always)]
+    pub(crate) fn lookup(&self, addr: usize) -> Entry {
+        let raw = self.raw(addr);
+        let bits = raw as usize;
+        if bits & LARGE_TAG != 0 {
+            // SAFETY: tagged entries are region descriptors, which are never freed.
+            Entry::Large(unsafe { &*raw.map_addr(|a| a & !LARGE_TAG).cast::<Region>() })
+        } else if !raw.is_null() {
+            // SAFETY: untagged entries are page descriptors, which are never freed.
+            Entry::Page(unsafe { &*raw.cast::<Page>() })
+        } else {
+            Entry::None
+        }
+    }
+
+    #[inline(always)]
+    fn raw(&self, addr: usize) -> *mut u8 {
+        let top = addr >> LEAF_SHIFT;
+        if top >= TOP_ENTRIES {
+            return core::ptr::null_mut();
+        }
+        // Relaxed: see the module docs (a valid lookup is ordered after the leaf's publication
+        // by the same chain that ordered the entry's write).
+        let leaf = self.top[top].load(Ordering::Relaxed);
+        if leaf.is_null() {
+            return core::ptr::null_mut();
+        }
+        let index = (addr >> SLICE_SHIFT) & (LEAF_ENTRIES - 1);
+        // SAFETY: leaves are never freed and `index` is within the leaf.
+        unsafe { (*leaf)[index].load(Ordering::Relaxed) }
+    }
+
+    /// Makes sure leaves exist for `[start, start + len)`; returns how many were added, or
+    /// `None` if the range is beyond the map or the OS refused memory. Caller holds the arena
+    /// write lock.
+    pub(crate) fn ensure_leaves(&self, os: &impl Os, start: usize, len: usize) -> Option<usize> {
+        let last = start + len - 1;
+        if last >> LEAF_SHIFT >= TOP_ENTRIES {
+            return None;
+        }
+        let mut added = 0;
+        for top in (start >> LEAF_SHIFT)..=(last >> LEAF_SHIFT) {
+            // Relaxed: only the write-lock holder stores leaves.
+            if self.top[top].load(Ordering::Relaxed).is_null() {
+                let leaf = os.reserve(LEAF_BYTES, crate::config::SLICE_SIZE)?;
+                // Release: the (zeroed) leaf is complete before anyone can reach it.
+                self.top[top].store(leaf.as_ptr().cast(), Ordering::Release);
+                added += 1;
+            }
+        }
+        Some(added)
+    }
+
+    /// Points every slice of `[start, start + len)` at `page`. Caller holds the write lock.
+    pub(crate) fn set_page(&self, start: usize, len: usize, page: &Page) {
+        self.set(start, len, (page as *const Page).cast_mut().cast());
+    }
+
+    /// Points every slice of `[start, start + len)` at the large block's `region`.
+    pub(crate) fn set_large(&self, start: usize, len: usize, region: &Region) {
+        let tagged = (region as *const Region).cast_mut().cast::<u8>().map_addr(|a| a | LARGE_TAG);
+        self.set(start, len, tagged);
+    }
+
+    /// Clears the entries of `[start, start + len)`. Caller holds the write lock.
+    pub(crate) fn clear(&self, start: usize, len: usize) {
+        self.set(start, len, core::ptr::null_mut());
+    }
+
+    fn set(&self, start: usize, len: usize, value: *mut u8) {
+        debug_assert!(start % SLICE_SIZE == 0 && len % SLICE_SIZE == 0);
+        let mut addr = start;
+        while addr < start + len {
+            // Relaxed: leaves for this range were ensured by the same lock holder.
+            let leaf = self.top[addr >> LEAF_SHIFT].load(Ordering::Relaxed);
+            let leaf = NonNull::new(leaf).expect("page-map leaf ensured before use");
+            let index = (addr >> SLICE_SHIFT) & (LEAF_ENTRIES - 1);
+            // Release: the descriptor's initialisation is visible to whoever reads the entry
+            // with an Acquire (speculative readers use a fence instead).
+            // SAFETY: leaves are never freed.
+            unsafe { leaf.as_ref()[index].store(value, Ordering::Release) };
+            addr += SLICE_SIZE;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os::fake::FakeOs;
+
+    #[test]
+    fn entries_round_trip_and_clear() {
+        let os = FakeOs::new(usize::MAX);
+        let map = std::boxed::Box::new(PageMap::new());
+        let page = std::boxed::Box::leak(std::boxed::Box::new(Page::new()));
+        let region = std::boxed::Box::leak(std::boxed::Box::new(Region::new()));
+        let base = 0x7f00_0000_0000usize;
+        assert_eq!(map.ensure_leaves(&os, base, 8 * SLICE_SIZE), Some(1));
+        map.set_page(base, 2 * SLICE_SIZE, page);
+        map.set_large(base + 2 * SLICE_SIZE, 3 * SLICE_SIZE, region);
+        for offset in [0, 1, SLICE_SIZE, 2 * SLICE_SIZE - 1] {
+            assert!(matches!(map.lookup(base + offset), Entry::Page(p) if core::ptr::eq(p, page)));
+        }
+        for offset in [2 * SLICE_SIZE, 5 * SLICE_SIZE - 8] {
+            assert!(matches!(map.lookup(base + offset), Entry::Large(r) if core::ptr::eq(r, region)));
+        }
+        assert!(matches!(map.lookup(base + 5 * SLICE_SIZE), Entry::None));
+        assert!(matches!(map.lookup(base - 1), Entry::None), "no leaf there");
+        assert!(matches!(map.lookup(usize::MAX), Entry::None), "beyond 48 bits");
+        map.clear(base, 5 * SLICE_SIZE);
+        assert!(matches!(map.lookup(base), Entry::None));
+    }
+}

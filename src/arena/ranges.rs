@@ -1,0 +1,186 @@
+//! Free ranges of the reservations, and splitting and merging them.
+//!
+//! Every region of a reservation, used or free, is on an address-ordered list (`addr_prev`,
+//! `addr_next`), so a region that is freed merges with free neighbours in O(1). Free ranges are
+//! also kept in bins by size (`floor(log2(len / 64 KiB))`) for a good-fit search. All of this
+//! is plain single-threaded code: it only runs under the arena write lock, and lock-free
+//! readers never look at free ranges (they are not in the page map).
+
+use super::meta::{MetaChunks, Pool};
+use super::region::{Region, RegionKind};
+use crate::config::{SLICE_SHIFT, align_up};
+use crate::os::Os;
+use crate::sync::atomic::{AtomicPtr, Ordering};
+
+const BINS: usize = 48;
+
+fn bin_of(len: usize) -> usize {
+    ((len >> SLICE_SHIFT).max(1).ilog2() as usize).min(BINS - 1)
+}
+
+fn get(link: &AtomicPtr<Region>) -> Option<&'static Region> {
+    // Relaxed: under the arena write lock. SAFETY: descriptors are never freed.
+    unsafe { link.load(Ordering::Relaxed).as_ref() }
+}
+
+fn set(link: &AtomicPtr<Region>, to: Option<&Region>) {
+    // Relaxed: under the arena write lock.
+    link.store(to.map_or(core::ptr::null_mut(), |r| (r as *const Region).cast_mut()), Ordering::Relaxed);
+}
+
+pub(crate) struct FreeRanges {
+    bins: [*mut Region; BINS],
+    /// Free bytes in all bins (for statistics and tests).
+    pub(crate) bytes: usize,
+}
+
+impl FreeRanges {
+    pub(crate) const fn new() -> FreeRanges {
+        FreeRanges { bins: [core::ptr::null_mut(); BINS], bytes: 0 }
+    }
+
+    fn insert(&mut self, r: &'static Region) {
+        debug_assert_eq!(r.kind(), RegionKind::Free);
+        let bin = bin_of(r.len());
+        // SAFETY: bins hold descriptors, which are never freed.
+        let head = unsafe { self.bins[bin].as_ref() };
+        set(&r.list_prev, None);
+        set(&r.list_next, head);
+        if let Some(head) = head {
+            set(&head.list_prev, Some(r));
+        }
+        self.bins[bin] = (r as *const Region).cast_mut();
+        self.bytes += r.len();
+    }
+
+    fn remove(&mut self, r: &'static Region) {
+        let (prev, next) = (get(&r.list_prev), get(&r.list_next));
+        match prev {
+            Some(prev) => set(&prev.list_next, next),
+            None => self.bins[bin_of(r.len())] = next.map_or(core::ptr::null_mut(), |n| (n as *const Region).cast_mut()),
+        }
+        if let Some(next) = next {
+            set(&next.list_prev, prev);
+        }
+        self.bytes -= r.len();
+    }
+
+    /// A free range with room for `size` bytes at an `align`-aligned address, and that address.
+    fn find(&self, size: usize, align: usize) -> Option<(&'static Region, usize)> {
+        for bin in bin_of(size)..BINS {
+            // SAFETY: bins hold descriptors, which are never freed.
+            let mut cursor = unsafe { self.bins[bin].as_ref() };
+            while let Some(r) = cursor {
+                let start = align_up(r.start() as usize, align);
+                if start.checked_add(size).is_some_and(|end| end <= r.end()) {
+                    return Some((r, start));
+                }
+                cursor = get(&r.list_next);
+            }
+        }
+        None
+    }
+
+    /// Adds a whole new reservation as one free range.
+    pub(crate) fn add_reservation(&mut self, r: &'static Region) {
+        set(&r.addr_prev, None);
+        set(&r.addr_next, None);
+        self.insert(r);
+    }
+
+    /// Takes `size` bytes aligned to `align` out of the free ranges. Returns the descriptor for
+    /// the taken range (kind still `Free`, not attached, not in any list; the caller sets it up)
+    /// or `None` if no free range fits or metadata ran out (then nothing changed).
+    pub(crate) fn take(
+        &mut self,
+        pool: &mut Pool<Region>,
+        meta: &mut MetaChunks,
+        os: &impl Os,
+        size: usize,
+        align: usize,
+    ) -> Option<&'static Region> {
+        let (free, start) = self.find(size, align)?;
+        let (a, b, end) = (free.start() as usize, free.end(), start + size);
+        // Take every descriptor we may need first, so failure changes nothing.
+        let carved = pool.take(meta, os)?;
+        let tail = if end < b {
+            match pool.take(meta, os) {
+                Some(t) => Some(t),
+                None => {
+                    pool.give(carved);
+                    return None;
+                }
+            }
+        } else {
+            None
+        };
+        let (before, after) = (get(&free.addr_prev), get(&free.addr_next));
+        self.remove(free);
+        let base = free.start();
+        let dirty = free.is_dirty();
+        carved.set_kind(RegionKind::Free);
+        carved.set_range(base.wrapping_add(start - a), size);
+        carved.set_dirty(dirty);
+        // The head [a, start) keeps `free`'s descriptor; if it is empty the descriptor goes
+        // back to the pool.
+        let head = if start > a {
+            free.set_range(base, start - a);
+            Some(free)
+        } else {
+            pool.give(free);
+            None
+        };
+        if let Some(t) = tail {
+            t.set_kind(RegionKind::Free);
+            t.set_range(base.wrapping_add(end - a), b - end);
+            t.set_dirty(dirty);
+        }
+        // Address order: before, [head], carved, [tail], after.
+        link(head.or(before), Some(carved));
+        link(Some(carved), tail.or(after));
+        if tail.is_some() {
+            link(tail, after);
+        }
+        if let Some(h) = head {
+            self.insert(h);
+        }
+        if let Some(t) = tail {
+            self.insert(t);
+        }
+        Some(carved)
+    }
+
+    /// Returns a detached region's range to the free ranges, merging with free neighbours.
+    /// `dirty` says whether the range may hold non-zero bytes.
+    pub(crate) fn release(&mut self, pool: &mut Pool<Region>, r: &'static Region, dirty: bool) {
+        r.set_kind(RegionKind::Free);
+        r.set_dirty(dirty);
+        let mut merged = r;
+        if let Some(prev) = get(&r.addr_prev).filter(|p| p.kind() == RegionKind::Free) {
+            self.remove(prev);
+            prev.set_range(prev.start(), prev.len() + r.len());
+            prev.set_dirty(prev.is_dirty() || dirty);
+            link(Some(prev), get(&r.addr_next));
+            pool.give(r);
+            merged = prev;
+        }
+        if let Some(next) = get(&merged.addr_next).filter(|n| n.kind() == RegionKind::Free) {
+            self.remove(next);
+            merged.set_range(merged.start(), merged.len() + next.len());
+            merged.set_dirty(merged.is_dirty() || next.is_dirty());
+            link(Some(merged), get(&next.addr_next));
+            pool.give(next);
+        }
+        self.insert(merged);
+    }
+}
+
+/// Makes `a` and `b` address neighbours.
+fn link(a: Option<&'static Region>, b: Option<&'static Region>) {
+    if let Some(a) = a {
+        set(&a.addr_next, b);
+    }
+    if let Some(b) = b {
+        set(&b.addr_prev, a);
+    }
+}

@@ -1,0 +1,324 @@
+//! Region descriptors: the arena's VMAs.
+//!
+//! A region is a contiguous, slice-aligned range of a reservation with one kind: free, pages of
+//! one [`PageKind`], or one large block. Descriptors live in a type-stable pool: once created
+//! a descriptor is never unmapped and never becomes anything else, so a stale pointer to one
+//! (from the page map or an allocation hint) is always safe to lock. Every field a lock-free
+//! reader may look at is atomic; fields only the arena's write-lock holder changes are still
+//! atomics (accessed Relaxed under the lock) so that speculative readers never race with a
+//! plain store.
+//!
+//! Small-object regions hand out pages through a bitmap: claiming a page is a CAS that clears
+//! its bit (done by readers holding the region's read lock, so many threads carve pages from
+//! one region at once), releasing is a `fetch_or`. A second bitmap remembers which pages were
+//! touched since they were last purged.
+
+use super::page::{Page, PageTable};
+use crate::config::{MAX_REGION_PAGES, PageKind};
+use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::region_lock::RegionLock;
+
+pub(crate) const BITMAP_WORDS: usize = MAX_REGION_PAGES / 64;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum RegionKind {
+    /// Not in use: a free range of a reservation (or a pooled descriptor).
+    Free,
+    /// Pages of one kind for small objects.
+    Pages(PageKind),
+    /// One large block.
+    Large,
+}
+
+impl RegionKind {
+    const fn encode(self) -> u8 {
+        match self {
+            RegionKind::Free => 0,
+            RegionKind::Pages(kind) => 1 + kind as u8,
+            RegionKind::Large => 4,
+        }
+    }
+
+    const fn decode(raw: u8) -> RegionKind {
+        match raw {
+            1 => RegionKind::Pages(PageKind::Small),
+            2 => RegionKind::Pages(PageKind::Medium),
+            3 => RegionKind::Pages(PageKind::Big),
+            4 => RegionKind::Large,
+            _ => RegionKind::Free,
+        }
+    }
+}
+
+/// A page claimed from a region.
+pub(crate) struct Claim {
+    pub(crate) page: &'static Page,
+    /// The page's memory is zero (never touched, or purged since).
+    pub(crate) fresh: bool,
+}
+
+pub(crate) struct Region {
+    pub(crate) lock: RegionLock,
+    kind: AtomicU8,
+    start: AtomicPtr<u8>,
+    len: AtomicUsize,
+    /// Free ranges and large blocks: true if any byte may be non-zero.
+    dirty: AtomicBool,
+    /// Pages regions: the page descriptors.
+    table: AtomicPtr<PageTable>,
+    /// Pages regions: bit set = page free.
+    free_pages: [AtomicU64; BITMAP_WORDS],
+    /// Pages regions: bit set = page touched since it was last purged.
+    dirty_pages: [AtomicU64; BITMAP_WORDS],
+    /// Large blocks: the size the user asked for (for statistics).
+    pub(crate) requested: AtomicUsize,
+
+    // ---- arena bookkeeping: written only under the arena write lock ----
+    /// Neighbours in address order within the reservation.
+    pub(crate) addr_prev: AtomicPtr<Region>,
+    pub(crate) addr_next: AtomicPtr<Region>,
+    /// Links in the list the region is on: its page kind's list, or a free-range bin. Also the
+    /// pool's free list while the descriptor is unused.
+    pub(crate) list_prev: AtomicPtr<Region>,
+    pub(crate) list_next: AtomicPtr<Region>,
+}
+
+impl Region {
+    pub(crate) fn new() -> Region {
+        Region {
+            lock: RegionLock::new(),
+            kind: AtomicU8::new(RegionKind::Free.encode()),
+            start: AtomicPtr::new(core::ptr::null_mut()),
+            len: AtomicUsize::new(0),
+            dirty: AtomicBool::new(false),
+            table: AtomicPtr::new(core::ptr::null_mut()),
+            free_pages: [const { AtomicU64::new(0) }; BITMAP_WORDS],
+            dirty_pages: [const { AtomicU64::new(0) }; BITMAP_WORDS],
+            requested: AtomicUsize::new(0),
+            addr_prev: AtomicPtr::new(core::ptr::null_mut()),
+            addr_next: AtomicPtr::new(core::ptr::null_mut()),
+            list_prev: AtomicPtr::new(core::ptr::null_mut()),
+            list_next: AtomicPtr::new(core::ptr::null_mut()),
+        }
+    }
+
+    // Plain field accessors. Relaxed everywhere: these fields change only under the arena write
+    // lock while the region is detached or marked, and readers are ordered after those changes
+    // by the region lock (Acquire reference), the arena lock, or a validated speculation.
+
+    #[inline]
+    pub(crate) fn kind(&self) -> RegionKind {
+        RegionKind::decode(self.kind.load(Ordering::Relaxed))
+    }
+    pub(crate) fn set_kind(&self, kind: RegionKind) {
+        self.kind.store(kind.encode(), Ordering::Relaxed);
+    }
+    #[inline]
+    pub(crate) fn start(&self) -> *mut u8 {
+        self.start.load(Ordering::Relaxed)
+    }
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+    pub(crate) fn end(&self) -> usize {
+        self.start() as usize + self.len()
+    }
+    pub(crate) fn set_range(&self, start: *mut u8, len: usize) {
+        self.start.store(start, Ordering::Relaxed);
+        self.len.store(len, Ordering::Relaxed);
+    }
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::Relaxed)
+    }
+    pub(crate) fn set_dirty(&self, dirty: bool) {
+        self.dirty.store(dirty, Ordering::Relaxed);
+    }
+    pub(crate) fn table(&self) -> *mut PageTable {
+        self.table.load(Ordering::Relaxed)
+    }
+    pub(crate) fn set_table(&self, table: *mut PageTable) {
+        self.table.store(table, Ordering::Relaxed);
+    }
+
+    /// The page kind of a pages region.
+    pub(crate) fn page_kind(&self) -> Option<PageKind> {
+        match self.kind() {
+            RegionKind::Pages(kind) => Some(kind),
+            _ => None,
+        }
+    }
+
+    fn page_count(&self) -> usize {
+        self.page_kind().map_or(0, PageKind::pages_per_region)
+    }
+
+    /// The descriptor of page `index`.
+    pub(crate) fn page(&self, index: usize) -> &'static Page {
+        debug_assert!(index < self.page_count());
+        // SAFETY: the table stays allocated forever (type-stable pool) and `index` is within it.
+        unsafe { &(*self.table()).pages[index] }
+    }
+
+    /// Sets up the page bitmaps of a new pages region: every page free; touched if the range
+    /// may hold old data.
+    pub(crate) fn reset_page_maps(&self, dirty: bool) {
+        let count = self.page_count();
+        for word in 0..BITMAP_WORDS {
+            let bits = bits_below(count.saturating_sub(word * 64));
+            // Relaxed: the region is detached or marked; attach/unmark publishes these.
+            self.free_pages[word].store(bits, Ordering::Relaxed);
+            self.dirty_pages[word].store(if dirty { bits } else { 0 }, Ordering::Relaxed);
+        }
+    }
+
+    /// Claims a free page. The caller holds the region's read lock (or the arena lock), so the
+    /// region cannot be removed or purged meanwhile.
+    pub(crate) fn claim_page(&self) -> Option<Claim> {
+        for word in 0..BITMAP_WORDS {
+            // Relaxed: the CAS below re-validates.
+            let mut bits = self.free_pages[word].load(Ordering::Relaxed);
+            while bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                // Acquire: pairs with the Release in `release_page`, so we see the previous
+                // owner's last writes to the page descriptor before we reinitialise it.
+                match self.free_pages[word].compare_exchange_weak(
+                    bits,
+                    bits & !(1 << bit),
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        // Relaxed: dirty bits are only cleared by a purge, which runs with the
+                        // region marked and so is ordered against us by the region lock.
+                        let was = self.dirty_pages[word].fetch_or(1 << bit, Ordering::Relaxed);
+                        return Some(Claim {
+                            page: self.page(word * 64 + bit),
+                            fresh: was & (1 << bit) == 0,
+                        });
+                    }
+                    Err(now) => bits = now,
+                }
+            }
+        }
+        None
+    }
+
+    /// Returns a page whose blocks are all free. Needs no lock: a region is only removed when
+    /// every page is free, which cannot happen while the caller still owns this one.
+    pub(crate) fn release_page(&self, index: usize) {
+        let (word, bit) = (index / 64, index % 64);
+        // Release: our writes to the page descriptor happen before the next claimer's Acquire
+        // and before a remover's Acquire check that all pages are free.
+        let prev = self.free_pages[word].fetch_or(1 << bit, Ordering::Release);
+        debug_assert!(prev & (1 << bit) == 0, "page released twice");
+    }
+
+
+    /// True if no page is in use. Caller holds the arena write lock with the region marked.
+    pub(crate) fn all_pages_free(&self) -> bool {
+        let count = self.page_count();
+        (0..BITMAP_WORDS).all(|word| {
+            // Acquire: pairs with `release_page`, so the releasers are done with their pages.
+            self.free_pages[word].load(Ordering::Acquire) == bits_below(count.saturating_sub(word * 64))
+        })
+    }
+
+    /// Pages that are free and touched: what a purge can give back. Caller holds the arena
+    /// write lock with the region marked, so neither bitmap changes except by releases (which
+    /// only add free pages).
+    pub(crate) fn purgeable_pages(&self, word: usize) -> u64 {
+        // Acquire: as in `all_pages_free`.
+        self.free_pages[word].load(Ordering::Acquire) & self.dirty_pages[word].load(Ordering::Relaxed)
+    }
+
+    /// Records that `bits` of bitmap word `word` were purged.
+    pub(crate) fn clear_dirty(&self, word: usize, bits: u64) {
+        // Relaxed: caller has the region marked; claimers are ordered after the session end.
+        self.dirty_pages[word].fetch_and(!bits, Ordering::Relaxed);
+    }
+
+    /// Number of touched pages (for the committed-bytes counter when a region goes away).
+    pub(crate) fn dirty_page_count(&self) -> usize {
+        self.dirty_pages.iter().map(|w| w.load(Ordering::Relaxed).count_ones() as usize).sum()
+    }
+}
+
+/// A word with the lowest `n` bits set (all 64 if `n >= 64`).
+const fn bits_below(n: usize) -> u64 {
+    if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PageKind;
+
+    fn pages_region(kind: PageKind, table: &mut PageTable) -> Region {
+        let r = Region::new();
+        r.set_kind(RegionKind::Pages(kind));
+        r.set_table(table);
+        r.reset_page_maps(false);
+        r
+    }
+
+    fn new_table() -> std::boxed::Box<PageTable> {
+        // SAFETY: all-zero is a valid PageTable (null pointers, zero atomics and counters).
+        unsafe { std::boxed::Box::<PageTable>::new_zeroed().assume_init() }
+    }
+
+    #[test]
+    fn every_page_is_claimed_once_then_none() {
+        for kind in PageKind::ALL {
+            let mut table = new_table();
+            let r = pages_region(kind, &mut table);
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..kind.pages_per_region() {
+                let claim = r.claim_page().expect("a free page");
+                assert!(claim.fresh, "new region pages are fresh");
+                assert!(seen.insert(claim.page as *const Page as usize), "page claimed twice");
+            }
+            assert!(r.claim_page().is_none());
+            assert!(!r.all_pages_free());
+        }
+    }
+
+    #[test]
+    fn released_pages_come_back_dirty_until_purged() {
+        let mut table = new_table();
+        let r = pages_region(PageKind::Medium, &mut table);
+        let first = r.claim_page().unwrap();
+        let index = (first.page as *const Page as usize - table.pages.as_ptr() as usize)
+            / core::mem::size_of::<Page>();
+        r.release_page(index);
+        assert_eq!(r.purgeable_pages(0), 1 << index);
+        let again = r.claim_page().unwrap();
+        assert!(core::ptr::eq(again.page, first.page), "lowest free page is reused first");
+        assert!(!again.fresh, "a reused page is not known to be zero");
+        r.release_page(index);
+        r.clear_dirty(0, r.purgeable_pages(0));
+        assert!(r.claim_page().unwrap().fresh, "a purged page is fresh again");
+    }
+
+    #[test]
+    fn concurrent_claims_never_hand_out_a_page_twice() {
+        let mut table = new_table();
+        let r = std::sync::Arc::new(pages_region(PageKind::Small, &mut table));
+        let threads: std::vec::Vec<_> = (0..4)
+            .map(|_| {
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    let mut mine = std::vec::Vec::new();
+                    while let Some(c) = r.claim_page() {
+                        mine.push(c.page as *const Page as usize);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut all: std::vec::Vec<usize> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), PageKind::Small.pages_per_region());
+    }
+}

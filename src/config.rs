@@ -1,0 +1,89 @@
+//! Sizes that shape the arena. Everything else is derived from these.
+
+/// The page map's granule and the smallest page: 64 KiB. Every region starts and ends on a
+/// slice boundary, so a slice belongs to exactly one page or large block. It is also at least
+/// the largest OS page size Linux uses (64 KiB on some aarch64 kernels).
+pub(crate) const SLICE_SHIFT: u32 = 16;
+pub(crate) const SLICE_SIZE: usize = 1 << SLICE_SHIFT;
+
+/// Small-object regions are 32 MiB: 512 small, 64 medium or 8 big pages.
+pub(crate) const SMALL_REGION_SIZE: usize = 32 << 20;
+/// Page descriptors per region (for the smallest page kind).
+pub(crate) const MAX_REGION_PAGES: usize = SMALL_REGION_SIZE / SLICE_SIZE;
+
+/// Blocks up to this size come from pages; larger ones get a region of their own.
+pub(crate) const MAX_SMALL_SIZE: usize = 512 << 10;
+
+/// Address space reserved at a time. Reserving costs no memory (`MAP_NORESERVE`), only
+/// address space, of which a 47-bit process has 128 TiB.
+pub(crate) const RESERVATION_SIZE: usize = 4 << 30;
+/// Reservations are aligned so small regions (aligned to their page size) fit without waste.
+pub(crate) const RESERVATION_ALIGN: usize = SMALL_REGION_SIZE;
+/// The most reservations the arena tracks (a 4 GiB each, 4 TiB in all, more if single blocks
+/// need more).
+pub(crate) const MAX_RESERVATIONS: usize = 1024;
+
+/// Metadata (descriptors, page tables) is carved from chunks of this size.
+pub(crate) const META_CHUNK_SIZE: usize = 4 << 20;
+
+/// The three page kinds. A size class lives in the smallest kind that holds at least eight of
+/// its blocks, which bounds the unusable tail of a page to one eighth.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub(crate) enum PageKind {
+    /// 64 KiB pages for blocks up to 8 KiB.
+    Small = 0,
+    /// 512 KiB pages for blocks up to 64 KiB.
+    Medium = 1,
+    /// 4 MiB pages for blocks up to 512 KiB.
+    Big = 2,
+}
+
+impl PageKind {
+    pub(crate) const COUNT: usize = 3;
+    pub(crate) const ALL: [PageKind; PageKind::COUNT] =
+        [PageKind::Small, PageKind::Medium, PageKind::Big];
+
+    pub(crate) const fn shift(self) -> u32 {
+        match self {
+            PageKind::Small => 16,
+            PageKind::Medium => 19,
+            PageKind::Big => 22,
+        }
+    }
+
+    pub(crate) const fn page_size(self) -> usize {
+        1 << self.shift()
+    }
+
+    pub(crate) const fn pages_per_region(self) -> usize {
+        SMALL_REGION_SIZE >> self.shift()
+    }
+
+    /// The largest block this kind of page holds (an eighth of the page).
+    pub(crate) const fn max_block(self) -> usize {
+        self.page_size() / 8
+    }
+
+    /// The page kind for blocks of `block_size` bytes (at most [`MAX_SMALL_SIZE`]).
+    pub(crate) const fn for_block(block_size: usize) -> PageKind {
+        if block_size <= PageKind::Small.max_block() {
+            PageKind::Small
+        } else if block_size <= PageKind::Medium.max_block() {
+            PageKind::Medium
+        } else {
+            PageKind::Big
+        }
+    }
+
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+pub(crate) const fn align_up(value: usize, align: usize) -> usize {
+    (value + align - 1) & !(align - 1)
+}
+
+const _: () = assert!(PageKind::Big.max_block() == MAX_SMALL_SIZE);
+const _: () = assert!(PageKind::Small.page_size() == SLICE_SIZE);

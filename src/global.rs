@@ -1,0 +1,105 @@
+//! [`VmArena`], the `GlobalAlloc` implementation, and the free/realloc routing shared with the
+//! public helpers.
+
+use core::alloc::{GlobalAlloc, Layout};
+
+use crate::arena::ARENA;
+use crate::arena::pagemap::Entry;
+use crate::heap::size_class::{class_for_layout, class_size};
+use crate::{abort, heap, large};
+
+/// The vmarena allocator. Install it with
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: vmarena::VmArena = vmarena::VmArena;
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VmArena;
+
+/// Allocates for a layout: a small block from the thread's heap or a large block.
+#[inline(always)]
+pub(crate) fn alloc<const ZERO: bool>(size: usize, align: usize) -> *mut u8 {
+    match class_for_layout(size, align) {
+        Some(class) => heap::alloc::<ZERO>(class, size),
+        None => large::alloc(size, align, ZERO),
+    }
+}
+
+/// Frees a block; `requested` is the size asked for (used for statistics only).
+///
+/// # Safety
+/// `ptr` is a live block from this allocator (checked as far as cheaply possible: a pointer the
+/// arena does not know aborts with a message).
+#[inline(always)]
+pub(crate) unsafe fn free(ptr: *mut u8, requested: usize) {
+    match ARENA.lookup(ptr as usize) {
+        // SAFETY: forwarded from the caller.
+        Entry::Page(page) => unsafe { heap::free(page, ptr, requested) },
+        Entry::Large(region) => large::free(region, ptr),
+        Entry::None => abort::invalid_free(ptr),
+    }
+}
+
+/// Resizes a block allocated for `layout` to `new_size` bytes, in place where it fits.
+///
+/// # Safety
+/// As for `GlobalAlloc::realloc`.
+pub(crate) unsafe fn realloc(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+    let (old_size, align) = (layout.size(), layout.align());
+    match class_for_layout(old_size, align) {
+        // The layout tells us the block's class without a page-map lookup. (A block that was
+        // shrunk in place may be larger than its layout says; that is only a missed chance.)
+        Some(class) => {
+            let usable = class_size(class);
+            if new_size <= usable && new_size >= usable / 2 {
+                heap::record(new_size as isize - old_size as isize, 0, 0, 0);
+                return ptr;
+            }
+        }
+        None => match ARENA.lookup(ptr as usize) {
+            Entry::Large(region) => {
+                if large::resize_in_place(region, ptr, new_size) {
+                    return ptr;
+                }
+            }
+            _ => abort::invalid_free(ptr),
+        },
+    }
+    let new = alloc::<false>(new_size, align);
+    if !new.is_null() {
+        // SAFETY: both blocks are live and distinct; we copy what both can hold.
+        unsafe {
+            core::ptr::copy_nonoverlapping(ptr, new, old_size.min(new_size));
+            free(ptr, old_size);
+        }
+    }
+    new
+}
+
+// SAFETY: every block returned is at least `layout.size()` bytes, aligned to `layout.align()`
+// (size classes are multiples of the alignment inside page-aligned pages; large blocks are
+// placed at aligned addresses), and never overlaps another live block. Nothing here unwinds.
+unsafe impl GlobalAlloc for VmArena {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        alloc::<false>(layout.size(), layout.align())
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        alloc::<true>(layout.size(), layout.align())
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller passes a block we allocated with this layout.
+        unsafe { free(ptr, layout.size()) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded from the caller.
+        unsafe { realloc(ptr, layout, new_size) }
+    }
+}

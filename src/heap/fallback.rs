@@ -1,0 +1,21 @@
+//! The fallback heap: one shared heap behind a mutex, for allocations a thread makes while its
+//! own heap is being set up or after it was torn down (late TLS destructors). Frees into its
+//! pages arrive through the normal remote-free path and are collected on its next use.
+
+use super::thread_heap::{Heap, HeapState};
+use super::tls::FALLBACK_TID;
+use crate::sync::mutex::Mutex;
+
+static FALLBACK: Mutex<Heap> = Mutex::new(Heap::new());
+
+pub(crate) fn alloc<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
+    let heap = FALLBACK.lock();
+    if heap.state() != HeapState::Alive {
+        heap.start(FALLBACK_TID);
+    }
+    heap.alloc::<ZERO>(class, size)
+}
+
+pub(crate) fn add_counters(stats: &mut crate::stats::Stats) {
+    FALLBACK.lock().counters.add_to(stats);
+}

@@ -1,0 +1,55 @@
+//! Small blocks (up to 512 KiB): size classes, pages and their free lists, the per-thread heap,
+//! its life cycle, and the hand-over of pages when threads exit.
+
+pub(crate) mod abandon;
+pub(crate) mod fallback;
+pub(crate) mod pages;
+pub(crate) mod registry;
+pub(crate) mod size_class;
+pub(crate) mod thread_heap;
+pub(crate) mod tls;
+
+use crate::arena::page::{Block, Page};
+use crate::stats::Stats;
+
+/// Allocates a block of size class `class` for a request of `size` bytes.
+#[inline(always)]
+pub(crate) fn alloc<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
+    tls::with_heap(|heap| heap.alloc::<ZERO>(class, size))
+}
+
+/// Frees `ptr`, a block of `page`; `requested` is the size the user asked for (statistics).
+///
+/// # Safety
+/// `ptr` is a live block of `page` that the caller gives up.
+#[inline(always)]
+pub(crate) unsafe fn free(page: &'static Page, ptr: *mut u8, requested: usize) {
+    // SAFETY: forwarded from the caller.
+    tls::with_heap(|heap| unsafe { heap.free(page, ptr.cast::<Block>(), requested) })
+}
+
+/// Records an allocation-statistics change made outside the fast paths (large blocks,
+/// remote frees) in this thread's counters, or the shared ones if it has no usable heap.
+pub(crate) fn record(requested: isize, in_use: isize, allocs: u64, frees: u64) {
+    tls::with_heap(|heap| {
+        if heap.state() == thread_heap::HeapState::Alive || tls::bring_up(heap) {
+            heap.counters.record(false, requested, in_use, allocs, frees);
+        } else {
+            registry::ORPHAN_COUNTERS.record(true, requested, in_use, allocs, frees);
+        }
+    })
+}
+
+/// Gives this thread's empty pages, and empty abandoned pages, back to their regions.
+pub(crate) fn collect() {
+    tls::with_heap(|heap| {
+        if heap.state() == thread_heap::HeapState::Alive {
+            heap.collect();
+        }
+    });
+    abandon::release_empty();
+}
+
+pub(crate) fn fill_stats(stats: &mut Stats) {
+    registry::fill_stats(stats);
+}

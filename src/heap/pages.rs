@@ -1,0 +1,389 @@
+//! What a heap does with a page it owns: set it up for a size class, carve fresh blocks,
+//! pop and push blocks, and take in the blocks other threads freed.
+//!
+//! Three lists per page (free-list sharding, as in mimalloc): `free` to allocate from,
+//! `local_free` for the owner's frees, `xthread_free` for other threads' frees. Keeping the
+//! owner's frees apart from `free` means the allocation fast path never sees a block it just
+//! freed, and the slow path runs at a steady cadence where remote frees get collected.
+//!
+//! Double frees: a freed block (of 16 bytes or more) carries a marker in its second word, the
+//! block's address mixed with a per-process secret. Allocation clears it; a free that finds it
+//! already set aborts. User data equal to the marker by chance has probability ~2^-64.
+
+use crate::arena::page::{Block, OWNER_FULL_FLAG, Page};
+use crate::config::PageKind;
+use crate::sync::atomic::{AtomicUsize, Ordering};
+
+use super::size_class::{class_size, page_kind};
+
+/// Fresh blocks carved per extension: enough to make the slow path rare, few enough not to
+/// touch (and so commit) much memory the program may never use.
+const EXTEND_BYTES: usize = 16 << 10;
+const EXTEND_MIN_BLOCKS: u32 = 4;
+
+/// The secret mixed into free markers; never zero once set.
+static FREE_KEY: AtomicUsize = AtomicUsize::new(0);
+
+/// The process's free-marker secret, created on first use.
+pub(crate) fn free_key() -> usize {
+    // Relaxed: the value is self-contained; racing initialisers agree through the CAS.
+    let key = FREE_KEY.load(Ordering::Relaxed);
+    if key != 0 {
+        return key;
+    }
+    let mut fresh = 0usize;
+    // SAFETY: getrandom writes at most the given number of bytes into our buffer.
+    let got = unsafe {
+        libc::getrandom((&raw mut fresh).cast(), core::mem::size_of::<usize>(), libc::GRND_NONBLOCK)
+    };
+    if got != core::mem::size_of::<usize>() as isize {
+        // No entropy yet (very early boot): fall back to address-space randomisation.
+        fresh = (&raw const fresh as usize).rotate_left(29) ^ (free_key as fn() -> usize as usize);
+    }
+    fresh |= 1 << 63; // never zero, never a plausible pointer
+    match FREE_KEY.compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => fresh,
+        Err(existing) => existing,
+    }
+}
+
+#[inline(always)]
+fn marker(block: *mut Block, key: usize) -> usize {
+    block as usize ^ key
+}
+
+/// Prepares a just-claimed page for `class`, owned by `owner`.
+///
+/// # Safety
+/// The caller has exclusive use of the page (it just claimed or reclaimed it).
+pub(crate) unsafe fn init(page: &Page, class: usize, fresh: bool, owner: usize) {
+    let size = class_size(class);
+    let kind: PageKind = page_kind(class);
+    // SAFETY: exclusive use (caller).
+    unsafe {
+        page.free.set(core::ptr::null_mut());
+        page.local_free.set(core::ptr::null_mut());
+        page.used.set(0);
+        page.capacity.set(0);
+        page.reserved.set((kind.page_size() / size) as u32);
+        page.class.set(class as u8);
+        page.free_is_zero.set(false);
+        page.fresh.set(fresh);
+        page.next.set(core::ptr::null_mut());
+        page.prev.set(core::ptr::null_mut());
+    }
+    // Relaxed: no block of this page exists yet, so no other thread can be looking; the
+    // page reaches other threads only through blocks the user passes with their own sync.
+    debug_assert!(page.xthread_free.load(Ordering::Relaxed).is_null());
+    page.block_size.store(size, Ordering::Relaxed);
+    page.owner.store(owner, Ordering::Relaxed);
+}
+
+/// Carves fresh blocks onto the (empty) free list. Returns false if the page is fully carved.
+///
+/// # Safety
+/// The calling thread owns the page and its free list is empty.
+pub(crate) unsafe fn extend(page: &Page) -> bool {
+    // SAFETY: owner (caller).
+    unsafe {
+        let (capacity, reserved) = (page.capacity.get(), page.reserved.get());
+        if capacity == reserved {
+            return false;
+        }
+        let size = page.block_size.load(Ordering::Relaxed);
+        let count = ((EXTEND_BYTES / size) as u32).max(EXTEND_MIN_BLOCKS).min(reserved - capacity);
+        let start = page.start.load(Ordering::Relaxed);
+        let first = start.add(capacity as usize * size).cast::<Block>();
+        let mut block = first;
+        for _ in 1..count {
+            let next = block.byte_add(size);
+            (*block).next = next;
+            block = next;
+        }
+        (*block).next = core::ptr::null_mut();
+        page.free.set(first);
+        page.capacity.set(capacity + count);
+        page.free_is_zero.set(page.fresh.get());
+        true
+    }
+}
+
+/// Pops a block from the free list (which must not be empty) and clears its free marker.
+///
+/// # Safety
+/// The calling thread owns the page; `page.free` is not null.
+#[inline(always)]
+pub(crate) unsafe fn pop(page: &Page, block: *mut Block, class: usize) {
+    // SAFETY: owner (caller); `block` is the head of the page's free list, a block of this
+    // page that no one else uses.
+    unsafe {
+        page.free.set((*block).next);
+        page.used.set(page.used.get() + 1);
+        if class != 0 {
+            // Clear a stale free marker (8-byte blocks have no room for one).
+            *block.cast::<usize>().add(1) = 0;
+        }
+    }
+}
+
+/// Zeroes the first `size` bytes of a block just popped from `page`, skipping the work when the
+/// page's free list was known to be zero apart from the link word.
+///
+/// # Safety
+/// `block` was just popped from `page`, which the caller owns, and has room for `size` bytes.
+#[inline(always)]
+pub(crate) unsafe fn zero(page: &Page, block: *mut Block, size: usize) {
+    // SAFETY: as above.
+    unsafe {
+        if page.free_is_zero.get() {
+            (*block).next = core::ptr::null_mut();
+        } else {
+            core::ptr::write_bytes(block.cast::<u8>(), 0, size);
+        }
+    }
+}
+
+/// Checks a block being freed for a free marker and sets one. Aborts on a double free.
+///
+/// # Safety
+/// `block` is a block of `page` the caller may write (it is being freed).
+#[inline(always)]
+pub(crate) unsafe fn mark_freed(block: *mut Block, block_size: usize, key: usize) {
+    if block_size > 8 {
+        // SAFETY: blocks of more than 8 bytes have a second word; the block is ours to write.
+        unsafe {
+            let word = block.cast::<usize>().add(1);
+            if *word == marker(block, key) {
+                crate::abort::double_free(block.cast());
+            }
+            *word = marker(block, key);
+        }
+    }
+}
+
+/// Pushes a block freed by its owner. Returns true if the page is now empty.
+///
+/// # Safety
+/// The calling thread owns the page; `block` is a live block of it.
+#[inline(always)]
+pub(crate) unsafe fn push_local(page: &Page, block: *mut Block) -> bool {
+    // SAFETY: owner (caller).
+    unsafe {
+        (*block).next = page.local_free.get();
+        page.local_free.set(block);
+        let used = page.used.get() - 1;
+        page.used.set(used);
+        used == 0
+    }
+}
+
+/// Pushes a block freed by a thread that does not own the page (any thread may call this).
+///
+/// # Safety
+/// `block` is a live block of `page` that the caller gives up.
+pub(crate) unsafe fn push_remote(page: &Page, block: *mut Block) {
+    // Relaxed: the CAS below validates.
+    let mut head = page.xthread_free.load(Ordering::Relaxed);
+    loop {
+        // SAFETY: the block is ours until the CAS publishes it.
+        unsafe { (*block).next = head };
+        // Release: the link (and the user's last writes to the block) happen before the
+        // owner's Acquire swap in `collect`.
+        match page.xthread_free.compare_exchange_weak(head, block, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(now) => head = now,
+        }
+    }
+}
+
+/// Takes in the blocks other threads freed (updating `used`), and if the free list is empty
+/// refills it from the owner's own frees.
+///
+/// # Safety
+/// The calling thread owns the page.
+pub(crate) unsafe fn collect(page: &Page) {
+    // SAFETY: owner (caller).
+    unsafe {
+        // Relaxed peek first: avoids a read-modify-write when there is nothing to take.
+        if !page.xthread_free.load(Ordering::Relaxed).is_null() {
+            // Acquire: pairs with the freeing threads' Release CAS.
+            let list = page.xthread_free.swap(core::ptr::null_mut(), Ordering::Acquire);
+            let mut count = 1u32;
+            let mut tail = list;
+            while !(*tail).next.is_null() {
+                tail = (*tail).next;
+                count += 1;
+            }
+            (*tail).next = page.local_free.get();
+            page.local_free.set(list);
+            page.used.set(page.used.get() - count);
+        }
+        if page.free.get().is_null() && !page.local_free.get().is_null() {
+            page.free.set(page.local_free.get());
+            page.local_free.set(core::ptr::null_mut());
+            page.free_is_zero.set(false);
+        }
+    }
+}
+
+/// True if the page has a block ready or can carve one.
+///
+/// # Safety
+/// The calling thread owns the page.
+pub(crate) unsafe fn has_room(page: &Page) -> bool {
+    // SAFETY: owner (caller).
+    unsafe { !page.free.get().is_null() || page.capacity.get() < page.reserved.get() }
+}
+
+/// True if every block of the page is free (after a `collect`).
+///
+/// # Safety
+/// The calling thread owns the page.
+pub(crate) unsafe fn is_empty(page: &Page) -> bool {
+    // SAFETY: owner (caller).
+    unsafe { page.used.get() == 0 }
+}
+
+/// Sets or clears the flag that sends the owner's frees into this page down the slow path.
+pub(crate) fn set_full_flag(page: &Page, owner: usize, full: bool) {
+    let value = if full { owner | OWNER_FULL_FLAG } else { owner };
+    // Relaxed: other threads only compare `owner` with their own id, which never matches
+    // either value.
+    page.owner.store(value, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::heap::size_class::{NUM_CLASSES, class_of};
+
+    /// A page over heap memory, as a region would set it up.
+    struct TestPage {
+        page: std::boxed::Box<Page>,
+        memory: std::vec::Vec<u64>,
+    }
+
+    fn test_page(class: usize) -> TestPage {
+        let kind = page_kind(class);
+        let mut memory = std::vec![0u64; kind.page_size() / 8];
+        let page = std::boxed::Box::new(Page::new());
+        page.start.store(memory.as_mut_ptr().cast(), Ordering::Relaxed);
+        // SAFETY: the page is ours alone.
+        unsafe { init(&page, class, true, 8) };
+        TestPage { page, memory }
+    }
+
+    fn alloc(page: &Page, class: usize) -> Option<*mut Block> {
+        // SAFETY: single-threaded test owning the page.
+        unsafe {
+            if page.free.get().is_null() {
+                collect(page);
+            }
+            if page.free.get().is_null() && !extend(page) {
+                return None;
+            }
+            let block = page.free.get();
+            pop(page, block, class);
+            Some(block)
+        }
+    }
+
+    #[test]
+    fn a_page_hands_out_every_block_once_and_all_come_back() {
+        for class in [0, 1, 7, 8, 20, class_of(8192), class_of(8193), class_of(65536), NUM_CLASSES - 1] {
+            let t = test_page(class);
+            let size = class_size(class);
+            let base = t.memory.as_ptr() as usize;
+            let mut blocks = std::vec::Vec::new();
+            while let Some(b) = alloc(&t.page, class) {
+                let offset = b as usize - base;
+                assert_eq!(offset % size, 0, "class {class}: misaligned block");
+                assert!(offset + size <= page_kind(class).page_size());
+                blocks.push(b as usize);
+            }
+            let reserved = page_kind(class).page_size() / size;
+            assert_eq!(blocks.len(), reserved);
+            blocks.sort();
+            blocks.dedup();
+            assert_eq!(blocks.len(), reserved, "a block was handed out twice");
+            for (i, &b) in blocks.iter().enumerate() {
+                // SAFETY: live blocks of our page.
+                let empty = unsafe { push_local(&t.page, b as *mut Block) };
+                assert_eq!(empty, i + 1 == reserved);
+            }
+            // SAFETY: owner.
+            assert!(unsafe { is_empty(&t.page) });
+        }
+    }
+
+    #[test]
+    fn remote_frees_are_collected_and_counted() {
+        let class = class_of(48);
+        let t = test_page(class);
+        let blocks: std::vec::Vec<_> = (0..10).map(|_| alloc(&t.page, class).unwrap()).collect();
+        // SAFETY: blocks are live blocks of the page, freed once each.
+        unsafe {
+            for &b in &blocks[..6] {
+                push_remote(&t.page, b);
+            }
+            assert_eq!(t.page.used.get(), 10);
+            collect(&t.page);
+            assert_eq!(t.page.used.get(), 4);
+        }
+        // Everything not live can be handed out again, the six freed blocks included.
+        let mut rest = std::vec::Vec::new();
+        while let Some(b) = alloc(&t.page, class) {
+            rest.push(b);
+        }
+        assert_eq!(rest.len(), page_kind(class).page_size() / class_size(class) - 4);
+        for b in &blocks[..6] {
+            assert!(rest.contains(b), "a remotely freed block was lost");
+        }
+    }
+
+    #[test]
+    fn fresh_pages_hand_out_zero_blocks_without_writing_them() {
+        let class = class_of(256);
+        let t = test_page(class);
+        let block = alloc(&t.page, class).unwrap();
+        // SAFETY: owner; block just popped.
+        unsafe {
+            assert!(t.page.free_is_zero.get());
+            zero(&t.page, block, 256);
+            let bytes = core::slice::from_raw_parts(block.cast::<u8>(), 256);
+            assert!(bytes.iter().all(|&b| b == 0));
+            // Reused blocks are not known to be zero.
+            block.cast::<u8>().write_bytes(0xAB, 256);
+            push_local(&t.page, block);
+            t.page.free.set(core::ptr::null_mut());
+            t.page.capacity.set(t.page.reserved.get());
+            collect(&t.page);
+            assert!(!t.page.free_is_zero.get());
+            let again = t.page.free.get();
+            pop(&t.page, again, class);
+            zero(&t.page, again, 256);
+            let bytes = core::slice::from_raw_parts(again.cast::<u8>(), 256);
+            assert!(bytes.iter().all(|&b| b == 0), "reused block must be zeroed");
+        }
+    }
+
+    #[test]
+    fn free_markers_are_cleared_on_allocation() {
+        let class = class_of(32);
+        let t = test_page(class);
+        let key = free_key();
+        let b = alloc(&t.page, class).unwrap();
+        while alloc(&t.page, class).is_some() {} // drain, so the freed block comes back next
+        // SAFETY: a live block of our page.
+        unsafe {
+            mark_freed(b, 32, key);
+            push_local(&t.page, b);
+            collect(&t.page);
+            let again = t.page.free.get();
+            assert_eq!(again, b);
+            pop(&t.page, again, class);
+            // Allocated again: freeing it must not be mistaken for a double free.
+            mark_freed(again, 32, key);
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Size classes: every multiple of 8 bytes up to 64, then eight classes per doubling up to
+//! 512 KiB (72, 80, …, 128, 144, …, 256, 288, …). A request of more than 64 bytes is rounded up
+//! by less than an eighth of itself (at most 12.5% internal waste); below 64 bytes the waste is
+//! under one 8-byte word. Each class's page kind holds at least eight blocks, so the unusable
+//! tail of a page is also at most an eighth.
+//!
+//! Every class in a doubling `[2^k, 2^(k+1)]` is a multiple of `2^(k-3)`, and every multiple of
+//! 8 up to 128 is a class. So rounding a size up to a power-of-two alignment first always lands
+//! on a class that is itself a multiple of that alignment; pages start at page-size-aligned
+//! addresses, so such blocks are aligned without any per-block adjustment.
+
+use crate::config::{MAX_SMALL_SIZE, PageKind};
+
+/// Classes with sizes 8..=64 step 8.
+const WORD_CLASSES: usize = 8;
+const CLASSES_PER_DOUBLING: usize = 8;
+/// Doublings from 64 B up to 512 KiB.
+const DOUBLINGS: usize = (MAX_SMALL_SIZE.ilog2() - 64usize.ilog2()) as usize;
+
+pub(crate) const NUM_CLASSES: usize = WORD_CLASSES + DOUBLINGS * CLASSES_PER_DOUBLING;
+
+/// Block size of each class.
+static CLASS_SIZE: [u32; NUM_CLASSES] = {
+    let mut sizes = [0u32; NUM_CLASSES];
+    let mut c = 0;
+    while c < NUM_CLASSES {
+        sizes[c] = compute_class_size(c) as u32;
+        c += 1;
+    }
+    sizes
+};
+
+/// Class of each size up to 1 KiB, indexed by `(size + 7) / 8`: the common case in one load.
+const LOOKUP_MAX: usize = 1024;
+static SMALL_LOOKUP: [u8; LOOKUP_MAX / 8 + 1] = {
+    let mut table = [0u8; LOOKUP_MAX / 8 + 1];
+    let mut i = 0;
+    while i < table.len() {
+        table[i] = compute_class(i * 8) as u8;
+        i += 1;
+    }
+    table
+};
+
+const fn compute_class_size(class: usize) -> usize {
+    if class < WORD_CLASSES {
+        (class + 1) * 8
+    } else {
+        let k = 6 + (class - WORD_CLASSES) / CLASSES_PER_DOUBLING;
+        let j = (class - WORD_CLASSES) % CLASSES_PER_DOUBLING;
+        (1 << k) + (j + 1) * (1 << (k - 3))
+    }
+}
+
+const fn compute_class(size: usize) -> usize {
+    if size <= 64 {
+        if size == 0 { 0 } else { (size + 7) / 8 - 1 }
+    } else {
+        let s = size - 1;
+        let k = s.ilog2() as usize;
+        let j = (s >> (k - 3)) - CLASSES_PER_DOUBLING;
+        WORD_CLASSES + (k - 6) * CLASSES_PER_DOUBLING + j
+    }
+}
+
+/// The class for `size` bytes (`size <= MAX_SMALL_SIZE`).
+#[inline(always)]
+pub(crate) fn class_of(size: usize) -> usize {
+    debug_assert!(size <= MAX_SMALL_SIZE);
+    if size <= LOOKUP_MAX {
+        SMALL_LOOKUP[(size + 7) >> 3] as usize
+    } else {
+        compute_class(size)
+    }
+}
+
+/// The class for a layout, or `None` if it needs a large block. Alignments up to the page
+/// size work here (see the module docs).
+#[inline(always)]
+pub(crate) fn class_for_layout(size: usize, align: usize) -> Option<usize> {
+    let size = if align <= 8 {
+        size
+    } else {
+        // Round up to the alignment; cannot overflow for sizes that fit a class.
+        if size > MAX_SMALL_SIZE || align > MAX_SMALL_SIZE {
+            return None;
+        }
+        (size + align - 1) & !(align - 1)
+    };
+    if size <= MAX_SMALL_SIZE { Some(class_of(size)) } else { None }
+}
+
+#[inline(always)]
+pub(crate) fn class_size(class: usize) -> usize {
+    CLASS_SIZE[class] as usize
+}
+
+pub(crate) fn page_kind(class: usize) -> PageKind {
+    PageKind::for_block(class_size(class))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_increase_and_end_at_the_large_threshold() {
+        for c in 1..NUM_CLASSES {
+            assert!(class_size(c) > class_size(c - 1));
+            assert_eq!(class_size(c) % 8, 0);
+        }
+        assert_eq!(class_size(NUM_CLASSES - 1), MAX_SMALL_SIZE);
+        assert_eq!(class_size(0), 8);
+    }
+
+    #[test]
+    fn every_size_gets_the_smallest_class_that_fits() {
+        for size in 1..=MAX_SMALL_SIZE {
+            let c = class_of(size);
+            assert!(class_size(c) >= size, "size {size} class {c}");
+            assert!(c == 0 || class_size(c - 1) < size, "size {size} not in smallest class");
+        }
+    }
+
+    #[test]
+    fn waste_is_at_most_an_eighth_above_64_bytes_and_under_a_word_below() {
+        for size in 1..=MAX_SMALL_SIZE {
+            let waste = class_size(class_of(size)) - size;
+            if size > 64 {
+                assert!(waste * 8 <= size, "size {size} wastes {waste}");
+            } else {
+                assert!(waste < 8, "size {size} wastes {waste}");
+            }
+        }
+    }
+
+    #[test]
+    fn pages_hold_at_least_eight_blocks() {
+        for c in 0..NUM_CLASSES {
+            let kind = page_kind(c);
+            assert!(kind.page_size() / class_size(c) >= 8, "class {c}");
+        }
+    }
+
+    #[test]
+    fn aligned_layouts_land_on_classes_that_are_multiples_of_the_alignment() {
+        let mut align = 1;
+        while align <= MAX_SMALL_SIZE {
+            for size in (1..=MAX_SMALL_SIZE).step_by(97).chain([1, align, MAX_SMALL_SIZE]) {
+                match class_for_layout(size, align) {
+                    Some(c) => {
+                        let block = class_size(c);
+                        assert!(block >= size && block % align == 0, "size {size} align {align}");
+                        assert!(page_kind(c).page_size() % align == 0);
+                    }
+                    None => assert!(size.next_multiple_of(align) > MAX_SMALL_SIZE),
+                }
+            }
+            align *= 2;
+        }
+        assert_eq!(class_for_layout(1, 2 * MAX_SMALL_SIZE), None);
+    }
+}

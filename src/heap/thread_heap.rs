@@ -1,0 +1,482 @@
+//! The per-thread heap: per size class, a queue of pages with free blocks (the first is the
+//! current page the fast path allocates from) and a list of full pages.
+//!
+//! Fast paths (no lock, no atomic read-modify-write):
+//! * malloc: load the current page of the class, pop its `free` list.
+//! * free by the owner: compare the page's `owner` with our id, push onto `local_free`.
+//!
+//! Everything else is the generic path, in order of cost: take in freed blocks of the queued
+//! pages, carve fresh blocks, rescue a full page that other threads freed into, take over a
+//! page an exited thread abandoned, claim a fresh page from the arena (the region read path).
+
+use core::cell::Cell;
+
+use super::pages;
+use super::size_class::{NUM_CLASSES, class_size, page_kind};
+use crate::arena::ARENA;
+use crate::arena::page::{Block, NO_OWNER, OWNER_FULL_FLAG, Page};
+use crate::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+/// The page every empty queue points at: its free list is always empty, so the fast path
+/// needs no separate "no page yet" test. Nobody ever writes to it.
+pub(crate) static EMPTY_PAGE: Page = Page::new();
+
+/// Thread id of a heap that is not alive; never equal to any page's `owner`.
+pub(crate) const NO_THREAD: usize = usize::MAX;
+
+/// Full pages inspected for frees from other threads before claiming a new page.
+const FULL_SCAN_BUDGET: usize = 8;
+/// Abandoned pages tried before claiming a new page.
+const RECLAIM_BUDGET: usize = 4;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum HeapState {
+    /// The thread has not allocated yet.
+    Uninit,
+    /// Setting up; allocations made meanwhile (e.g. by the C library) use the fallback heap.
+    Initialising,
+    Alive,
+    /// The thread is exiting and its pages were handed over; it uses the fallback heap.
+    Destroyed,
+}
+
+/// Counters a heap updates on its fast paths: a plain load and store each (no RMW), since only
+/// the owner writes them. Frees from other threads make a heap's byte counts go "negative";
+/// only the sum over all heaps is meaningful, so arithmetic wraps.
+pub(crate) struct HeapCounters {
+    pub(crate) requested: AtomicUsize,
+    pub(crate) in_use: AtomicUsize,
+    pub(crate) allocs: AtomicU64,
+    pub(crate) frees: AtomicU64,
+}
+
+impl HeapCounters {
+    pub(crate) const fn new() -> HeapCounters {
+        HeapCounters {
+            requested: AtomicUsize::new(0),
+            in_use: AtomicUsize::new(0),
+            allocs: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+        }
+    }
+
+    /// Owner-only update (Relaxed load + store: statistics read by `stats()`).
+    #[inline(always)]
+    pub(crate) fn on_alloc(&self, requested: usize, usable: usize) {
+        let add = |c: &AtomicUsize, n: usize| c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        add(&self.requested, requested);
+        add(&self.in_use, usable);
+        self.allocs.store(self.allocs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// Owner-only update, as `on_alloc`.
+    #[inline(always)]
+    pub(crate) fn on_free(&self, requested: usize, usable: usize) {
+        let sub = |c: &AtomicUsize, n: usize| c.store(c.load(Ordering::Relaxed).wrapping_sub(n), Ordering::Relaxed);
+        sub(&self.requested, requested);
+        sub(&self.in_use, usable);
+        self.frees.store(self.frees.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// A change from a slow path. `shared` counters may be written by several threads and
+    /// take read-modify-writes; a heap's own counters take a load and a store (Relaxed:
+    /// statistics).
+    pub(crate) fn record(&self, shared: bool, requested: isize, in_use: isize, allocs: u64, frees: u64) {
+        let signed = |c: &AtomicUsize, n: isize| {
+            if shared {
+                c.fetch_add(n as usize, Ordering::Relaxed);
+            } else {
+                c.store(c.load(Ordering::Relaxed).wrapping_add(n as usize), Ordering::Relaxed);
+            }
+        };
+        let count = |c: &AtomicU64, n: u64| {
+            if shared {
+                c.fetch_add(n, Ordering::Relaxed);
+            } else {
+                c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+            }
+        };
+        signed(&self.requested, requested);
+        signed(&self.in_use, in_use);
+        count(&self.allocs, allocs);
+        count(&self.frees, frees);
+    }
+
+    /// Adds these counters into `into` (Relaxed: statistics).
+    pub(crate) fn add_to(&self, into: &mut crate::stats::Stats) {
+        into.bytes_requested = into.bytes_requested.wrapping_add(self.requested.load(Ordering::Relaxed));
+        into.bytes_in_use = into.bytes_in_use.wrapping_add(self.in_use.load(Ordering::Relaxed));
+        into.allocations += self.allocs.load(Ordering::Relaxed);
+        into.frees += self.frees.load(Ordering::Relaxed);
+    }
+}
+
+/// A doubly linked list of pages through their `next`/`prev` owner fields.
+struct PageList {
+    first: Cell<*const Page>,
+    last: Cell<*const Page>,
+}
+
+impl PageList {
+    const fn new() -> PageList {
+        PageList { first: Cell::new(core::ptr::null()), last: Cell::new(core::ptr::null()) }
+    }
+
+    fn first(&self) -> Option<&'static Page> {
+        // SAFETY: lists hold page descriptors, which are never freed.
+        unsafe { self.first.get().as_ref() }
+    }
+
+    /// # Safety
+    /// The calling thread owns `page`, which is on no list.
+    unsafe fn push_front(&self, page: &Page) {
+        // SAFETY: owner (caller); neighbours are pages of this list, also ours.
+        unsafe {
+            page.prev.set(core::ptr::null_mut());
+            page.next.set(self.first.get().cast_mut());
+            match self.first().map(|f| &f.prev) {
+                Some(prev) => prev.set((page as *const Page).cast_mut()),
+                None => self.last.set(page),
+            }
+        }
+        self.first.set(page);
+    }
+
+    /// # Safety
+    /// As for `push_front`.
+    unsafe fn push_back(&self, page: &Page) {
+        // SAFETY: as for `push_front`.
+        unsafe {
+            page.next.set(core::ptr::null_mut());
+            page.prev.set(self.last.get().cast_mut());
+            match self.last.get().as_ref() {
+                Some(last) => last.next.set((page as *const Page).cast_mut()),
+                None => self.first.set(page),
+            }
+        }
+        self.last.set(page);
+    }
+
+    /// # Safety
+    /// The calling thread owns `page`, which is on this list.
+    unsafe fn remove(&self, page: &Page) {
+        // SAFETY: as for `push_front`.
+        unsafe {
+            let (prev, next) = (page.prev.get(), page.next.get());
+            match prev.as_ref() {
+                Some(p) => p.next.set(next),
+                None => self.first.set(next),
+            }
+            match next.as_ref() {
+                Some(n) => n.prev.set(prev),
+                None => self.last.set(prev),
+            }
+            page.next.set(core::ptr::null_mut());
+            page.prev.set(core::ptr::null_mut());
+        }
+    }
+}
+
+pub(crate) struct Heap {
+    /// Per class, the page the fast path allocates from (`EMPTY_PAGE` if none).
+    current: [Cell<*const Page>; NUM_CLASSES],
+    /// Our id in pages' `owner` (`NO_THREAD` unless alive).
+    tid: Cell<usize>,
+    /// Cached `pages::free_key()`.
+    free_key: Cell<usize>,
+    state: Cell<HeapState>,
+    /// Per class, pages with free blocks or room to carve; `current` is the first.
+    queues: [PageList; NUM_CLASSES],
+    /// Per class, pages with nothing left to hand out.
+    full: [PageList; NUM_CLASSES],
+    pub(crate) counters: HeapCounters,
+    /// Links in the registry of live heaps (changed under the registry lock).
+    pub(crate) registry_next: AtomicPtr<Heap>,
+    pub(crate) registry_prev: AtomicPtr<Heap>,
+}
+
+// SAFETY: a heap is used by one thread at a time: its own thread, or the holder of the
+// fallback heap's mutex. Other threads only touch its atomics (counters, registry links).
+unsafe impl Send for Heap {}
+
+impl Heap {
+    pub(crate) const fn new() -> Heap {
+        Heap {
+            current: [const { Cell::new(&raw const EMPTY_PAGE) }; NUM_CLASSES],
+            tid: Cell::new(NO_THREAD),
+            free_key: Cell::new(0),
+            state: Cell::new(HeapState::Uninit),
+            queues: [const { PageList::new() }; NUM_CLASSES],
+            full: [const { PageList::new() }; NUM_CLASSES],
+            counters: HeapCounters::new(),
+            registry_next: AtomicPtr::new(core::ptr::null_mut()),
+            registry_prev: AtomicPtr::new(core::ptr::null_mut()),
+        }
+    }
+
+    pub(crate) fn state(&self) -> HeapState {
+        self.state.get()
+    }
+
+
+    /// Makes the heap usable by the thread whose id is `tid`.
+    pub(crate) fn start(&self, tid: usize) {
+        self.tid.set(tid);
+        self.free_key.set(pages::free_key());
+        self.state.set(HeapState::Alive);
+    }
+
+    pub(crate) fn set_state(&self, state: HeapState) {
+        self.state.set(state);
+    }
+
+    // ------------------------------------------------------------------ allocation
+
+    /// Allocates a block of `class` for a request of `size` bytes (zeroed if `ZERO`).
+    #[inline(always)]
+    pub(crate) fn alloc<const ZERO: bool>(&self, class: usize, size: usize) -> *mut u8 {
+        // SAFETY: `current` holds pages this heap owns, or `EMPTY_PAGE`, whose free list is
+        // null and never written; so reading `free` races with no one.
+        unsafe {
+            let page = &*self.current[class].get();
+            let block = page.free.get();
+            if !block.is_null() {
+                pages::pop(page, block, class);
+                if ZERO {
+                    pages::zero(page, block, size);
+                }
+                self.counters.on_alloc(size, class_size(class));
+                return block.cast();
+            }
+        }
+        self.alloc_generic::<ZERO>(class, size)
+    }
+
+    #[inline(never)]
+    fn alloc_generic<const ZERO: bool>(&self, class: usize, size: usize) -> *mut u8 {
+        if self.state.get() != HeapState::Alive && !super::tls::bring_up(self) {
+            return super::fallback::alloc::<ZERO>(class, size);
+        }
+        if self.find_page(class).is_none() {
+            return core::ptr::null_mut(); // out of memory
+        }
+        // `find_page` made a page with a free block current: the fast path succeeds now.
+        self.alloc::<ZERO>(class, size)
+    }
+
+    /// Makes a page with a free block the current page of `class`.
+    fn find_page(&self, class: usize) -> Option<&'static Page> {
+        let queue = &self.queues[class];
+        // SAFETY (whole function): every page on our lists is owned by this heap; reclaimed
+        // and claimed pages become ours before we touch them.
+        unsafe {
+            // 1. Queued pages: take in their freed blocks, or carve fresh ones.
+            while let Some(page) = queue.first() {
+                pages::collect(page);
+                if pages::has_room(page) {
+                    if page.free.get().is_null() {
+                        pages::extend(page);
+                    }
+                    self.sync_current(class);
+                    return Some(page);
+                }
+                queue.remove(page);
+                self.full[class].push_back(page);
+                pages::set_full_flag(page, self.tid.get(), true);
+            }
+            // 2. Full pages that other threads have freed into.
+            if let Some(page) = self.rescue_full_page(class) {
+                return Some(page);
+            }
+            // 3. Pages abandoned by exited threads.
+            for _ in 0..RECLAIM_BUDGET {
+                let Some(page) = super::abandon::take(class) else { break };
+                page.owner.store(self.tid.get(), Ordering::Relaxed);
+                pages::collect(page);
+                if pages::has_room(page) {
+                    if page.free.get().is_null() {
+                        pages::extend(page);
+                    }
+                    queue.push_front(page);
+                    self.sync_current(class);
+                    return Some(page);
+                }
+                self.full[class].push_back(page);
+                pages::set_full_flag(page, self.tid.get(), true);
+            }
+            // 4. A fresh page from the arena (the region read path).
+            let claim = ARENA.claim_page(page_kind(class))?;
+            pages::init(claim.page, class, claim.fresh, self.tid.get());
+            pages::extend(claim.page);
+            queue.push_front(claim.page);
+            self.sync_current(class);
+            Some(claim.page)
+        }
+    }
+
+    /// Looks at a few full pages for blocks other threads freed into them. Pages still full
+    /// go to the back, so successive calls look at different pages.
+    ///
+    /// # Safety
+    /// Called by the heap's owner.
+    unsafe fn rescue_full_page(&self, class: usize) -> Option<&'static Page> {
+        let full = &self.full[class];
+        for _ in 0..FULL_SCAN_BUDGET {
+            let page = full.first()?;
+            // SAFETY: our page (caller).
+            unsafe {
+                full.remove(page);
+                pages::collect(page);
+                if pages::has_room(page) {
+                    pages::set_full_flag(page, self.tid.get(), false);
+                    self.queues[class].push_front(page);
+                    self.sync_current(class);
+                    return Some(page);
+                }
+                full.push_back(page);
+            }
+            if core::ptr::eq(full.first.get(), page) {
+                break; // the only full page
+            }
+        }
+        None
+    }
+
+    /// Points the fast path at the first queued page of `class`.
+    fn sync_current(&self, class: usize) {
+        let first = self.queues[class].first.get();
+        self.current[class].set(if first.is_null() { &raw const EMPTY_PAGE } else { first });
+    }
+
+    // ------------------------------------------------------------------ freeing
+
+    /// Frees `block` of `page` (any page: ours or another thread's).
+    ///
+    /// # Safety
+    /// `block` is a live block of `page`, given up by the caller.
+    #[inline(always)]
+    pub(crate) unsafe fn free(&self, page: &'static Page, block: *mut Block, requested: usize) {
+        // Relaxed: see the `Page` docs; a page whose owner reads as us is ours and stays ours.
+        let size = page.block_size.load(Ordering::Relaxed);
+        if page.owner.load(Ordering::Relaxed) == self.tid.get() {
+            // SAFETY: we own the page; the block is one of its live blocks (caller).
+            unsafe {
+                pages::mark_freed(block, size, self.free_key.get());
+                if pages::push_local(page, block) {
+                    self.page_emptied(page);
+                }
+            }
+            self.counters.on_free(requested, size);
+        } else {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.free_slow(page, block, requested, size) };
+        }
+    }
+
+    /// A free into a page of ours that is in the full list, or into another thread's page.
+    #[inline(never)]
+    unsafe fn free_slow(&self, page: &'static Page, block: *mut Block, requested: usize, size: usize) {
+        let tid = self.tid.get();
+        // Relaxed: as in `free`.
+        if page.owner.load(Ordering::Relaxed) == tid | OWNER_FULL_FLAG {
+            // SAFETY: our page; the block is a live block of it (caller).
+            unsafe {
+                pages::mark_freed(block, size, self.free_key.get());
+                let empty = pages::push_local(page, block);
+                let class = page.class.get() as usize;
+                self.full[class].remove(page);
+                pages::set_full_flag(page, tid, false);
+                self.queues[class].push_back(page);
+                self.sync_current(class);
+                if empty {
+                    self.page_emptied(page);
+                }
+            }
+            self.counters.on_free(requested, size);
+            return;
+        }
+        // Another thread's page, an abandoned one, or the fallback heap's.
+        let start = page.start.load(Ordering::Relaxed) as usize;
+        let offset = (block as usize).wrapping_sub(start);
+        if size == 0 || offset % size != 0 {
+            crate::abort::invalid_free(block.cast());
+        }
+        // SAFETY: the caller gives up a live block of `page`.
+        unsafe {
+            pages::mark_freed(block, size, pages::free_key());
+            pages::push_remote(page, block);
+        }
+        super::record(-(requested as isize), -(size as isize), 0, 1);
+    }
+
+    /// A page of ours has no live blocks left: keep it if it is the current page (so
+    /// alternating malloc/free does not churn pages), else give it back to its region.
+    ///
+    /// # Safety
+    /// We own `page`, and no block of it is live.
+    unsafe fn page_emptied(&self, page: &'static Page) {
+        // SAFETY: owner (caller).
+        let class = unsafe { page.class.get() } as usize;
+        if core::ptr::eq(self.current[class].get(), page) {
+            return;
+        }
+        // SAFETY: owner; the page is on exactly one of our lists (by its full flag).
+        unsafe {
+            // Relaxed: our own field.
+            if page.owner.load(Ordering::Relaxed) & OWNER_FULL_FLAG != 0 {
+                self.full[class].remove(page);
+            } else {
+                self.queues[class].remove(page);
+                self.sync_current(class);
+            }
+        }
+        ARENA.release_page(page);
+    }
+
+    // ------------------------------------------------------------------ collect and exit
+
+    /// Takes in every page's freed blocks and gives empty pages back to their regions.
+    pub(crate) fn collect(&self) {
+        for class in 0..NUM_CLASSES {
+            for list in [&self.queues[class], &self.full[class]] {
+                let mut cursor = list.first();
+                while let Some(page) = cursor {
+                    // SAFETY: our page.
+                    unsafe {
+                        cursor = page.next.get().as_ref();
+                        pages::collect(page);
+                        if pages::is_empty(page) {
+                            list.remove(page);
+                            ARENA.release_page(page);
+                        }
+                    }
+                }
+            }
+            self.sync_current(class);
+        }
+    }
+
+    /// Hands every page over: empty ones go back to their regions, the rest to the
+    /// abandoned lists where other threads take them over. Leaves the heap empty.
+    pub(crate) fn abandon_all(&self) {
+        for class in 0..NUM_CLASSES {
+            for list in [&self.queues[class], &self.full[class]] {
+                while let Some(page) = list.first() {
+                    // SAFETY: our page until handed over below.
+                    unsafe {
+                        list.remove(page);
+                        pages::collect(page);
+                        if pages::is_empty(page) {
+                            ARENA.release_page(page);
+                        } else {
+                            // Relaxed: the abandoned list's mutex publishes the page.
+                            page.owner.store(NO_OWNER, Ordering::Relaxed);
+                            super::abandon::put(class, page);
+                        }
+                    }
+                }
+            }
+            self.sync_current(class);
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! # vmarena
+//!
+//! A concurrent memory allocator for Linux built on the kernel's per-VMA lock design. The
+//! address space it manages (the arena) is split into regions, like a process's VMAs; each
+//! region has its own lock, and the arena has a sequence count modelled on the kernel's
+//! `mm_lock_seq`. Threads allocate small blocks from thread-local pages with no lock and no
+//! atomic read-modify-write; they refill pages by taking a region in shared mode, so many
+//! threads carve pages from one region at once; operations that reshape the address space
+//! take the arena write lock and mark only the regions they touch, so threads working
+//! elsewhere never wait for them.
+//!
+//! ```
+//! #[global_allocator]
+//! static GLOBAL: vmarena::VmArena = vmarena::VmArena;
+//!
+//! fn main() {
+//!     let v: Vec<u64> = (0..1000).collect();
+//!     assert_eq!(v.iter().sum::<u64>(), 499_500);
+//!     println!("{}", vmarena::stats());
+//! }
+//! ```
+//!
+//! See `ARCHITECTURE.md` for how it works and why.
+
+#![cfg_attr(not(test), no_std)]
+
+// `std` provides thread-local storage (`thread_local!` with a const initialiser compiles to a
+// plain TLS access) and, in tests, the test harness. Everything else uses `core` and `libc`.
+extern crate std;
+
+pub(crate) mod sync;
+
+#[cfg(not(vmarena_loom))]
+mod abort;
+#[cfg(not(vmarena_loom))]
+pub(crate) mod arena;
+#[cfg(not(vmarena_loom))]
+pub(crate) mod config;
+#[cfg(not(vmarena_loom))]
+mod global;
+#[cfg(not(vmarena_loom))]
+pub(crate) mod heap;
+#[cfg(not(vmarena_loom))]
+mod large;
+#[cfg(not(vmarena_loom))]
+pub(crate) mod os;
+#[cfg(not(vmarena_loom))]
+mod stats;
+
+#[cfg(not(vmarena_loom))]
+pub use global::VmArena;
+#[cfg(not(vmarena_loom))]
+pub use stats::Stats;
+
+/// A snapshot of the allocator's counters. Cheap (it sums per-thread counters under a short
+/// lock) and allocation-free, so it can be called from anywhere, including while the program
+/// is low on memory.
+#[cfg(not(vmarena_loom))]
+pub fn stats() -> Stats {
+    let mut stats = Stats::default();
+    arena::ARENA.fill_stats(&mut stats);
+    heap::fill_stats(&mut stats);
+    stats
+}
+
+/// Gives every free page and empty region back to the OS now, like `malloc_trim(0)` or
+/// `mi_collect(true)`: the calling thread's empty pages, empty pages of exited threads, and the
+/// free pages of every small-object region (which are purged with `MADV_DONTNEED`).
+#[cfg(not(vmarena_loom))]
+pub fn collect() {
+    heap::collect();
+    arena::ARENA.collect();
+}
+
+/// The number of bytes usable at `ptr`, which must point into a live block from vmarena:
+/// `usable_size(p) >= layout.size()` for the layout `p` was allocated with. Answered from a
+/// lock-free speculative lookup. Returns `None` for pointers vmarena does not manage.
+#[cfg(not(vmarena_loom))]
+pub fn usable_size(ptr: *const u8) -> Option<usize> {
+    arena::ARENA.usable_size(ptr as usize)
+}

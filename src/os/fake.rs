@@ -1,0 +1,74 @@
+//! A back end that needs no address-space tricks: reservations come from the process heap
+//! (`std::alloc::System`), purging zeroes, remapping copies. It counts the calls made, so tests
+//! can check what the arena asked of the OS. Used by unit tests and under Miri.
+
+use core::ptr::NonNull;
+
+use super::Os;
+use crate::sync::atomic::{AtomicUsize, Ordering};
+
+pub(crate) struct FakeOs {
+    pub(crate) reserved: AtomicUsize,
+    pub(crate) purged: AtomicUsize,
+    pub(crate) remapped: AtomicUsize,
+    /// Reservations fail once this many bytes are reserved (to test exhaustion).
+    pub(crate) limit: AtomicUsize,
+}
+
+impl FakeOs {
+    #[allow(dead_code)] // used by tests and Miri builds
+    pub(crate) const fn new(limit: usize) -> FakeOs {
+        FakeOs {
+            reserved: AtomicUsize::new(0),
+            purged: AtomicUsize::new(0),
+            remapped: AtomicUsize::new(0),
+            limit: AtomicUsize::new(limit),
+        }
+    }
+}
+
+impl Os for FakeOs {
+    fn page_size(&self) -> usize {
+        4096
+    }
+
+    fn reserve(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        // Relaxed: statistics for tests, no ordering needed.
+        let total = self.reserved.load(Ordering::Relaxed).checked_add(size)?;
+        if total > self.limit.load(Ordering::Relaxed) {
+            return None;
+        }
+        let layout = std::alloc::Layout::from_size_align(size, align.max(4096)).ok()?;
+        // SAFETY: the layout has a non-zero size (callers never reserve zero bytes).
+        let ptr = unsafe { std::alloc::GlobalAlloc::alloc_zeroed(&std::alloc::System, layout) };
+        let ptr = NonNull::new(ptr)?;
+        self.reserved.fetch_add(size, Ordering::Relaxed);
+        Some(ptr)
+    }
+
+    fn commit(&self, _addr: NonNull<u8>, _size: usize) -> bool {
+        true
+    }
+
+    fn purge(&self, addr: NonNull<u8>, size: usize) -> bool {
+        // SAFETY: the caller owns the range inside one of our reservations.
+        unsafe { core::ptr::write_bytes(addr.as_ptr(), 0, size) };
+        self.purged.fetch_add(size, Ordering::Relaxed);
+        true
+    }
+
+    fn remap(&self, from: NonNull<u8>, to: NonNull<u8>, size: usize) -> bool {
+        // SAFETY: both ranges lie in our reservations, are owned by the caller and disjoint.
+        unsafe {
+            core::ptr::copy_nonoverlapping(from.as_ptr(), to.as_ptr(), size);
+            core::ptr::write_bytes(from.as_ptr(), 0, size);
+        }
+        self.remapped.fetch_add(size, Ordering::Relaxed);
+        true
+    }
+
+    fn release(&self, _addr: NonNull<u8>, _size: usize) {
+        // Never returned: tests may still hold stale pointers into it, as real type-stable
+        // metadata would allow. The memory is reclaimed at process exit.
+    }
+}

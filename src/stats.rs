@@ -1,0 +1,194 @@
+//! Counters and the [`Stats`] snapshot returned by [`crate::stats`].
+//!
+//! Counters that change on the malloc/free fast path live in each thread's heap and are updated
+//! with a plain load and store (no read-modify-write); a snapshot sums them. Counters of the
+//! refill, slow and remap paths are shared atomics updated with Relaxed `fetch_add`: they are
+//! statistics, never used to synchronise anything.
+
+use core::fmt;
+
+use crate::config::PageKind;
+use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Adds `n` to a shared counter (Relaxed: statistics only).
+#[inline]
+pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Adds a signed amount to a shared byte or object counter (Relaxed: statistics only).
+#[inline]
+pub(crate) fn adjust(counter: &AtomicUsize, delta: isize) {
+    counter.fetch_add(delta as usize, Ordering::Relaxed);
+}
+
+fn read(counter: &AtomicUsize) -> usize {
+    counter.load(Ordering::Relaxed)
+}
+
+fn read64(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// Arena-wide counters (refill, slow and remap paths).
+pub(crate) struct ArenaCounters {
+    pub(crate) reserved: AtomicUsize,
+    pub(crate) committed: AtomicUsize,
+    pub(crate) metadata: AtomicUsize,
+    pub(crate) page_regions: [AtomicUsize; PageKind::COUNT],
+    pub(crate) pages_in_use: [AtomicUsize; PageKind::COUNT],
+    pub(crate) large_regions: AtomicUsize,
+    pub(crate) large_bytes: AtomicUsize,
+    pub(crate) abandoned_pages: AtomicUsize,
+    pub(crate) read_fast: AtomicU64,
+    pub(crate) read_fallback: AtomicU64,
+    pub(crate) read_retry: AtomicU64,
+    pub(crate) spec_success: AtomicU64,
+    pub(crate) spec_retry: AtomicU64,
+    pub(crate) write_sessions: AtomicU64,
+    pub(crate) purged_bytes: AtomicU64,
+}
+
+impl ArenaCounters {
+    pub(crate) const fn new() -> ArenaCounters {
+        ArenaCounters {
+            reserved: AtomicUsize::new(0),
+            committed: AtomicUsize::new(0),
+            metadata: AtomicUsize::new(0),
+            page_regions: [const { AtomicUsize::new(0) }; PageKind::COUNT],
+            pages_in_use: [const { AtomicUsize::new(0) }; PageKind::COUNT],
+            large_regions: AtomicUsize::new(0),
+            large_bytes: AtomicUsize::new(0),
+            abandoned_pages: AtomicUsize::new(0),
+            read_fast: AtomicU64::new(0),
+            read_fallback: AtomicU64::new(0),
+            read_retry: AtomicU64::new(0),
+            spec_success: AtomicU64::new(0),
+            spec_retry: AtomicU64::new(0),
+            write_sessions: AtomicU64::new(0),
+            purged_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Copies the arena counters into `stats`.
+    pub(crate) fn fill(&self, stats: &mut Stats) {
+        stats.bytes_reserved = read(&self.reserved);
+        stats.bytes_committed = read(&self.committed);
+        stats.bytes_metadata = read(&self.metadata);
+        for kind in PageKind::ALL {
+            stats.page_regions[kind.index()] = read(&self.page_regions[kind.index()]);
+            stats.pages_in_use[kind.index()] = read(&self.pages_in_use[kind.index()]);
+        }
+        stats.large_regions = read(&self.large_regions);
+        stats.large_bytes = read(&self.large_bytes);
+        stats.pages_abandoned = read(&self.abandoned_pages);
+        stats.region_read_fast = read64(&self.read_fast);
+        stats.region_read_fallback = read64(&self.read_fallback);
+        stats.region_read_retry = read64(&self.read_retry);
+        stats.speculation_success = read64(&self.spec_success);
+        stats.speculation_retry = read64(&self.spec_retry);
+        stats.write_sessions = read64(&self.write_sessions);
+        stats.bytes_purged = read64(&self.purged_bytes);
+    }
+}
+
+/// A snapshot of the allocator's counters, taken by [`crate::stats`] without allocating.
+///
+/// Counters are read one by one while other threads run, so a snapshot taken under load is
+/// approximate (each counter is exact at some instant during the call).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Bytes the program asked for and has not freed.
+    pub bytes_requested: usize,
+    /// Bytes of blocks handed out and not freed (the requested sizes rounded up to size classes
+    /// and slices).
+    pub bytes_in_use: usize,
+    /// Address space reserved from the OS for the arena.
+    pub bytes_reserved: usize,
+    /// Arena memory that may be backed by physical memory (touched and not purged since).
+    pub bytes_committed: usize,
+    /// Memory used for the allocator's own metadata (descriptors, page tables, page map).
+    pub bytes_metadata: usize,
+    /// Bytes given back to the OS by purging, in total.
+    pub bytes_purged: u64,
+    /// Allocations served, in total.
+    pub allocations: u64,
+    /// Frees served, in total.
+    pub frees: u64,
+    /// Small-object regions by page kind: 64 KiB, 512 KiB and 4 MiB pages.
+    pub page_regions: [usize; 3],
+    /// Pages in use (claimed by a heap, or abandoned) by page kind.
+    pub pages_in_use: [usize; 3],
+    /// Pages left by exited threads and not yet taken over by another thread.
+    pub pages_abandoned: usize,
+    /// Regions holding one large block each, and their total size.
+    pub large_regions: usize,
+    /// Total size of the large-block regions.
+    pub large_bytes: usize,
+    /// Region read locks taken without the arena lock (Linux: `VMA_LOCK_SUCCESS`).
+    pub region_read_fast: u64,
+    /// Region reads that found the region write-locked and fell back to the arena lock in
+    /// shared mode (Linux: `VMA_LOCK_ABORT`).
+    pub region_read_fallback: u64,
+    /// Region reads that found the descriptor detached or reused and looked again (Linux:
+    /// `VMA_LOCK_RETRY`).
+    pub region_read_retry: u64,
+    /// Lock-free speculative lookups that validated.
+    pub speculation_success: u64,
+    /// Speculative lookups that overlapped a write session (or began during one) and were
+    /// retried or done under the lock instead.
+    pub speculation_retry: u64,
+    /// Write sessions (remap operations) run on the arena.
+    pub write_sessions: u64,
+    /// Threads that have set up a heap, in total.
+    pub threads_started: u64,
+    /// Threads whose heap has been torn down (pages handed over).
+    pub threads_exited: u64,
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MIB: f64 = (1 << 20) as f64;
+        let mib = |b: usize| b as f64 / MIB;
+        writeln!(f, "vmarena statistics")?;
+        writeln!(f, "  requested        {:>12.2} MiB", mib(self.bytes_requested))?;
+        writeln!(f, "  in use           {:>12.2} MiB", mib(self.bytes_in_use))?;
+        writeln!(f, "  committed        {:>12.2} MiB", mib(self.bytes_committed))?;
+        writeln!(f, "  reserved         {:>12.2} MiB", mib(self.bytes_reserved))?;
+        writeln!(f, "  metadata         {:>12.2} MiB", mib(self.bytes_metadata))?;
+        writeln!(f, "  purged (total)   {:>12.2} MiB", self.bytes_purged as f64 / MIB)?;
+        writeln!(f, "  allocations      {:>12}", self.allocations)?;
+        writeln!(f, "  frees            {:>12}", self.frees)?;
+        writeln!(
+            f,
+            "  page regions     {:>12} (64K: {}, 512K: {}, 4M: {})",
+            self.page_regions.iter().sum::<usize>(),
+            self.page_regions[0],
+            self.page_regions[1],
+            self.page_regions[2]
+        )?;
+        writeln!(
+            f,
+            "  pages in use     {:>12} (64K: {}, 512K: {}, 4M: {}; abandoned {})",
+            self.pages_in_use.iter().sum::<usize>(),
+            self.pages_in_use[0],
+            self.pages_in_use[1],
+            self.pages_in_use[2],
+            self.pages_abandoned
+        )?;
+        writeln!(f, "  large blocks     {:>12} ({:.2} MiB)", self.large_regions, mib(self.large_bytes))?;
+        writeln!(
+            f,
+            "  region reads     {:>12} fast, {} fell back to the arena lock, {} retried",
+            self.region_read_fast, self.region_read_fallback, self.region_read_retry
+        )?;
+        writeln!(
+            f,
+            "  speculation      {:>12} validated, {} retried",
+            self.speculation_success, self.speculation_retry
+        )?;
+        writeln!(f, "  write sessions   {:>12}", self.write_sessions)?;
+        write!(f, "  threads          {:>12} started, {} exited", self.threads_started, self.threads_exited)
+    }
+}

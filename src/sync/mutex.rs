@@ -1,0 +1,147 @@
+//! A small futex mutex for the allocator's bookkeeping that must be serialised but never sits
+//! on a malloc/free fast path: the heap registry, the abandoned-page lists, the fallback heap.
+//!
+//! States: 0 unlocked, 1 locked, 2 locked with (possible) sleepers. The holder never allocates
+//! or takes another lock of this kind while holding one, so there is no re-entry and no cycle.
+
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+
+use super::atomic::{AtomicU32, Ordering, loom_const_fn, spin_hint};
+use super::futex;
+
+const UNLOCKED: u32 = 0;
+const LOCKED: u32 = 1;
+const CONTENDED: u32 = 2;
+
+/// Spin this many times before sleeping: critical sections here are a few dozen instructions.
+const SPINS: u32 = if cfg!(vmarena_loom) { 1 } else { 100 };
+
+pub(crate) struct RawMutex {
+    state: AtomicU32,
+}
+
+impl RawMutex {
+    loom_const_fn! {
+        pub(crate) fn new() -> RawMutex {
+            RawMutex { state: AtomicU32::new(UNLOCKED) }
+        }
+    }
+
+    #[inline]
+    pub(crate) fn lock(&self) {
+        // Acquire: everything the previous holder wrote before `unlock` is visible to us.
+        if self
+            .state
+            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.lock_contended();
+        }
+    }
+
+    #[cold]
+    fn lock_contended(&self) {
+        for _ in 0..SPINS {
+            // Relaxed: only a hint for when to retry the Acquire CAS below.
+            if self.state.load(Ordering::Relaxed) == UNLOCKED
+                && self
+                    .state
+                    .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return;
+            }
+            spin_hint();
+        }
+        // Announce a sleeper; Acquire because winning the swap from UNLOCKED takes the lock.
+        while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
+            futex::wait(&self.state, CONTENDED);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn unlock(&self) {
+        // Release: publishes the critical section to the next holder's Acquire.
+        if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
+            futex::wake_one(&self.state);
+        }
+    }
+
+}
+
+/// A value guarded by a [`RawMutex`].
+pub(crate) struct Mutex<T> {
+    raw: RawMutex,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the value is only reached through a guard, and the raw mutex admits one guard at a time.
+unsafe impl<T: Send> Sync for Mutex<T> {}
+// SAFETY: moving the mutex moves the value; no thread can hold a guard across the move.
+unsafe impl<T: Send> Send for Mutex<T> {}
+
+impl<T> Mutex<T> {
+    loom_const_fn! {
+        pub(crate) fn new(value: T) -> Mutex<T> {
+            Mutex { raw: RawMutex::new(), value: UnsafeCell::new(value) }
+        }
+    }
+
+    #[inline]
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        self.raw.lock();
+        MutexGuard { mutex: self }
+    }
+
+}
+
+pub(crate) struct MutexGuard<'a, T> {
+    mutex: &'a Mutex<T>,
+}
+
+impl<T> Deref for MutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard proves the lock is held, so no other reference to the value exists.
+        unsafe { &*self.mutex.value.get() }
+    }
+}
+
+impl<T> DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as for `deref`; `&mut self` makes this the only access through this guard.
+        unsafe { &mut *self.mutex.value.get() }
+    }
+}
+
+impl<T> Drop for MutexGuard<'_, T> {
+    fn drop(&mut self) {
+        self.mutex.raw.unlock();
+    }
+}
+
+#[cfg(all(test, not(vmarena_loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn counts_under_contention() {
+        let m = Arc::new(Mutex::new(0u64));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        *m.lock() += 1;
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*m.lock(), 80_000);
+    }
+}
