@@ -23,6 +23,14 @@ pub(crate) const RESERVATION_ALIGN: usize = SMALL_REGION_SIZE;
 /// need more).
 pub(crate) const MAX_RESERVATIONS: usize = 1024;
 
+/// Large blocks at least this big move with `mremap` (page tables move, no bytes are copied)
+/// when they cannot grow in place. Below it, copying is cheaper than the system call, the
+/// arena write lock and the TLB shootdown.
+pub(crate) const REMAP_MIN_SIZE: usize = 1 << 20;
+/// The kernel moves whole page tables (2 MiB each on x86_64 and 4 KiB-page aarch64) when the
+/// source and destination of `mremap` are congruent modulo this.
+pub(crate) const REMAP_CONGRUENCE: usize = 2 << 20;
+
 /// Metadata (descriptors, page tables) is carved from chunks of this size.
 pub(crate) const META_CHUNK_SIZE: usize = 4 << 20;
 

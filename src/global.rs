@@ -59,8 +59,8 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, layout: Layout, new_size: usize) -> *
         }
         None => match ARENA.lookup(ptr as usize) {
             Entry::Large(region) => {
-                if large::resize_in_place(region, ptr, new_size) {
-                    return ptr;
+                if let Some(moved) = large::realloc(region, ptr, new_size, align) {
+                    return moved;
                 }
             }
             _ => abort::invalid_free(ptr),

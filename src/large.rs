@@ -3,7 +3,7 @@
 
 use crate::arena::ARENA;
 use crate::arena::region::Region;
-use crate::config::MAX_SMALL_SIZE;
+use crate::config::{MAX_SMALL_SIZE, REMAP_MIN_SIZE};
 use crate::sync::atomic::Ordering;
 
 /// Allocates a large block of `size` bytes aligned to `align`; null if impossible.
@@ -33,18 +33,37 @@ pub(crate) fn free(region: &'static Region, ptr: *mut u8) {
     crate::heap::record(-(requested as isize), -(len as isize), 0, 1);
 }
 
-/// Resizes a large block in place if its region already has room; returns false otherwise.
-pub(crate) fn resize_in_place(region: &'static Region, ptr: *mut u8, new_size: usize) -> bool {
-    let len = region.len();
+/// Reallocates a large block without copying if possible: in place when it still fits (or the
+/// arena can grow or shrink it there), else by moving its pages. `None` means the caller must
+/// allocate, copy and free.
+pub(crate) fn realloc(region: &'static Region, ptr: *mut u8, new_size: usize, align: usize) -> Option<*mut u8> {
+    if new_size > isize::MAX as usize {
+        return None;
+    }
     if region.start() != ptr {
         crate::abort::invalid_free(ptr);
     }
-    // Stay if the block still fits, is still large, and at least half of it stays in use.
-    if new_size <= len && new_size > MAX_SMALL_SIZE && new_size >= len / 2 {
-        // Relaxed: statistics.
-        let old = region.requested.swap(new_size, Ordering::Relaxed);
-        crate::heap::record(new_size as isize - old as isize, 0, 0, 0);
-        return true;
+    // Relaxed: statistics; the block is live, so its fields are stable for us.
+    let old_requested = region.requested.load(Ordering::Relaxed);
+    let old_len = region.len();
+    let stays_large = new_size > MAX_SMALL_SIZE;
+    // Keep the block if it still fits and at least half of it stays in use; shrink it in place
+    // (returning the tail) when less is needed; grow into a free neighbour.
+    let resized = stays_large
+        && ((new_size <= old_len && new_size >= old_len / 2) || ARENA.resize_large_in_place(region, ptr, new_size));
+    if resized {
+        region.requested.store(new_size, Ordering::Relaxed);
+        crate::heap::record(new_size as isize - old_requested as isize, region.len() as isize - old_len as isize, 0, 0);
+        return Some(ptr);
     }
-    false
+    if stays_large && new_size > old_len && old_len >= REMAP_MIN_SIZE {
+        let moved = ARENA.remap_large(region, ptr, new_size, align)?;
+        // SAFETY: `moved` is the live block's new address; the page map points at its region.
+        if let crate::arena::pagemap::Entry::Large(dest) = ARENA.lookup(moved as usize) {
+            dest.requested.store(new_size, Ordering::Relaxed);
+            crate::heap::record(new_size as isize - old_requested as isize, dest.len() as isize - old_len as isize, 0, 0);
+        }
+        return Some(moved);
+    }
+    None
 }

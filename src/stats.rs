@@ -47,6 +47,9 @@ pub(crate) struct ArenaCounters {
     pub(crate) spec_retry: AtomicU64,
     pub(crate) write_sessions: AtomicU64,
     pub(crate) purged_bytes: AtomicU64,
+    pub(crate) remaps: AtomicU64,
+    pub(crate) remapped_bytes: AtomicU64,
+    pub(crate) grown_in_place_bytes: AtomicU64,
 }
 
 impl ArenaCounters {
@@ -67,6 +70,9 @@ impl ArenaCounters {
             spec_retry: AtomicU64::new(0),
             write_sessions: AtomicU64::new(0),
             purged_bytes: AtomicU64::new(0),
+            remaps: AtomicU64::new(0),
+            remapped_bytes: AtomicU64::new(0),
+            grown_in_place_bytes: AtomicU64::new(0),
         }
     }
 
@@ -89,6 +95,9 @@ impl ArenaCounters {
         stats.speculation_retry = read64(&self.spec_retry);
         stats.write_sessions = read64(&self.write_sessions);
         stats.bytes_purged = read64(&self.purged_bytes);
+        stats.remaps = read64(&self.remaps);
+        stats.bytes_remapped = read64(&self.remapped_bytes);
+        stats.bytes_grown_in_place = read64(&self.grown_in_place_bytes);
     }
 }
 
@@ -141,6 +150,12 @@ pub struct Stats {
     pub speculation_retry: u64,
     /// Write sessions (remap operations) run on the arena.
     pub write_sessions: u64,
+    /// Large blocks moved by remapping their pages (`mremap`) instead of copying.
+    pub remaps: u64,
+    /// Bytes moved by remapping, in total.
+    pub bytes_remapped: u64,
+    /// Bytes large blocks grew by in place (into the free range after them), in total.
+    pub bytes_grown_in_place: u64,
     /// Threads that have set up a heap, in total.
     pub threads_started: u64,
     /// Threads whose heap has been torn down (pages handed over).
@@ -189,6 +204,13 @@ impl fmt::Display for Stats {
             self.speculation_success, self.speculation_retry
         )?;
         writeln!(f, "  write sessions   {:>12}", self.write_sessions)?;
+        writeln!(
+            f,
+            "  large reallocs   {:>12} remapped ({:.2} MiB moved), {:.2} MiB grown in place",
+            self.remaps,
+            self.bytes_remapped as f64 / MIB,
+            self.bytes_grown_in_place as f64 / MIB
+        )?;
         write!(f, "  threads          {:>12} started, {} exited", self.threads_started, self.threads_exited)
     }
 }

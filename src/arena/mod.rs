@@ -23,10 +23,10 @@ use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 
 use crate::config::{
-    MAX_RESERVATIONS, PageKind, RESERVATION_ALIGN, RESERVATION_SIZE, SLICE_SIZE, SMALL_REGION_SIZE,
-    align_up,
+    MAX_RESERVATIONS, PageKind, REMAP_CONGRUENCE, RESERVATION_ALIGN, RESERVATION_SIZE, SLICE_SIZE,
+    SMALL_REGION_SIZE, align_up,
 };
-use crate::os::Os;
+use crate::os::{Os, Remap};
 use crate::stats::{ArenaCounters, Stats, adjust, bump};
 use crate::sync::arena_lock::{ArenaLock, ArenaWriteGuard};
 use crate::sync::atomic::{AtomicPtr, Ordering};
@@ -51,12 +51,6 @@ pub(crate) struct Arena<O: Os> {
 // shared under the read lock); everything else is atomics or immutable.
 unsafe impl<O: Os> Sync for Arena<O> {}
 
-#[derive(Clone, Copy)]
-struct Reservation {
-    start: usize,
-    len: usize,
-}
-
 /// What only the arena lock's holders see.
 struct ArenaState {
     regions: Pool<Region>,
@@ -65,7 +59,6 @@ struct ArenaState {
     free: FreeRanges,
     /// Small-object regions per page kind, linked through `list_next`/`list_prev`.
     page_lists: [*mut Region; PageKind::COUNT],
-    reservations: [Reservation; MAX_RESERVATIONS],
     reservation_count: usize,
     /// Bytes of page-map leaves reserved.
     leaf_bytes: usize,
@@ -85,6 +78,15 @@ struct WriteSession<'a, O: Os> {
     state: &'a mut ArenaState,
 }
 
+/// Aborts unless `region` still holds the live large block at `ptr`: a realloc or free of a
+/// block that was already freed (or never allocated) must not go on. Caller holds the arena
+/// write lock.
+fn check_large(region: &Region, ptr: *mut u8) {
+    if region.kind() != RegionKind::Large || region.start() != ptr || !region.lock.is_attached() {
+        crate::abort::invalid_free(ptr);
+    }
+}
+
 /// Reads a region link (Relaxed: links change only under the arena write lock, and readers of
 /// them hold the arena lock).
 fn region_at(link: &AtomicPtr<Region>) -> Option<&'static Region> {
@@ -102,7 +104,6 @@ impl<O: Os> Arena<O> {
                 meta: MetaChunks::new(),
                 free: FreeRanges::new(),
                 page_lists: [core::ptr::null_mut(); PageKind::COUNT],
-                reservations: [Reservation { start: 0, len: 0 }; MAX_RESERVATIONS],
                 reservation_count: 0,
                 leaf_bytes: 0,
             }),
@@ -260,7 +261,7 @@ impl<O: Os> Arena<O> {
         let len = size.checked_add(SLICE_SIZE - 1)? & !(SLICE_SIZE - 1);
         let align = align.max(SLICE_SIZE);
         let mut session = self.write();
-        let region = session.take_range(len, align)?;
+        let region = session.take_range(len, align, 0)?;
         let zeroed = !region.is_dirty();
         region.set_kind(RegionKind::Large);
         region.set_dirty(true);
@@ -289,10 +290,7 @@ impl<O: Os> Arena<O> {
         let purged = NonNull::new(ptr).is_some_and(|p| self.os.purge(p, len));
         let session = self.write();
         // Re-check under the lock: a concurrent double free may have removed the region.
-        if region.kind() != RegionKind::Large || region.start() != ptr || !region.lock.is_attached() {
-            drop(session);
-            crate::abort::invalid_free(ptr);
-        }
+        check_large(region, ptr);
         region.lock.start_write(&session.guard);
         region.lock.detach(&session.guard);
         self.map.clear(ptr as usize, len);
@@ -304,6 +302,127 @@ impl<O: Os> Arena<O> {
         if purged {
             bump(&self.counters.purged_bytes, len as u64);
         }
+    }
+
+    /// Resizes a large block in place if the arena allows it: shrinking returns the tail as a
+    /// free range (purged), growing takes the front of the free range right after the block.
+    /// Returns false (and changes nothing) if the block cannot be resized in place.
+    pub(crate) fn resize_large_in_place(&self, region: &'static Region, ptr: *mut u8, new_size: usize) -> bool {
+        let Some(new_len) = new_size.checked_add(SLICE_SIZE - 1).map(|n| n & !(SLICE_SIZE - 1)) else {
+            return false;
+        };
+        let old_len = region.len();
+        if new_len == old_len {
+            return true;
+        }
+        // Growing needs a free range right after the block. Look without any lock first, so a
+        // realloc that cannot grow in place does not queue behind other write sessions.
+        if new_len > old_len && !self.free_after_speculative(region, new_len - old_len) {
+            return false;
+        }
+        let session = self.write();
+        check_large(region, ptr);
+        region.lock.start_write(&session.guard);
+        let state = &mut *session.state;
+        if new_len < old_len {
+            let (tail, tail_len) = (ptr.wrapping_add(new_len), old_len - new_len);
+            let purged = NonNull::new(tail).is_some_and(|t| self.os.purge(t, tail_len));
+            if !state.free.split_tail(&mut state.regions, &mut state.meta, &self.os, region, tail, tail_len, !purged) {
+                return false;
+            }
+            region.set_range(ptr, new_len);
+            self.map.clear(tail as usize, tail_len);
+            adjust(&self.counters.large_bytes, -(tail_len as isize));
+            adjust(&self.counters.committed, -(tail_len as isize));
+            if purged {
+                bump(&self.counters.purged_bytes, tail_len as u64);
+            }
+        } else {
+            let grow = new_len - old_len;
+            let Some(next) = region_at(&region.addr_next) else { return false };
+            if next.start() as usize != region.end()
+                || !state.free.take_front(&mut state.regions, next, grow)
+            {
+                return false;
+            }
+            let old_end = ptr.wrapping_add(old_len);
+            if !NonNull::new(old_end).is_some_and(|e| self.os.commit(e, grow)) {
+                // Put the range back: give it to the block's neighbour list as a free tail.
+                state.free.split_tail(&mut state.regions, &mut state.meta, &self.os, region, old_end, grow, true);
+                return false;
+            }
+            region.set_range(ptr, new_len);
+            self.map.set_large(old_end as usize, grow, region);
+            adjust(&self.counters.large_bytes, grow as isize);
+            adjust(&self.counters.committed, grow as isize);
+            bump(&self.counters.grown_in_place_bytes, grow as u64);
+        }
+        true
+    }
+
+    /// True if a free range of at least `grow` bytes may follow `region`: a lock-free
+    /// speculative read of the neighbour, validated by the arena sequence (`try_begin` /
+    /// `retry`). Errs on the side of "maybe" when it cannot tell.
+    fn free_after_speculative(&self, region: &Region, grow: usize) -> bool {
+        let Some(seq) = self.lock.speculate_try_begin() else {
+            bump(&self.counters.spec_retry, 1);
+            return true; // a write session is running: decide under the lock
+        };
+        // Only atomics of type-stable descriptors are read, so any interleaving is safe; the
+        // answer is used only if the sequence did not move.
+        let end = region.end();
+        let fits = region_at(&region.addr_next)
+            .is_some_and(|n| n.kind() == RegionKind::Free && n.start() as usize == end && n.len() >= grow);
+        if self.lock.speculate_retry(seq) {
+            bump(&self.counters.spec_retry, 1);
+            return true;
+        }
+        bump(&self.counters.spec_success, 1);
+        fits
+    }
+
+    /// Moves a large block into a new region of at least `new_size` bytes by moving its pages
+    /// with the OS (`mremap`), so no byte is copied. The new block starts at an address
+    /// congruent to the old one modulo 2 MiB (and aligned to `align`), which lets the kernel
+    /// move whole page tables. Returns `None` if it could not (then nothing changed).
+    pub(crate) fn remap_large(&self, region: &'static Region, ptr: *mut u8, new_size: usize, align: usize) -> Option<*mut u8> {
+        let new_len = new_size.checked_add(SLICE_SIZE - 1)? & !(SLICE_SIZE - 1);
+        let modulus = align.max(REMAP_CONGRUENCE);
+        let mut session = self.write();
+        check_large(region, ptr);
+        let old_len = region.len();
+        if new_len < old_len {
+            return None;
+        }
+        let dest = session.take_range(new_len, modulus, ptr as usize % modulus)?;
+        region.lock.start_write(&session.guard);
+        let moved = match (NonNull::new(ptr), NonNull::new(dest.start())) {
+            (Some(from), Some(to)) => self.os.remap(from, to, old_len),
+            _ => Remap::Failed,
+        };
+        let state = &mut *session.state;
+        if moved == Remap::Failed || !self.os.commit(NonNull::new(dest.start())?, new_len) {
+            state.free.release(&mut state.regions, dest, true);
+            return None;
+        }
+        // The old range is gone from the page map and returned, now zero (or, if the OS could
+        // not map it again, kept out of circulation as a detached, never-freed region).
+        region.lock.detach(&session.guard);
+        self.map.clear(ptr as usize, old_len);
+        if moved == Remap::Moved {
+            state.free.release(&mut state.regions, region, false);
+        }
+        dest.set_kind(RegionKind::Large);
+        dest.set_dirty(true);
+        // Relaxed: statistics.
+        dest.requested.store(region.requested.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.map.set_large(dest.start() as usize, new_len, dest);
+        dest.lock.attach(&session.guard);
+        adjust(&self.counters.large_bytes, new_len as isize - old_len as isize);
+        adjust(&self.counters.committed, new_len as isize - old_len as isize);
+        bump(&self.counters.remaps, 1);
+        bump(&self.counters.remapped_bytes, old_len as u64);
+        Some(dest.start())
     }
 
     // ---------------------------------------------------------------- returning memory
@@ -332,30 +451,22 @@ impl<O: Os> Arena<O> {
     pub(crate) fn fill_stats(&self, stats: &mut Stats) {
         self.counters.fill(stats);
     }
-
-    /// True if `addr` lies in one of the arena's reservations (for tests).
-    #[cfg(test)]
-    pub(crate) fn owns_range(&self, addr: usize) -> bool {
-        self.with_read(|state| {
-            state.reservations[..state.reservation_count]
-                .iter()
-                .any(|r| addr >= r.start && addr < r.start + r.len)
-        })
-    }
 }
 
 impl<O: Os> WriteSession<'_, O> {
-    /// Takes a free range, reserving more address space if none fits.
-    fn take_range(&mut self, size: usize, align: usize) -> Option<&'static Region> {
+    /// Takes a free range starting at an address congruent to `phase` modulo `align`,
+    /// reserving more address space if none fits.
+    fn take_range(&mut self, size: usize, align: usize, phase: usize) -> Option<&'static Region> {
         let os = &self.arena.os;
         let state = &mut *self.state;
-        if let Some(r) = state.free.take(&mut state.regions, &mut state.meta, os, size, align) {
+        if let Some(r) = state.free.take(&mut state.regions, &mut state.meta, os, size, align, phase) {
             return Some(r);
         }
-        self.grow(size, align)?;
+        self.grow(size.checked_add(phase)?, align)?;
         let state = &mut *self.state;
-        state.free.take(&mut state.regions, &mut state.meta, os, size, align)
+        state.free.take(&mut state.regions, &mut state.meta, os, size, align, phase)
     }
+
 
     /// Adds a reservation with room for `size` bytes aligned to `align`.
     fn grow(&mut self, size: usize, align: usize) -> Option<()> {
@@ -391,7 +502,6 @@ impl<O: Os> WriteSession<'_, O> {
         region.set_range(base.as_ptr(), len);
         region.set_dirty(false);
         state.free.add_reservation(region);
-        state.reservations[state.reservation_count] = Reservation { start: base.as_ptr() as usize, len };
         state.reservation_count += 1;
         adjust(&arena.counters.reserved, len as isize);
         state.publish_metadata(&arena.counters);
@@ -401,7 +511,7 @@ impl<O: Os> WriteSession<'_, O> {
     /// Creates a small-object region of `kind`, attached and marked for this session.
     fn create_page_region(&mut self, kind: PageKind) -> Option<&'static Region> {
         let arena = self.arena;
-        let region = self.take_range(SMALL_REGION_SIZE, kind.page_size())?;
+        let region = self.take_range(SMALL_REGION_SIZE, kind.page_size(), 0)?;
         let state = &mut *self.state;
         let dirty = region.is_dirty();
         let Some(table) = state.tables.take(&mut state.meta, &arena.os) else {

@@ -65,13 +65,14 @@ impl FreeRanges {
         self.bytes -= r.len();
     }
 
-    /// A free range with room for `size` bytes at an `align`-aligned address, and that address.
-    fn find(&self, size: usize, align: usize) -> Option<(&'static Region, usize)> {
+    /// A free range with room for `size` bytes at an address `start` with
+    /// `start % align == phase`, and that address.
+    fn find(&self, size: usize, align: usize, phase: usize) -> Option<(&'static Region, usize)> {
         for bin in bin_of(size)..BINS {
             // SAFETY: bins hold descriptors, which are never freed.
             let mut cursor = unsafe { self.bins[bin].as_ref() };
             while let Some(r) = cursor {
-                let start = align_up(r.start() as usize, align);
+                let start = align_up((r.start() as usize).saturating_sub(phase), align) + phase;
                 if start.checked_add(size).is_some_and(|end| end <= r.end()) {
                     return Some((r, start));
                 }
@@ -81,6 +82,43 @@ impl FreeRanges {
         None
     }
 
+    /// Takes the first `len` bytes of free range `r` (which must be that long), for a
+    /// neighbouring region that grows into it. Returns false if `r` is not a free range.
+    pub(crate) fn take_front(&mut self, pool: &mut Pool<Region>, r: &'static Region, len: usize) -> bool {
+        if r.kind() != RegionKind::Free || r.len() < len {
+            return false;
+        }
+        self.remove(r);
+        if r.len() == len {
+            link(get(&r.addr_prev), get(&r.addr_next));
+            pool.give(r);
+        } else {
+            r.set_range(r.start().wrapping_add(len), r.len() - len);
+            self.insert(r);
+        }
+        true
+    }
+
+    /// Splits `[start, start + len)` off the end of region `owner` as a free range (the caller
+    /// shrinks `owner`). Returns false if metadata ran out (nothing changed).
+    pub(crate) fn split_tail(
+        &mut self,
+        pool: &mut Pool<Region>,
+        meta: &mut MetaChunks,
+        os: &impl Os,
+        owner: &'static Region,
+        start: *mut u8,
+        len: usize,
+        dirty: bool,
+    ) -> bool {
+        let Some(tail) = pool.take(meta, os) else { return false };
+        tail.set_range(start, len);
+        link(Some(tail), get(&owner.addr_next));
+        link(Some(owner), Some(tail));
+        self.release(pool, tail, dirty);
+        true
+    }
+
     /// Adds a whole new reservation as one free range.
     pub(crate) fn add_reservation(&mut self, r: &'static Region) {
         set(&r.addr_prev, None);
@@ -88,9 +126,10 @@ impl FreeRanges {
         self.insert(r);
     }
 
-    /// Takes `size` bytes aligned to `align` out of the free ranges. Returns the descriptor for
-    /// the taken range (kind still `Free`, not attached, not in any list; the caller sets it up)
-    /// or `None` if no free range fits or metadata ran out (then nothing changed).
+    /// Takes `size` bytes at an address congruent to `phase` modulo `align` out of the free
+    /// ranges. Returns the descriptor for the taken range (kind still `Free`, not attached, not
+    /// in any list; the caller sets it up) or `None` if no free range fits or metadata ran out
+    /// (then nothing changed).
     pub(crate) fn take(
         &mut self,
         pool: &mut Pool<Region>,
@@ -98,8 +137,9 @@ impl FreeRanges {
         os: &impl Os,
         size: usize,
         align: usize,
+        phase: usize,
     ) -> Option<&'static Region> {
-        let (free, start) = self.find(size, align)?;
+        let (free, start) = self.find(size, align, phase)?;
         let (a, b, end) = (free.start() as usize, free.end(), start + size);
         // Take every descriptor we may need first, so failure changes nothing.
         let carved = pool.take(meta, os)?;

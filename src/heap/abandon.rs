@@ -1,65 +1,108 @@
 //! Pages of exited threads that still hold live blocks, per size class, waiting for another
-//! thread to take them over (`find_page` step 3). Frees into an abandoned page go onto its
-//! remote-free list as usual; whoever takes the page collects them.
+//! thread to take them over.
 //!
-//! While a page is on a list, the list's mutex holder is its owner: the links are the page's
-//! own `next` field.
+//! An abandoned page is on its class's list (linked through its own `next`/`prev`, changed only
+//! under the list's mutex) and carries `ABANDONED_TAG` in its remote-free list. The tag is the
+//! ownership token: exactly one thread clears it and becomes the owner, either a thread that
+//! needs a page of this class ([`take`]) or a thread that frees a block into the page (which
+//! then adopts it, so producer/consumer programs reuse pages of exited producers at once).
+//! The owner unlinks the page; a list walker that finds the tag already cleared leaves the
+//! page for its new owner to unlink.
 
 use crate::arena::ARENA;
 use crate::arena::page::Page;
 use crate::stats::adjust;
 use crate::sync::mutex::Mutex;
 
+use super::pages;
 use super::size_class::NUM_CLASSES;
 
-struct List(*mut Page);
+struct List {
+    first: *mut Page,
+}
 
 // SAFETY: the list is only used under its mutex.
 unsafe impl Send for List {}
 
-static ABANDONED: [Mutex<List>; NUM_CLASSES] = [const { Mutex::new(List(core::ptr::null_mut())) }; NUM_CLASSES];
+static ABANDONED: [Mutex<List>; NUM_CLASSES] =
+    [const { Mutex::new(List { first: core::ptr::null_mut() }) }; NUM_CLASSES];
 
-/// Adds a page whose owner has set its `owner` to `NO_OWNER`.
+/// Hands over a page whose owner has set its `owner` to `NO_OWNER`.
 pub(crate) fn put(class: usize, page: &'static Page) {
     let mut list = ABANDONED[class].lock();
-    // SAFETY: the page is handed to the list; the mutex makes us its owner.
-    unsafe { page.next.set(list.0) };
-    list.0 = (page as *const Page).cast_mut();
+    // SAFETY: the links are only touched under this mutex; the page is ours until tagged.
+    unsafe {
+        page.prev.set(core::ptr::null_mut());
+        page.next.set(list.first);
+        if let Some(first) = list.first.as_ref() {
+            first.prev.set((page as *const Page).cast_mut());
+        }
+    }
+    list.first = (page as *const Page).cast_mut();
     adjust(&ARENA.counters.abandoned_pages, 1);
+    pages::tag_abandoned(page);
+}
+
+fn unlink(list: &mut List, page: &Page) {
+    // SAFETY: the links are only touched under the list's mutex, which the caller holds.
+    unsafe {
+        let (prev, next) = (page.prev.get(), page.next.get());
+        match prev.as_ref() {
+            Some(p) => p.next.set(next),
+            None => list.first = next,
+        }
+        if let Some(n) = next.as_ref() {
+            n.prev.set(prev);
+        }
+        page.next.set(core::ptr::null_mut());
+        page.prev.set(core::ptr::null_mut());
+    }
+    adjust(&ARENA.counters.abandoned_pages, -1);
 }
 
 /// Takes an abandoned page of `class`, if any; the caller becomes its owner.
 pub(crate) fn take(class: usize) -> Option<&'static Page> {
     let mut list = ABANDONED[class].lock();
-    // SAFETY: pages on the list are descriptors (never freed) owned by the mutex holder.
-    let page = unsafe { list.0.as_ref() }?;
-    // SAFETY: as above.
-    list.0 = unsafe { page.next.get() };
-    // SAFETY: as above.
-    unsafe { page.next.set(core::ptr::null_mut()) };
-    adjust(&ARENA.counters.abandoned_pages, -1);
-    Some(page)
+    // SAFETY: pages on the list are descriptors, never freed; links are ours under the lock.
+    let mut cursor = unsafe { list.first.as_ref() };
+    while let Some(page) = cursor {
+        // SAFETY: as above.
+        cursor = unsafe { page.next.get().as_ref() };
+        if pages::untag_abandoned(page) {
+            unlink(&mut list, page);
+            return Some(page);
+        }
+    }
+    None
 }
 
-/// Gives empty abandoned pages back to their regions (for `collect()`).
+/// Unlinks a page the caller took over by freeing into it (see the module docs).
+pub(crate) fn unlink_adopted(class: usize, page: &'static Page) {
+    let mut list = ABANDONED[class].lock();
+    unlink(&mut list, page);
+}
+
+/// Gives abandoned pages whose blocks have all been freed back to their regions.
 pub(crate) fn release_empty() {
     for slot in &ABANDONED {
-        let mut keep: *mut Page = core::ptr::null_mut();
         let mut list = slot.lock();
-        // SAFETY: pages on the list are owned by us, the mutex holder.
-        unsafe {
-            while let Some(page) = list.0.as_ref() {
-                list.0 = page.next.get();
-                super::pages::collect(page);
-                if super::pages::is_empty(page) {
-                    adjust(&ARENA.counters.abandoned_pages, -1);
-                    ARENA.release_page(page);
-                } else {
-                    page.next.set(keep);
-                    keep = (page as *const Page).cast_mut();
-                }
+        // SAFETY: as in `take`; a page we untag is ours.
+        let mut cursor = unsafe { list.first.as_ref() };
+        while let Some(page) = cursor {
+            // SAFETY: as above.
+            cursor = unsafe { page.next.get().as_ref() };
+            if !pages::untag_abandoned(page) {
+                continue;
+            }
+            // SAFETY: we own the page now.
+            unsafe { pages::collect(page) };
+            // SAFETY: as above.
+            if unsafe { pages::is_empty(page) } {
+                unlink(&mut list, page);
+                ARENA.release_page(page);
+            } else {
+                pages::tag_abandoned(page);
             }
         }
-        list.0 = keep;
     }
 }

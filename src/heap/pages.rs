@@ -177,23 +177,66 @@ pub(crate) unsafe fn push_local(page: &Page, block: *mut Block) -> bool {
     }
 }
 
+/// Set in `xthread_free` while the page is abandoned: whoever clears it (a thread freeing into
+/// the page, or one taking it from the abandoned list) becomes the page's owner.
+pub(crate) const ABANDONED_TAG: usize = 1;
+
 /// Pushes a block freed by a thread that does not own the page (any thread may call this).
+/// Returns true if the page was abandoned and the caller now owns it.
 ///
 /// # Safety
 /// `block` is a live block of `page` that the caller gives up.
-pub(crate) unsafe fn push_remote(page: &Page, block: *mut Block) {
+pub(crate) unsafe fn push_remote(page: &Page, block: *mut Block) -> bool {
     // Relaxed: the CAS below validates.
     let mut head = page.xthread_free.load(Ordering::Relaxed);
     loop {
+        let abandoned = head.addr() & ABANDONED_TAG != 0;
         // SAFETY: the block is ours until the CAS publishes it.
-        unsafe { (*block).next = head };
+        unsafe { (*block).next = head.map_addr(|a| a & !ABANDONED_TAG) };
         // Release: the link (and the user's last writes to the block) happen before the
-        // owner's Acquire swap in `collect`.
-        match page.xthread_free.compare_exchange_weak(head, block, Ordering::Release, Ordering::Relaxed) {
-            Ok(_) => return,
+        // owner's Acquire swap in `collect`. Acquire: if we clear the tag we take the page over
+        // and must see what the abandoning thread wrote before setting it.
+        match page.xthread_free.compare_exchange_weak(head, block, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return abandoned,
             Err(now) => head = now,
         }
     }
+}
+
+/// Tags an abandoned page's remote list; the page is up for grabs from now on.
+pub(crate) fn tag_abandoned(page: &Page) {
+    // Relaxed: the CAS validates.
+    let mut head = page.xthread_free.load(Ordering::Relaxed);
+    // Release: the page's state (written by the abandoning thread) happens before whoever
+    // clears the tag with an Acquire.
+    while let Err(now) = page.xthread_free.compare_exchange_weak(
+        head,
+        head.map_addr(|a| a | ABANDONED_TAG),
+        Ordering::Release,
+        Ordering::Relaxed,
+    ) {
+        head = now;
+    }
+}
+
+/// Tries to take an abandoned page over by clearing its tag. False if another thread (one
+/// freeing into it) took it first.
+pub(crate) fn untag_abandoned(page: &Page) -> bool {
+    // Relaxed: the CAS validates.
+    let mut head = page.xthread_free.load(Ordering::Relaxed);
+    while head.addr() & ABANDONED_TAG != 0 {
+        // Acquire: pairs with `tag_abandoned` (see there).
+        match page.xthread_free.compare_exchange_weak(
+            head,
+            head.map_addr(|a| a & !ABANDONED_TAG),
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return true,
+            Err(now) => head = now,
+        }
+    }
+    false
 }
 
 /// Takes in the blocks other threads freed (updating `used`), and if the free list is empty

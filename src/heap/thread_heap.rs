@@ -14,6 +14,7 @@ use core::cell::Cell;
 use super::pages;
 use super::size_class::{NUM_CLASSES, class_size, page_kind};
 use crate::arena::ARENA;
+use crate::config::PageKind;
 use crate::arena::page::{Block, NO_OWNER, OWNER_FULL_FLAG, Page};
 use crate::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
@@ -402,22 +403,51 @@ impl Heap {
             crate::abort::invalid_free(block.cast());
         }
         // SAFETY: the caller gives up a live block of `page`.
-        unsafe {
+        let adopted = unsafe {
             pages::mark_freed(block, size, pages::free_key());
-            pages::push_remote(page, block);
-        }
+            pages::push_remote(page, block)
+        };
         super::record(-(requested as isize), -(size as isize), 0, 1);
+        if adopted {
+            self.adopt(page);
+        }
+    }
+
+    /// Takes over an abandoned page that a free of ours just claimed (see `abandon`).
+    fn adopt(&self, page: &'static Page) {
+        // SAFETY (whole function): clearing the abandoned tag made us the page's owner.
+        unsafe {
+            let class = page.class.get() as usize;
+            super::abandon::unlink_adopted(class, page);
+            pages::collect(page);
+            if pages::is_empty(page) {
+                ARENA.release_page(page);
+            } else if self.state.get() == HeapState::Alive {
+                page.owner.store(self.tid.get(), Ordering::Relaxed);
+                if pages::has_room(page) {
+                    self.queues[class].push_back(page);
+                    self.sync_current(class);
+                } else {
+                    self.full[class].push_back(page);
+                    pages::set_full_flag(page, self.tid.get(), true);
+                }
+            } else {
+                super::abandon::put(class, page);
+            }
+        }
     }
 
     /// A page of ours has no live blocks left: keep it if it is the current page (so
-    /// alternating malloc/free does not churn pages), else give it back to its region.
+    /// alternating malloc/free does not churn pages), else give it back to its region. 4 MiB
+    /// pages go back even when current: they hold few, big blocks, so a thread keeping one for
+    /// every class it used once would hold a lot of memory for little gain.
     ///
     /// # Safety
     /// We own `page`, and no block of it is live.
     unsafe fn page_emptied(&self, page: &'static Page) {
         // SAFETY: owner (caller).
         let class = unsafe { page.class.get() } as usize;
-        if core::ptr::eq(self.current[class].get(), page) {
+        if core::ptr::eq(self.current[class].get(), page) && page_kind(class) != PageKind::Big {
             return;
         }
         // SAFETY: owner; the page is on exactly one of our lists (by its full flag).

@@ -4,7 +4,7 @@
 
 use core::ptr::NonNull;
 
-use super::Os;
+use super::{Os, Remap};
 use crate::sync::atomic::{AtomicUsize, Ordering};
 
 pub(crate) struct FakeOs {
@@ -57,14 +57,14 @@ impl Os for FakeOs {
         true
     }
 
-    fn remap(&self, from: NonNull<u8>, to: NonNull<u8>, size: usize) -> bool {
+    fn remap(&self, from: NonNull<u8>, to: NonNull<u8>, size: usize) -> Remap {
         // SAFETY: both ranges lie in our reservations, are owned by the caller and disjoint.
         unsafe {
             core::ptr::copy_nonoverlapping(from.as_ptr(), to.as_ptr(), size);
             core::ptr::write_bytes(from.as_ptr(), 0, size);
         }
         self.remapped.fetch_add(size, Ordering::Relaxed);
-        true
+        Remap::Moved
     }
 
     fn release(&self, _addr: NonNull<u8>, _size: usize) {

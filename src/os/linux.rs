@@ -7,7 +7,7 @@
 
 use core::ptr::NonNull;
 
-use super::Os;
+use super::{Os, Remap};
 use crate::sync::atomic::{AtomicUsize, Ordering};
 
 pub(crate) struct LinuxOs {
@@ -79,7 +79,7 @@ impl Os for LinuxOs {
         unsafe { libc::madvise(addr.as_ptr().cast(), size, libc::MADV_DONTNEED) == 0 }
     }
 
-    fn remap(&self, from: NonNull<u8>, to: NonNull<u8>, size: usize) -> bool {
+    fn remap(&self, from: NonNull<u8>, to: NonNull<u8>, size: usize) -> Remap {
         // SAFETY: both ranges belong to our reservations and the caller owns them. MREMAP_FIXED
         // replaces the (unused) destination pages; the source is then unmapped, so we map it
         // again right away to keep the reservation whole.
@@ -92,7 +92,7 @@ impl Os for LinuxOs {
                 to.as_ptr().cast::<libc::c_void>(),
             );
             if moved == libc::MAP_FAILED {
-                return false;
+                return Remap::Failed;
             }
             let refill = libc::mmap(
                 from.as_ptr().cast(),
@@ -102,9 +102,7 @@ impl Os for LinuxOs {
                 -1,
                 0,
             );
-            // If the refill failed the hole stays unmapped; it is never handed out again
-            // because the arena only reuses ranges it knows are mapped (the caller aborts).
-            refill != libc::MAP_FAILED
+            if refill == libc::MAP_FAILED { Remap::MovedSourceLost } else { Remap::Moved }
         }
     }
 

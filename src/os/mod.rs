@@ -9,6 +9,18 @@ pub(crate) mod linux;
 
 use core::ptr::NonNull;
 
+/// The outcome of [`Os::remap`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Remap {
+    /// Nothing changed.
+    Failed,
+    /// The pages moved; the source range reads as zero.
+    Moved,
+    /// The pages moved but the source range could not be mapped again: it must never be
+    /// handed out.
+    MovedSourceLost,
+}
+
 pub(crate) trait Os: Sync {
     /// The OS page size, read at run time (4 KiB, 16 KiB or 64 KiB on aarch64).
     fn page_size(&self) -> usize;
@@ -26,9 +38,8 @@ pub(crate) trait Os: Sync {
     fn purge(&self, addr: NonNull<u8>, size: usize) -> bool;
 
     /// Moves the pages of `[from, from + size)` to `[to, to + size)` (both inside reservations,
-    /// not overlapping) without copying where the OS can move page tables. Afterwards `from`
-    /// reads as zero. Returns false if the move failed; then neither range changed.
-    fn remap(&self, from: NonNull<u8>, to: NonNull<u8>, size: usize) -> bool;
+    /// not overlapping) without copying where the OS can move page tables.
+    fn remap(&self, from: NonNull<u8>, to: NonNull<u8>, size: usize) -> Remap;
 
     /// Returns a whole reservation made by [`Os::reserve`].
     fn release(&self, addr: NonNull<u8>, size: usize);

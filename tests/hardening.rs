@@ -1,0 +1,105 @@
+//! A detected invalid or double free aborts the process with a message naming the address.
+//! Each case runs in a child process (this test binary, re-run with an environment variable
+//! that selects the misbehaviour), and the parent checks how it died and what it printed.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+
+#[global_allocator]
+static GLOBAL: vmarena::VmArena = vmarena::VmArena;
+
+const CASE: &str = "VMARENA_HARDENING_CASE";
+
+/// Runs the misbehaviour named by `CASE`, if any (in the child).
+fn misbehave() {
+    let Ok(case) = std::env::var(CASE) else { return };
+    let layout = Layout::from_size_align(48, 8).unwrap();
+    // SAFETY: none of this is safe: the child exists to break the rules and be killed for it.
+    unsafe {
+        match case.as_str() {
+            "double-free" => {
+                let p = GLOBAL.alloc(layout);
+                println!("address {p:p}");
+                GLOBAL.dealloc(p, layout);
+                GLOBAL.dealloc(p, layout);
+            }
+            "double-free-other-thread" => {
+                let p = GLOBAL.alloc(layout) as usize;
+                println!("address {:p}", p as *const u8);
+                std::thread::spawn(move || GLOBAL.dealloc(p as *mut u8, layout)).join().unwrap();
+                std::thread::spawn(move || GLOBAL.dealloc(p as *mut u8, layout)).join().unwrap();
+            }
+            "foreign-pointer" => {
+                let mut on_stack = [0u64; 8];
+                let p = on_stack.as_mut_ptr().cast::<u8>();
+                println!("address {p:p}");
+                GLOBAL.dealloc(p, layout);
+            }
+            "large-double-free" => {
+                let big = Layout::from_size_align(4 << 20, 8).unwrap();
+                let p = GLOBAL.alloc(big);
+                println!("address {p:p}");
+                GLOBAL.dealloc(p, big);
+                GLOBAL.dealloc(p, big);
+            }
+            "interior-pointer" => {
+                let p = GLOBAL.alloc(layout) as usize;
+                let inner = p + 8;
+                println!("address {:p}", inner as *const u8);
+                std::thread::spawn(move || GLOBAL.dealloc(inner as *mut u8, layout)).join().unwrap();
+            }
+            other => panic!("unknown case {other}"),
+        }
+    }
+    std::process::exit(0); // reached only if the allocator failed to notice
+}
+
+fn run(case: &str, expect: &str) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env(CASE, case)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{case}: not aborted; stdout {stdout} stderr {stderr}");
+    let address = stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "address")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{case}: no address printed: {stdout}"));
+    let digits = address.trim_start_matches("0x");
+    assert!(stderr.contains(expect), "{case}: message {stderr:?} lacks {expect:?}");
+    assert!(stderr.contains(digits), "{case}: message {stderr:?} does not name {address}");
+}
+
+#[test]
+fn child() {
+    misbehave();
+}
+
+#[test]
+fn double_free_aborts_naming_the_block() {
+    run("double-free", "double free");
+}
+
+#[test]
+fn double_free_from_other_threads_aborts() {
+    run("double-free-other-thread", "double free");
+}
+
+#[test]
+fn freeing_a_pointer_vmarena_never_returned_aborts() {
+    run("foreign-pointer", "invalid free");
+}
+
+#[test]
+fn double_free_of_a_large_block_aborts() {
+    run("large-double-free", "invalid free");
+}
+
+#[test]
+fn freeing_an_interior_pointer_from_another_thread_aborts() {
+    run("interior-pointer", "invalid free");
+}
