@@ -6,7 +6,11 @@
 #[cold]
 #[inline(never)]
 pub(crate) fn invalid_free(ptr: *mut u8) -> ! {
-    fatal("invalid free: pointer ", ptr as usize, " was not allocated by vmarena (or was already freed)\n")
+    fatal(
+        "invalid free: pointer ",
+        ptr as usize,
+        " was not allocated by vmarena (or was already freed)\n",
+    )
 }
 
 /// Aborts: the block at `ptr` is already free.
@@ -24,7 +28,12 @@ fn fatal(before: &str, addr: usize, after: &str) -> ! {
         let nibble = (addr >> (60 - 4 * i)) & 0xf;
         *digit = b"0123456789abcdef"[nibble];
     }
-    for part in [b"vmarena: ".as_slice(), before.as_bytes(), &hex, after.as_bytes()] {
+    for part in [
+        b"vmarena: ".as_slice(),
+        before.as_bytes(),
+        &hex,
+        after.as_bytes(),
+    ] {
         // SAFETY: writing a valid buffer to fd 2; a failed write changes nothing here.
         unsafe { libc::write(2, part.as_ptr().cast(), part.len()) };
     }

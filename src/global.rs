@@ -53,7 +53,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, layout: Layout, new_size: usize) -> *
         Some(class) => {
             let usable = class_size(class);
             if new_size <= usable && new_size >= usable / 2 {
-                heap::record(new_size as isize - old_size as isize, 0, 0, 0);
+                heap::record(new_size as isize - old_size as isize);
                 return ptr;
             }
         }

@@ -21,22 +21,27 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
         // SAFETY: the block is ours and at least `size` bytes long.
         unsafe { core::ptr::write_bytes(ptr, 0, size) };
     }
-    crate::heap::record(size as isize, region.len() as isize, 1, 0);
+    crate::heap::record(size as isize);
     ptr
 }
 
 /// Frees the large block at `ptr`, which lives in `region`.
 pub(crate) fn free(region: &'static Region, ptr: *mut u8) {
     // Relaxed: statistics; the block is live, so the region's fields are stable.
-    let (requested, len) = (region.requested.load(Ordering::Relaxed), region.len());
+    let requested = region.requested.load(Ordering::Relaxed);
     ARENA.free_large(region, ptr);
-    crate::heap::record(-(requested as isize), -(len as isize), 0, 1);
+    crate::heap::record(-(requested as isize));
 }
 
 /// Reallocates a large block without copying if possible: in place when it still fits (or the
 /// arena can grow or shrink it there), else by moving its pages. `None` means the caller must
 /// allocate, copy and free.
-pub(crate) fn realloc(region: &'static Region, ptr: *mut u8, new_size: usize, align: usize) -> Option<*mut u8> {
+pub(crate) fn realloc(
+    region: &'static Region,
+    ptr: *mut u8,
+    new_size: usize,
+    align: usize,
+) -> Option<*mut u8> {
     if new_size > isize::MAX as usize {
         return None;
     }
@@ -50,10 +55,11 @@ pub(crate) fn realloc(region: &'static Region, ptr: *mut u8, new_size: usize, al
     // Keep the block if it still fits and at least half of it stays in use; shrink it in place
     // (returning the tail) when less is needed; grow into a free neighbour.
     let resized = stays_large
-        && ((new_size <= old_len && new_size >= old_len / 2) || ARENA.resize_large_in_place(region, ptr, new_size));
+        && ((new_size <= old_len && new_size >= old_len / 2)
+            || ARENA.resize_large_in_place(region, ptr, new_size));
     if resized {
         region.requested.store(new_size, Ordering::Relaxed);
-        crate::heap::record(new_size as isize - old_requested as isize, region.len() as isize - old_len as isize, 0, 0);
+        crate::heap::record(new_size as isize - old_requested as isize);
         return Some(ptr);
     }
     if stays_large && new_size > old_len && old_len >= REMAP_MIN_SIZE {
@@ -61,7 +67,7 @@ pub(crate) fn realloc(region: &'static Region, ptr: *mut u8, new_size: usize, al
         // SAFETY: `moved` is the live block's new address; the page map points at its region.
         if let crate::arena::pagemap::Entry::Large(dest) = ARENA.lookup(moved as usize) {
             dest.requested.store(new_size, Ordering::Relaxed);
-            crate::heap::record(new_size as isize - old_requested as isize, dest.len() as isize - old_len as isize, 0, 0);
+            crate::heap::record(new_size as isize - old_requested as isize);
         }
         return Some(moved);
     }

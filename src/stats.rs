@@ -87,6 +87,7 @@ impl ArenaCounters {
         }
         stats.large_regions = read(&self.large_regions);
         stats.large_bytes = read(&self.large_bytes);
+        stats.bytes_in_use += stats.large_bytes;
         stats.pages_abandoned = read(&self.abandoned_pages);
         stats.region_read_fast = read64(&self.read_fast);
         stats.region_read_fallback = read64(&self.read_fallback);
@@ -111,7 +112,7 @@ pub struct Stats {
     /// Bytes the program asked for and has not freed.
     pub bytes_requested: usize,
     /// Bytes of blocks handed out and not freed (the requested sizes rounded up to size classes
-    /// and slices).
+    /// and slices). Blocks freed by another thread count until their page's owner takes them in.
     pub bytes_in_use: usize,
     /// Address space reserved from the OS for the arena.
     pub bytes_reserved: usize,
@@ -121,10 +122,6 @@ pub struct Stats {
     pub bytes_metadata: usize,
     /// Bytes given back to the OS by purging, in total.
     pub bytes_purged: u64,
-    /// Allocations served, in total.
-    pub allocations: u64,
-    /// Frees served, in total.
-    pub frees: u64,
     /// Small-object regions by page kind: 64 KiB, 512 KiB and 4 MiB pages.
     pub page_regions: [usize; 3],
     /// Pages in use (claimed by a heap, or abandoned) by page kind.
@@ -167,14 +164,32 @@ impl fmt::Display for Stats {
         const MIB: f64 = (1 << 20) as f64;
         let mib = |b: usize| b as f64 / MIB;
         writeln!(f, "vmarena statistics")?;
-        writeln!(f, "  requested        {:>12.2} MiB", mib(self.bytes_requested))?;
+        writeln!(
+            f,
+            "  requested        {:>12.2} MiB",
+            mib(self.bytes_requested)
+        )?;
         writeln!(f, "  in use           {:>12.2} MiB", mib(self.bytes_in_use))?;
-        writeln!(f, "  committed        {:>12.2} MiB", mib(self.bytes_committed))?;
-        writeln!(f, "  reserved         {:>12.2} MiB", mib(self.bytes_reserved))?;
-        writeln!(f, "  metadata         {:>12.2} MiB", mib(self.bytes_metadata))?;
-        writeln!(f, "  purged (total)   {:>12.2} MiB", self.bytes_purged as f64 / MIB)?;
-        writeln!(f, "  allocations      {:>12}", self.allocations)?;
-        writeln!(f, "  frees            {:>12}", self.frees)?;
+        writeln!(
+            f,
+            "  committed        {:>12.2} MiB",
+            mib(self.bytes_committed)
+        )?;
+        writeln!(
+            f,
+            "  reserved         {:>12.2} MiB",
+            mib(self.bytes_reserved)
+        )?;
+        writeln!(
+            f,
+            "  metadata         {:>12.2} MiB",
+            mib(self.bytes_metadata)
+        )?;
+        writeln!(
+            f,
+            "  purged (total)   {:>12.2} MiB",
+            self.bytes_purged as f64 / MIB
+        )?;
         writeln!(
             f,
             "  page regions     {:>12} (64K: {}, 512K: {}, 4M: {})",
@@ -192,7 +207,12 @@ impl fmt::Display for Stats {
             self.pages_in_use[2],
             self.pages_abandoned
         )?;
-        writeln!(f, "  large blocks     {:>12} ({:.2} MiB)", self.large_regions, mib(self.large_bytes))?;
+        writeln!(
+            f,
+            "  large blocks     {:>12} ({:.2} MiB)",
+            self.large_regions,
+            mib(self.large_bytes)
+        )?;
         writeln!(
             f,
             "  region reads     {:>12} fast, {} fell back to the arena lock, {} retried",
@@ -211,6 +231,10 @@ impl fmt::Display for Stats {
             self.bytes_remapped as f64 / MIB,
             self.bytes_grown_in_place as f64 / MIB
         )?;
-        write!(f, "  threads          {:>12} started, {} exited", self.threads_started, self.threads_exited)
+        write!(
+            f,
+            "  threads          {:>12} started, {} exited",
+            self.threads_started, self.threads_exited
+        )
     }
 }

@@ -13,7 +13,9 @@ const CASE: &str = "VMARENA_HARDENING_CASE";
 
 /// Runs the misbehaviour named by `CASE`, if any (in the child).
 fn misbehave() {
-    let Ok(case) = std::env::var(CASE) else { return };
+    let Ok(case) = std::env::var(CASE) else {
+        return;
+    };
     let layout = Layout::from_size_align(48, 8).unwrap();
     // SAFETY: none of this is safe: the child exists to break the rules and be killed for it.
     unsafe {
@@ -27,8 +29,12 @@ fn misbehave() {
             "double-free-other-thread" => {
                 let p = GLOBAL.alloc(layout) as usize;
                 println!("address {:p}", p as *const u8);
-                std::thread::spawn(move || GLOBAL.dealloc(p as *mut u8, layout)).join().unwrap();
-                std::thread::spawn(move || GLOBAL.dealloc(p as *mut u8, layout)).join().unwrap();
+                std::thread::spawn(move || GLOBAL.dealloc(p as *mut u8, layout))
+                    .join()
+                    .unwrap();
+                std::thread::spawn(move || GLOBAL.dealloc(p as *mut u8, layout))
+                    .join()
+                    .unwrap();
             }
             "foreign-pointer" => {
                 let mut on_stack = [0u64; 8];
@@ -47,7 +53,9 @@ fn misbehave() {
                 let p = GLOBAL.alloc(layout) as usize;
                 let inner = p + 8;
                 println!("address {:p}", inner as *const u8);
-                std::thread::spawn(move || GLOBAL.dealloc(inner as *mut u8, layout)).join().unwrap();
+                std::thread::spawn(move || GLOBAL.dealloc(inner as *mut u8, layout))
+                    .join()
+                    .unwrap();
             }
             other => panic!("unknown case {other}"),
         }
@@ -63,15 +71,25 @@ fn run(case: &str, expect: &str) {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{case}: not aborted; stdout {stdout} stderr {stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGABRT),
+        "{case}: not aborted; stdout {stdout} stderr {stderr}"
+    );
     let address = stdout
         .split_whitespace()
         .skip_while(|w| *w != "address")
         .nth(1)
         .unwrap_or_else(|| panic!("{case}: no address printed: {stdout}"));
     let digits = address.trim_start_matches("0x");
-    assert!(stderr.contains(expect), "{case}: message {stderr:?} lacks {expect:?}");
-    assert!(stderr.contains(digits), "{case}: message {stderr:?} does not name {address}");
+    assert!(
+        stderr.contains(expect),
+        "{case}: message {stderr:?} lacks {expect:?}"
+    );
+    assert!(
+        stderr.contains(digits),
+        "{case}: message {stderr:?} does not name {address}"
+    );
 }
 
 #[test]

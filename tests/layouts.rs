@@ -10,7 +10,14 @@ static GLOBAL: vmarena::VmArena = vmarena::VmArena;
 fn every_alignment_up_to_one_gib_is_honoured() {
     let mut align = 1usize;
     while align <= 1 << 30 {
-        for size in [1, 7, 8, 64, align.min(1 << 20), align.saturating_add(1).min(3 << 20)] {
+        for size in [
+            1,
+            7,
+            8,
+            64,
+            align.min(1 << 20),
+            align.saturating_add(1).min(3 << 20),
+        ] {
             let layout = Layout::from_size_align(size, align).unwrap();
             // SAFETY: non-zero size.
             let ptr = unsafe { GLOBAL.alloc(layout) };
@@ -29,7 +36,12 @@ fn every_alignment_up_to_one_gib_is_honoured() {
 
 #[test]
 fn impossible_sizes_return_null() {
-    for size in [isize::MAX as usize - 4095, isize::MAX as usize / 2, 1 << 62, 1 << 50] {
+    for size in [
+        isize::MAX as usize - 4095,
+        isize::MAX as usize / 2,
+        1 << 62,
+        1 << 50,
+    ] {
         let layout = Layout::from_size_align(size, 8).unwrap();
         // SAFETY: non-zero size.
         let ptr = unsafe { GLOBAL.alloc(layout) };
@@ -61,14 +73,33 @@ fn realloc_to_an_impossible_size_returns_null_and_keeps_the_block() {
         ptr.write_bytes(3, 100);
         let bigger = GLOBAL.realloc(ptr, layout, isize::MAX as usize - 4095);
         assert!(bigger.is_null());
-        assert!((0..100).all(|i| *ptr.add(i) == 3), "a failed realloc must leave the block intact");
+        assert!(
+            (0..100).all(|i| *ptr.add(i) == 3),
+            "a failed realloc must leave the block intact"
+        );
         GLOBAL.dealloc(ptr, layout);
     }
 }
 
 #[test]
 fn realloc_keeps_contents_across_every_size_boundary() {
-    let sizes = [1usize, 8, 9, 64, 65, 1000, 8192, 8193, 65_536, 65_537, 524_288, 524_289, 4 << 20, 100, 3];
+    let sizes = [
+        1usize,
+        8,
+        9,
+        64,
+        65,
+        1000,
+        8192,
+        8193,
+        65_536,
+        65_537,
+        524_288,
+        524_289,
+        4 << 20,
+        100,
+        3,
+    ];
     let mut layout = Layout::from_size_align(sizes[0], 16).unwrap();
     // SAFETY: non-zero sizes; the block is live throughout.
     unsafe {
@@ -81,7 +112,11 @@ fn realloc_keeps_contents_across_every_size_boundary() {
             assert_eq!(ptr as usize % 16, 0);
             let keep = valid.min(size);
             for i in 0..keep {
-                assert_eq!(*ptr.add(i), (i as u8).wrapping_mul(31) ^ 0xC3, "byte {i} lost growing to {size}");
+                assert_eq!(
+                    *ptr.add(i),
+                    (i as u8).wrapping_mul(31) ^ 0xC3,
+                    "byte {i} lost growing to {size}"
+                );
             }
             for i in 0..size {
                 ptr.add(i).write((i as u8).wrapping_mul(31) ^ 0xC3);
@@ -98,10 +133,16 @@ fn usable_size_covers_the_request_and_rejects_foreign_pointers() {
     for size in [1, 8, 24, 1000, 70_000, 600_000, 3 << 20] {
         let b = vec![0u8; size];
         let usable = vmarena::usable_size(b.as_ptr()).expect("our block");
-        assert!(usable >= size && usable <= size + size / 8 + 65536, "size {size} usable {usable}");
+        assert!(
+            usable >= size && usable <= size + size / 8 + 65536,
+            "size {size} usable {usable}"
+        );
     }
     let on_stack = 0u64;
-    assert_eq!(vmarena::usable_size(&on_stack as *const u64 as *const u8), None);
+    assert_eq!(
+        vmarena::usable_size(&on_stack as *const u64 as *const u8),
+        None
+    );
     assert!(vmarena::stats().speculation_success > 0);
 }
 
@@ -116,8 +157,16 @@ fn large_vec_growth_moves_pages_or_grows_in_place_instead_of_copying() {
     let after = vmarena::stats();
     let moved = after.bytes_remapped - before.bytes_remapped;
     let grown = after.bytes_grown_in_place - before.bytes_grown_in_place;
-    println!("remapped {} MiB in {} moves, grown in place {} MiB", moved >> 20, after.remaps - before.remaps, grown >> 20);
-    assert!(moved + grown >= 32 << 20, "large growth went through copies");
+    println!(
+        "remapped {} MiB in {} moves, grown in place {} MiB",
+        moved >> 20,
+        after.remaps - before.remaps,
+        grown >> 20
+    );
+    assert!(
+        moved + grown >= 32 << 20,
+        "large growth went through copies"
+    );
     // Shrinking returns the tail in place.
     v.truncate(1 << 20);
     v.shrink_to_fit();

@@ -65,23 +65,45 @@ fn memory_stays_bounded_as_threads_come_and_go() {
     }
     let warm = vmarena::stats();
     let warm_rss = resident_bytes();
-    let generations = std::env::var("VMARENA_GENERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
+    let generations = std::env::var("VMARENA_GENERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
     for g in 100..100 + generations {
         generation(g, 8);
         if std::env::var("VMARENA_TREND").is_ok() && g % 100 == 0 {
             let s = vmarena::stats();
-            println!("gen {g}: rss {} MiB committed {} MiB regions {:?}", resident_bytes() >> 20, s.bytes_committed >> 20, s.page_regions);
+            println!(
+                "gen {g}: rss {} MiB committed {} MiB regions {:?}",
+                resident_bytes() >> 20,
+                s.bytes_committed >> 20,
+                s.page_regions
+            );
         }
     }
     let end = vmarena::stats();
     let end_rss = resident_bytes();
-    println!("after warm-up:\n{warm}\nafter {} more threads:\n{end}", generations * 8);
+    println!(
+        "after warm-up:\n{warm}\nafter {} more threads:\n{end}",
+        generations * 8
+    );
     println!("resident: {} MiB -> {} MiB", warm_rss >> 20, end_rss >> 20);
 
-    assert_eq!(end.threads_exited - warm.threads_exited, (generations * 8) as u64);
-    assert_eq!(end.pages_abandoned, 0, "pages of exited threads were left behind");
+    assert_eq!(
+        end.threads_exited - warm.threads_exited,
+        (generations * 8) as u64
+    );
+    assert_eq!(
+        end.pages_abandoned, 0,
+        "pages of exited threads were left behind"
+    );
     let pages = |s: &vmarena::Stats| s.pages_in_use.iter().sum::<usize>();
-    assert!(pages(&end) <= pages(&warm) + 64, "pages in use grew from {} to {}", pages(&warm), pages(&end));
+    assert!(
+        pages(&end) <= pages(&warm) + 64,
+        "pages in use grew from {} to {}",
+        pages(&warm),
+        pages(&end)
+    );
     for kind in 0..3 {
         assert!(
             end.page_regions[kind] <= warm.page_regions[kind] + 1,
@@ -96,6 +118,14 @@ fn memory_stays_bounded_as_threads_come_and_go() {
         warm.bytes_committed >> 20,
         end.bytes_committed >> 20
     );
-    assert!(end_rss <= warm_rss + (32 << 20), "resident memory grew from {} MiB to {} MiB", warm_rss >> 20, end_rss >> 20);
-    assert!(end.bytes_requested <= warm.bytes_requested + (1 << 20), "live bytes grew: blocks were lost");
+    assert!(
+        end_rss <= warm_rss + (32 << 20),
+        "resident memory grew from {} MiB to {} MiB",
+        warm_rss >> 20,
+        end_rss >> 20
+    );
+    assert!(
+        end.bytes_requested <= warm.bytes_requested + (1 << 20),
+        "live bytes grew: blocks were lost"
+    );
 }

@@ -14,7 +14,10 @@ fn assert_zero(ptr: *const u8, len: usize) {
     // SAFETY: the caller's block has `len` readable bytes.
     let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
     if let Some(at) = bytes.iter().position(|&b| b != 0) {
-        panic!("byte {at} of a zeroed {len}-byte block at {ptr:p} is {:#x}", bytes[at]);
+        panic!(
+            "byte {at} of a zeroed {len}-byte block at {ptr:p} is {:#x}",
+            bytes[at]
+        );
     }
 }
 
@@ -49,7 +52,18 @@ fn zeroed_blocks_are_zero_fresh_and_after_reuse() {
 
 #[test]
 fn zeroed_after_dirty_plain_allocations_of_the_same_class() {
-    for size in [8, 16, 24, 100, 4096, 8192, 70_000, 300_000, 600_000, 5 << 20] {
+    for size in [
+        8,
+        16,
+        24,
+        100,
+        4096,
+        8192,
+        70_000,
+        300_000,
+        600_000,
+        5 << 20,
+    ] {
         let layout = Layout::from_size_align(size, 8).unwrap();
         let mut dirty = Vec::new();
         for _ in 0..64 {

@@ -12,16 +12,20 @@ use crate::os::Os;
 use crate::sync::atomic::{AtomicPtr, Ordering};
 
 /// A bump allocator over OS chunks.
-pub(crate) struct MetaChunks {
+struct MetaChunks {
     next: usize,
     end: usize,
     /// Bytes of metadata reserved from the OS (for statistics).
-    pub(crate) reserved: usize,
+    reserved: usize,
 }
 
 impl MetaChunks {
-    pub(crate) const fn new() -> MetaChunks {
-        MetaChunks { next: 0, end: 0, reserved: 0 }
+    const fn new() -> MetaChunks {
+        MetaChunks {
+            next: 0,
+            end: 0,
+            reserved: 0,
+        }
     }
 
     fn alloc(&mut self, os: &impl Os, size: usize, align: usize) -> Option<NonNull<u8>> {
@@ -78,24 +82,29 @@ impl Pooled for PageTable {
 }
 
 /// A free list of objects that once created stay objects of this type forever.
-pub(crate) struct Pool<T: Pooled> {
+struct Pool<T: Pooled> {
     free: *mut T,
     /// Objects ever created (for statistics and tests).
-    pub(crate) created: usize,
+    created: usize,
 }
 
 impl<T: Pooled> Pool<T> {
-    pub(crate) const fn new() -> Pool<T> {
-        Pool { free: core::ptr::null_mut(), created: 0 }
+    const fn new() -> Pool<T> {
+        Pool {
+            free: core::ptr::null_mut(),
+            created: 0,
+        }
     }
 
     /// An unused object, from the free list or newly carved from metadata chunks.
-    pub(crate) fn take(&mut self, meta: &mut MetaChunks, os: &impl Os) -> Option<&'static T> {
+    fn take(&mut self, meta: &mut MetaChunks, os: &impl Os) -> Option<&'static T> {
         if let Some(item) = NonNull::new(self.free) {
             // SAFETY: pooled objects are never freed.
             let item: &'static T = unsafe { item.as_ref() };
             // Relaxed: the pool is only used under the arena write lock.
-            self.free = item.pool_link().swap(core::ptr::null_mut(), Ordering::Relaxed);
+            self.free = item
+                .pool_link()
+                .swap(core::ptr::null_mut(), Ordering::Relaxed);
             return Some(item);
         }
         let slot = meta
@@ -111,9 +120,47 @@ impl<T: Pooled> Pool<T> {
 
     /// Returns an object the arena no longer uses. It stays a `T`: stale readers may still
     /// look at it and must check its identity.
-    pub(crate) fn give(&mut self, item: &'static T) {
+    fn give(&mut self, item: &'static T) {
         // Relaxed: under the arena write lock.
         item.pool_link().store(self.free, Ordering::Relaxed);
         self.free = (item as *const T).cast_mut();
+    }
+}
+
+/// Everything a write session takes descriptors from: the pools and the chunks they grow from.
+pub(crate) struct Descriptors {
+    chunks: MetaChunks,
+    regions: Pool<Region>,
+    tables: Pool<PageTable>,
+}
+
+impl Descriptors {
+    pub(crate) const fn new() -> Descriptors {
+        Descriptors {
+            chunks: MetaChunks::new(),
+            regions: Pool::new(),
+            tables: Pool::new(),
+        }
+    }
+
+    pub(crate) fn take_region(&mut self, os: &impl Os) -> Option<&'static Region> {
+        self.regions.take(&mut self.chunks, os)
+    }
+
+    pub(crate) fn give_region(&mut self, region: &'static Region) {
+        self.regions.give(region);
+    }
+
+    pub(crate) fn take_table(&mut self, os: &impl Os) -> Option<&'static PageTable> {
+        self.tables.take(&mut self.chunks, os)
+    }
+
+    pub(crate) fn give_table(&mut self, table: &'static PageTable) {
+        self.tables.give(table);
+    }
+
+    /// Bytes reserved from the OS for descriptors and page tables.
+    pub(crate) fn reserved(&self) -> usize {
+        self.chunks.reserved
     }
 }

@@ -31,7 +31,7 @@ use crate::stats::{ArenaCounters, Stats, adjust, bump};
 use crate::sync::arena_lock::{ArenaLock, ArenaWriteGuard};
 use crate::sync::atomic::{AtomicPtr, Ordering};
 use crate::sync::region_lock::ReadFail;
-use meta::{MetaChunks, Pool};
+use meta::Descriptors;
 use page::{NO_OWNER, Page, PageTable};
 use pagemap::{Entry, PageMap};
 use ranges::FreeRanges;
@@ -53,9 +53,7 @@ unsafe impl<O: Os> Sync for Arena<O> {}
 
 /// What only the arena lock's holders see.
 struct ArenaState {
-    regions: Pool<Region>,
-    tables: Pool<PageTable>,
-    meta: MetaChunks,
+    descriptors: Descriptors,
     free: FreeRanges,
     /// Small-object regions per page kind, linked through `list_next`/`list_prev`.
     page_lists: [*mut Region; PageKind::COUNT],
@@ -67,7 +65,10 @@ struct ArenaState {
 impl ArenaState {
     fn publish_metadata(&self, counters: &ArenaCounters) {
         // Relaxed: statistics.
-        counters.metadata.store(self.meta.reserved + self.leaf_bytes, Ordering::Relaxed);
+        counters.metadata.store(
+            self.descriptors.reserved() + self.leaf_bytes,
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -99,9 +100,7 @@ impl<O: Os> Arena<O> {
         Arena {
             lock: ArenaLock::new(),
             state: UnsafeCell::new(ArenaState {
-                regions: Pool::new(),
-                tables: Pool::new(),
-                meta: MetaChunks::new(),
+                descriptors: Descriptors::new(),
                 free: FreeRanges::new(),
                 page_lists: [core::ptr::null_mut(); PageKind::COUNT],
                 reservation_count: 0,
@@ -120,7 +119,11 @@ impl<O: Os> Arena<O> {
         // SAFETY: the write lock gives this session exclusive access to the state until the
         // guard (held in the session) drops.
         let state = unsafe { &mut *self.state.get() };
-        WriteSession { arena: self, guard, state }
+        WriteSession {
+            arena: self,
+            guard,
+            state,
+        }
     }
 
     fn with_read<R>(&self, f: impl FnOnce(&ArenaState) -> R) -> R {
@@ -142,7 +145,9 @@ impl<O: Os> Arena<O> {
     /// falling back to the arena read lock while remap operations keep it busy.
     pub(crate) fn usable_size(&self, addr: usize) -> Option<usize> {
         for _ in 0..2 {
-            let Some(seq) = self.lock.speculate_try_begin() else { break };
+            let Some(seq) = self.lock.speculate_try_begin() else {
+                break;
+            };
             let result = self.usable_size_unvalidated(addr);
             if !self.lock.speculate_retry(seq) {
                 bump(&self.counters.spec_success, 1);
@@ -229,7 +234,8 @@ impl<O: Os> Arena<O> {
         while let Some(region) = cursor {
             if let Some(claim) = region.claim_page() {
                 // Relaxed: a hint (see `claim_from_hint`).
-                self.hints[kind.index()].store((region as *const Region).cast_mut(), Ordering::Relaxed);
+                self.hints[kind.index()]
+                    .store((region as *const Region).cast_mut(), Ordering::Relaxed);
                 return Some(claim);
             }
             cursor = region_at(&region.list_next);
@@ -267,7 +273,10 @@ impl<O: Os> Arena<O> {
         region.set_dirty(true);
         let start = region.start();
         if !self.os.commit(NonNull::new(start)?, len) {
-            session.state.free.release(&mut session.state.regions, region, !zeroed);
+            session
+                .state
+                .free
+                .release(&mut session.state.descriptors, region, !zeroed);
             return None;
         }
         self.map.set_large(start as usize, len, region);
@@ -295,7 +304,7 @@ impl<O: Os> Arena<O> {
         region.lock.detach(&session.guard);
         self.map.clear(ptr as usize, len);
         let state = &mut *session.state;
-        state.free.release(&mut state.regions, region, !purged);
+        state.free.release(&mut state.descriptors, region, !purged);
         adjust(&self.counters.large_regions, -1);
         adjust(&self.counters.large_bytes, -(len as isize));
         adjust(&self.counters.committed, -(len as isize));
@@ -307,8 +316,16 @@ impl<O: Os> Arena<O> {
     /// Resizes a large block in place if the arena allows it: shrinking returns the tail as a
     /// free range (purged), growing takes the front of the free range right after the block.
     /// Returns false (and changes nothing) if the block cannot be resized in place.
-    pub(crate) fn resize_large_in_place(&self, region: &'static Region, ptr: *mut u8, new_size: usize) -> bool {
-        let Some(new_len) = new_size.checked_add(SLICE_SIZE - 1).map(|n| n & !(SLICE_SIZE - 1)) else {
+    pub(crate) fn resize_large_in_place(
+        &self,
+        region: &'static Region,
+        ptr: *mut u8,
+        new_size: usize,
+    ) -> bool {
+        let Some(new_len) = new_size
+            .checked_add(SLICE_SIZE - 1)
+            .map(|n| n & !(SLICE_SIZE - 1))
+        else {
             return false;
         };
         let old_len = region.len();
@@ -327,7 +344,14 @@ impl<O: Os> Arena<O> {
         if new_len < old_len {
             let (tail, tail_len) = (ptr.wrapping_add(new_len), old_len - new_len);
             let purged = NonNull::new(tail).is_some_and(|t| self.os.purge(t, tail_len));
-            if !state.free.split_tail(&mut state.regions, &mut state.meta, &self.os, region, tail, tail_len, !purged) {
+            if !state.free.split_tail(
+                &mut state.descriptors,
+                &self.os,
+                region,
+                tail,
+                tail_len,
+                !purged,
+            ) {
                 return false;
             }
             region.set_range(ptr, new_len);
@@ -339,16 +363,25 @@ impl<O: Os> Arena<O> {
             }
         } else {
             let grow = new_len - old_len;
-            let Some(next) = region_at(&region.addr_next) else { return false };
+            let Some(next) = region_at(&region.addr_next) else {
+                return false;
+            };
             if next.start() as usize != region.end()
-                || !state.free.take_front(&mut state.regions, next, grow)
+                || !state.free.take_front(&mut state.descriptors, next, grow)
             {
                 return false;
             }
             let old_end = ptr.wrapping_add(old_len);
             if !NonNull::new(old_end).is_some_and(|e| self.os.commit(e, grow)) {
                 // Put the range back: give it to the block's neighbour list as a free tail.
-                state.free.split_tail(&mut state.regions, &mut state.meta, &self.os, region, old_end, grow, true);
+                state.free.split_tail(
+                    &mut state.descriptors,
+                    &self.os,
+                    region,
+                    old_end,
+                    grow,
+                    true,
+                );
                 return false;
             }
             region.set_range(ptr, new_len);
@@ -371,8 +404,9 @@ impl<O: Os> Arena<O> {
         // Only atomics of type-stable descriptors are read, so any interleaving is safe; the
         // answer is used only if the sequence did not move.
         let end = region.end();
-        let fits = region_at(&region.addr_next)
-            .is_some_and(|n| n.kind() == RegionKind::Free && n.start() as usize == end && n.len() >= grow);
+        let fits = region_at(&region.addr_next).is_some_and(|n| {
+            n.kind() == RegionKind::Free && n.start() as usize == end && n.len() >= grow
+        });
         if self.lock.speculate_retry(seq) {
             bump(&self.counters.spec_retry, 1);
             return true;
@@ -385,7 +419,13 @@ impl<O: Os> Arena<O> {
     /// with the OS (`mremap`), so no byte is copied. The new block starts at an address
     /// congruent to the old one modulo 2 MiB (and aligned to `align`), which lets the kernel
     /// move whole page tables. Returns `None` if it could not (then nothing changed).
-    pub(crate) fn remap_large(&self, region: &'static Region, ptr: *mut u8, new_size: usize, align: usize) -> Option<*mut u8> {
+    pub(crate) fn remap_large(
+        &self,
+        region: &'static Region,
+        ptr: *mut u8,
+        new_size: usize,
+        align: usize,
+    ) -> Option<*mut u8> {
         let new_len = new_size.checked_add(SLICE_SIZE - 1)? & !(SLICE_SIZE - 1);
         let modulus = align.max(REMAP_CONGRUENCE);
         let mut session = self.write();
@@ -402,7 +442,7 @@ impl<O: Os> Arena<O> {
         };
         let state = &mut *session.state;
         if moved == Remap::Failed || !self.os.commit(NonNull::new(dest.start())?, new_len) {
-            state.free.release(&mut state.regions, dest, true);
+            state.free.release(&mut state.descriptors, dest, true);
             return None;
         }
         // The old range is gone from the page map and returned, now zero (or, if the OS could
@@ -410,16 +450,23 @@ impl<O: Os> Arena<O> {
         region.lock.detach(&session.guard);
         self.map.clear(ptr as usize, old_len);
         if moved == Remap::Moved {
-            state.free.release(&mut state.regions, region, false);
+            state.free.release(&mut state.descriptors, region, false);
         }
         dest.set_kind(RegionKind::Large);
         dest.set_dirty(true);
         // Relaxed: statistics.
-        dest.requested.store(region.requested.load(Ordering::Relaxed), Ordering::Relaxed);
+        dest.requested
+            .store(region.requested.load(Ordering::Relaxed), Ordering::Relaxed);
         self.map.set_large(dest.start() as usize, new_len, dest);
         dest.lock.attach(&session.guard);
-        adjust(&self.counters.large_bytes, new_len as isize - old_len as isize);
-        adjust(&self.counters.committed, new_len as isize - old_len as isize);
+        adjust(
+            &self.counters.large_bytes,
+            new_len as isize - old_len as isize,
+        );
+        adjust(
+            &self.counters.committed,
+            new_len as isize - old_len as isize,
+        );
         bump(&self.counters.remaps, 1);
         bump(&self.counters.remapped_bytes, old_len as u64);
         Some(dest.start())
@@ -450,6 +497,31 @@ impl<O: Os> Arena<O> {
 
     pub(crate) fn fill_stats(&self, stats: &mut Stats) {
         self.counters.fill(stats);
+        stats.bytes_in_use += self.small_bytes_in_use();
+    }
+
+    /// Bytes of small blocks in use: the sum of `used * block_size` over the claimed pages.
+    /// The owners keep `used` current on every malloc and free anyway, so this costs the fast
+    /// paths nothing; the price is a walk over the page descriptors here (under the arena read
+    /// lock, so regions stay put), a few microseconds per GiB of small objects.
+    fn small_bytes_in_use(&self) -> usize {
+        self.with_read(|state| {
+            let mut total = 0;
+            for kind in PageKind::ALL {
+                // SAFETY: list entries are region descriptors, never freed.
+                let mut cursor = unsafe { state.page_lists[kind.index()].as_ref() };
+                while let Some(region) = cursor {
+                    for index in 0..kind.pages_per_region() {
+                        let page = region.page(index);
+                        // Relaxed: statistics; a page being released reads as 0 either way.
+                        let size = page.block_size.load(Ordering::Relaxed);
+                        total += page.used.get() as usize * size;
+                    }
+                    cursor = region_at(&region.list_next);
+                }
+            }
+            total
+        })
     }
 }
 
@@ -459,14 +531,18 @@ impl<O: Os> WriteSession<'_, O> {
     fn take_range(&mut self, size: usize, align: usize, phase: usize) -> Option<&'static Region> {
         let os = &self.arena.os;
         let state = &mut *self.state;
-        if let Some(r) = state.free.take(&mut state.regions, &mut state.meta, os, size, align, phase) {
+        if let Some(r) = state
+            .free
+            .take(&mut state.descriptors, os, size, align, phase)
+        {
             return Some(r);
         }
         self.grow(size.checked_add(phase)?, align)?;
         let state = &mut *self.state;
-        state.free.take(&mut state.regions, &mut state.meta, os, size, align, phase)
+        state
+            .free
+            .take(&mut state.descriptors, os, size, align, phase)
     }
-
 
     /// Adds a reservation with room for `size` bytes aligned to `align`.
     fn grow(&mut self, size: usize, align: usize) -> Option<()> {
@@ -489,12 +565,15 @@ impl<O: Os> WriteSession<'_, O> {
             }
             len = align_up(len / 2, RESERVATION_ALIGN).max(needed);
         };
-        let Some(new_leaves) = arena.map.ensure_leaves(&arena.os, base.as_ptr() as usize, len) else {
+        let Some(new_leaves) = arena
+            .map
+            .ensure_leaves(&arena.os, base.as_ptr() as usize, len)
+        else {
             arena.os.release(base, len);
             return None;
         };
         state.leaf_bytes += new_leaves * pagemap::LEAF_BYTES;
-        let Some(region) = state.regions.take(&mut state.meta, &arena.os) else {
+        let Some(region) = state.descriptors.take_region(&arena.os) else {
             arena.os.release(base, len);
             return None;
         };
@@ -514,14 +593,14 @@ impl<O: Os> WriteSession<'_, O> {
         let region = self.take_range(SMALL_REGION_SIZE, kind.page_size(), 0)?;
         let state = &mut *self.state;
         let dirty = region.is_dirty();
-        let Some(table) = state.tables.take(&mut state.meta, &arena.os) else {
-            state.free.release(&mut state.regions, region, dirty);
+        let Some(table) = state.descriptors.take_table(&arena.os) else {
+            state.free.release(&mut state.descriptors, region, dirty);
             return None;
         };
         let start = region.start();
         if !arena.os.commit(NonNull::new(start)?, SMALL_REGION_SIZE) {
-            state.tables.give(table);
-            state.free.release(&mut state.regions, region, dirty);
+            state.descriptors.give_table(table);
+            state.free.release(&mut state.descriptors, region, dirty);
             return None;
         }
         region.set_kind(RegionKind::Pages(kind));
@@ -531,21 +610,28 @@ impl<O: Os> WriteSession<'_, O> {
             let page_start = start.wrapping_add(index << kind.shift());
             // Relaxed: the region is not attached yet; `attach` publishes all of this.
             page.start.store(page_start, Ordering::Relaxed);
-            page.region.store((region as *const Region).cast_mut(), Ordering::Relaxed);
+            page.region
+                .store((region as *const Region).cast_mut(), Ordering::Relaxed);
             page.index.store(index as u32, Ordering::Relaxed);
             page.owner.store(NO_OWNER, Ordering::Relaxed);
             page.block_size.store(0, Ordering::Relaxed);
-            page.xthread_free.store(core::ptr::null_mut(), Ordering::Relaxed);
-            arena.map.set_page(page_start as usize, kind.page_size(), page);
+            page.xthread_free
+                .store(core::ptr::null_mut(), Ordering::Relaxed);
+            arena
+                .map
+                .set_page(page_start as usize, kind.page_size(), page);
         }
         region.lock.attach(&self.guard);
         // Link at the head of the kind's list.
         let head = state.page_lists[kind.index()];
-        region.list_prev.store(core::ptr::null_mut(), Ordering::Relaxed);
+        region
+            .list_prev
+            .store(core::ptr::null_mut(), Ordering::Relaxed);
         region.list_next.store(head, Ordering::Relaxed);
         // SAFETY: list entries are region descriptors, never freed.
         if let Some(head) = unsafe { head.as_ref() } {
-            head.list_prev.store((region as *const Region).cast_mut(), Ordering::Relaxed);
+            head.list_prev
+                .store((region as *const Region).cast_mut(), Ordering::Relaxed);
         }
         state.page_lists[kind.index()] = (region as *const Region).cast_mut();
         arena.hints[kind.index()].store((region as *const Region).cast_mut(), Ordering::Relaxed);
@@ -578,22 +664,32 @@ impl<O: Os> WriteSession<'_, O> {
             None => state.page_lists[kind.index()] = next_ptr,
         }
         if let Some(next) = next {
-            next.list_prev.store(prev.map_or(core::ptr::null_mut(), |p| (p as *const Region).cast_mut()), Ordering::Relaxed);
+            next.list_prev.store(
+                prev.map_or(core::ptr::null_mut(), |p| (p as *const Region).cast_mut()),
+                Ordering::Relaxed,
+            );
         }
         let this = (region as *const Region).cast_mut();
         // Relaxed: a hint; stale hints are harmless (identity is checked after locking).
-        let _ = arena.hints[kind.index()].compare_exchange(this, core::ptr::null_mut(), Ordering::Relaxed, Ordering::Relaxed);
+        let _ = arena.hints[kind.index()].compare_exchange(
+            this,
+            core::ptr::null_mut(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
         // SAFETY: page tables are never freed; the region is detached, so no one claims from it.
-        state.tables.give(unsafe { &*region.table() });
+        state.descriptors.give_table(unsafe { &*region.table() });
         region.set_table(core::ptr::null_mut());
-        state.free.release(&mut state.regions, region, !purged);
+        state.free.release(&mut state.descriptors, region, !purged);
         adjust(&arena.counters.page_regions[kind.index()], -1);
     }
 
     /// Gives the free, touched pages of a marked region back to the OS.
     fn purge_free_pages(&mut self, region: &'static Region) {
         let arena = self.arena;
-        let Some(kind) = region.page_kind() else { return };
+        let Some(kind) = region.page_kind() else {
+            return;
+        };
         debug_assert!(region.lock.is_write_locked(&self.guard));
         for word in 0..region::BITMAP_WORDS {
             let mut bits = region.purgeable_pages(word);
@@ -601,7 +697,11 @@ impl<O: Os> WriteSession<'_, O> {
                 // Purge each run of adjacent pages with one call.
                 let first = bits.trailing_zeros() as usize;
                 let run = (bits >> first).trailing_ones() as usize;
-                let run_bits = if run == 64 { u64::MAX } else { ((1u64 << run) - 1) << first };
+                let run_bits = if run == 64 {
+                    u64::MAX
+                } else {
+                    ((1u64 << run) - 1) << first
+                };
                 bits &= !run_bits;
                 let page = region.page(word * 64 + first);
                 let start = page.start.load(Ordering::Relaxed);
@@ -623,10 +723,12 @@ pub(crate) type PlatformOs = crate::os::linux::LinuxOs;
 #[cfg(miri)]
 pub(crate) type PlatformOs = crate::os::fake::FakeOs;
 
-#[cfg(not(miri))]
-const PLATFORM_OS: PlatformOs = crate::os::linux::LinuxOs::new();
-#[cfg(miri)]
-const PLATFORM_OS: PlatformOs = crate::os::fake::FakeOs::new(usize::MAX);
+const fn platform_os() -> PlatformOs {
+    #[cfg(not(miri))]
+    return crate::os::linux::LinuxOs::new();
+    #[cfg(miri)]
+    return crate::os::fake::FakeOs::new(usize::MAX);
+}
 
 /// The process's arena, shared by every heap.
-pub(crate) static ARENA: Arena<PlatformOs> = Arena::new(PLATFORM_OS);
+pub(crate) static ARENA: Arena<PlatformOs> = Arena::new(platform_os());

@@ -11,7 +11,7 @@
 use core::cell::UnsafeCell;
 
 use super::region::Region;
-use crate::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize};
+use crate::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 /// A free block: its first word links to the next free block of the same page.
 #[repr(C)]
@@ -44,6 +44,29 @@ impl<T: Copy> OwnerCell<T> {
     }
 }
 
+/// A count only the page's owner changes but anyone may read (for statistics): a Relaxed load
+/// and store, never a read-modify-write, so it costs the owner what a plain field would.
+pub(crate) struct OwnerCount(AtomicU32);
+
+impl OwnerCount {
+    pub(crate) const fn new(value: u32) -> OwnerCount {
+        OwnerCount(AtomicU32::new(value))
+    }
+
+    #[inline(always)]
+    pub(crate) fn get(&self) -> u32 {
+        // Relaxed: written only by the owner; other readers want a recent value, nothing more.
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Only the page's owner calls this.
+    #[inline(always)]
+    pub(crate) fn set(&self, value: u32) {
+        // Relaxed: as for `get`.
+        self.0.store(value, Ordering::Relaxed);
+    }
+}
+
 /// `owner` of a page that no thread owns (free in its region, or abandoned).
 pub(crate) const NO_OWNER: usize = 0;
 /// Set in `owner` while the page sits in its heap's full list, so that the owner's free fast
@@ -57,8 +80,8 @@ pub(crate) struct Page {
     pub(crate) free: OwnerCell<*mut Block>,
     /// Blocks the owner freed since `free` was last refilled.
     pub(crate) local_free: OwnerCell<*mut Block>,
-    /// Blocks handed out and not yet returned to the owner's lists.
-    pub(crate) used: OwnerCell<u32>,
+    /// Blocks handed out and not yet returned to the owner's lists (read by `stats()`).
+    pub(crate) used: OwnerCount,
     /// Blocks carved from the page so far (the rest has never been touched).
     pub(crate) capacity: OwnerCell<u32>,
     /// Blocks that fit in the page.
@@ -96,7 +119,7 @@ impl Page {
         Page {
             free: OwnerCell::new(core::ptr::null_mut()),
             local_free: OwnerCell::new(core::ptr::null_mut()),
-            used: OwnerCell::new(0),
+            used: OwnerCount::new(0),
             capacity: OwnerCell::new(0),
             reserved: OwnerCell::new(0),
             class: OwnerCell::new(0),

@@ -44,22 +44,24 @@ pub(crate) struct PageMap {
 
 impl PageMap {
     pub(crate) const fn new() -> PageMap {
-        PageMap { top: [const { AtomicPtr::new(core::ptr::null_mut()) }; TOP_ENTRIES] }
+        PageMap {
+            top: [const { AtomicPtr::new(core::ptr::null_mut()) }; TOP_ENTRIES],
+        }
     }
 
     /// The entry for `addr`.
     #[inline(always)]
     pub(crate) fn lookup(&self, addr: usize) -> Entry {
         let raw = self.raw(addr);
-        let bits = raw as usize;
-        if bits & LARGE_TAG != 0 {
+        if raw.addr() & LARGE_TAG == 0 {
+            // SAFETY: untagged non-null entries are page descriptors, which are never freed.
+            match unsafe { raw.cast::<Page>().as_ref() } {
+                Some(page) => Entry::Page(page),
+                None => Entry::None,
+            }
+        } else {
             // SAFETY: tagged entries are region descriptors, which are never freed.
             Entry::Large(unsafe { &*raw.map_addr(|a| a & !LARGE_TAG).cast::<Region>() })
-        } else if !raw.is_null() {
-            // SAFETY: untagged entries are page descriptors, which are never freed.
-            Entry::Page(unsafe { &*raw.cast::<Page>() })
-        } else {
-            Entry::None
         }
     }
 
@@ -108,7 +110,10 @@ impl PageMap {
 
     /// Points every slice of `[start, start + len)` at the large block's `region`.
     pub(crate) fn set_large(&self, start: usize, len: usize, region: &Region) {
-        let tagged = (region as *const Region).cast_mut().cast::<u8>().map_addr(|a| a | LARGE_TAG);
+        let tagged = (region as *const Region)
+            .cast_mut()
+            .cast::<u8>()
+            .map_addr(|a| a | LARGE_TAG);
         self.set(start, len, tagged);
     }
 
@@ -153,11 +158,16 @@ mod tests {
             assert!(matches!(map.lookup(base + offset), Entry::Page(p) if core::ptr::eq(p, page)));
         }
         for offset in [2 * SLICE_SIZE, 5 * SLICE_SIZE - 8] {
-            assert!(matches!(map.lookup(base + offset), Entry::Large(r) if core::ptr::eq(r, region)));
+            assert!(
+                matches!(map.lookup(base + offset), Entry::Large(r) if core::ptr::eq(r, region))
+            );
         }
         assert!(matches!(map.lookup(base + 5 * SLICE_SIZE), Entry::None));
         assert!(matches!(map.lookup(base - 1), Entry::None), "no leaf there");
-        assert!(matches!(map.lookup(usize::MAX), Entry::None), "beyond 48 bits");
+        assert!(
+            matches!(map.lookup(usize::MAX), Entry::None),
+            "beyond 48 bits"
+        );
         map.clear(base, 5 * SLICE_SIZE);
         assert!(matches!(map.lookup(base), Entry::None));
     }

@@ -6,7 +6,7 @@
 //! is plain single-threaded code: it only runs under the arena write lock, and lock-free
 //! readers never look at free ranges (they are not in the page map).
 
-use super::meta::{MetaChunks, Pool};
+use super::meta::Descriptors;
 use super::region::{Region, RegionKind};
 use crate::config::{SLICE_SHIFT, align_up};
 use crate::os::Os;
@@ -25,7 +25,10 @@ fn get(link: &AtomicPtr<Region>) -> Option<&'static Region> {
 
 fn set(link: &AtomicPtr<Region>, to: Option<&Region>) {
     // Relaxed: under the arena write lock.
-    link.store(to.map_or(core::ptr::null_mut(), |r| (r as *const Region).cast_mut()), Ordering::Relaxed);
+    link.store(
+        to.map_or(core::ptr::null_mut(), |r| (r as *const Region).cast_mut()),
+        Ordering::Relaxed,
+    );
 }
 
 pub(crate) struct FreeRanges {
@@ -36,7 +39,10 @@ pub(crate) struct FreeRanges {
 
 impl FreeRanges {
     pub(crate) const fn new() -> FreeRanges {
-        FreeRanges { bins: [core::ptr::null_mut(); BINS], bytes: 0 }
+        FreeRanges {
+            bins: [core::ptr::null_mut(); BINS],
+            bytes: 0,
+        }
     }
 
     fn insert(&mut self, r: &'static Region) {
@@ -57,7 +63,10 @@ impl FreeRanges {
         let (prev, next) = (get(&r.list_prev), get(&r.list_next));
         match prev {
             Some(prev) => set(&prev.list_next, next),
-            None => self.bins[bin_of(r.len())] = next.map_or(core::ptr::null_mut(), |n| (n as *const Region).cast_mut()),
+            None => {
+                self.bins[bin_of(r.len())] =
+                    next.map_or(core::ptr::null_mut(), |n| (n as *const Region).cast_mut())
+            }
         }
         if let Some(next) = next {
             set(&next.list_prev, prev);
@@ -84,14 +93,19 @@ impl FreeRanges {
 
     /// Takes the first `len` bytes of free range `r` (which must be that long), for a
     /// neighbouring region that grows into it. Returns false if `r` is not a free range.
-    pub(crate) fn take_front(&mut self, pool: &mut Pool<Region>, r: &'static Region, len: usize) -> bool {
+    pub(crate) fn take_front(
+        &mut self,
+        descriptors: &mut Descriptors,
+        r: &'static Region,
+        len: usize,
+    ) -> bool {
         if r.kind() != RegionKind::Free || r.len() < len {
             return false;
         }
         self.remove(r);
         if r.len() == len {
             link(get(&r.addr_prev), get(&r.addr_next));
-            pool.give(r);
+            descriptors.give_region(r);
         } else {
             r.set_range(r.start().wrapping_add(len), r.len() - len);
             self.insert(r);
@@ -103,19 +117,20 @@ impl FreeRanges {
     /// shrinks `owner`). Returns false if metadata ran out (nothing changed).
     pub(crate) fn split_tail(
         &mut self,
-        pool: &mut Pool<Region>,
-        meta: &mut MetaChunks,
+        descriptors: &mut Descriptors,
         os: &impl Os,
         owner: &'static Region,
         start: *mut u8,
         len: usize,
         dirty: bool,
     ) -> bool {
-        let Some(tail) = pool.take(meta, os) else { return false };
+        let Some(tail) = descriptors.take_region(os) else {
+            return false;
+        };
         tail.set_range(start, len);
         link(Some(tail), get(&owner.addr_next));
         link(Some(owner), Some(tail));
-        self.release(pool, tail, dirty);
+        self.release(descriptors, tail, dirty);
         true
     }
 
@@ -132,8 +147,7 @@ impl FreeRanges {
     /// (then nothing changed).
     pub(crate) fn take(
         &mut self,
-        pool: &mut Pool<Region>,
-        meta: &mut MetaChunks,
+        descriptors: &mut Descriptors,
         os: &impl Os,
         size: usize,
         align: usize,
@@ -142,12 +156,12 @@ impl FreeRanges {
         let (free, start) = self.find(size, align, phase)?;
         let (a, b, end) = (free.start() as usize, free.end(), start + size);
         // Take every descriptor we may need first, so failure changes nothing.
-        let carved = pool.take(meta, os)?;
+        let carved = descriptors.take_region(os)?;
         let tail = if end < b {
-            match pool.take(meta, os) {
+            match descriptors.take_region(os) {
                 Some(t) => Some(t),
                 None => {
-                    pool.give(carved);
+                    descriptors.give_region(carved);
                     return None;
                 }
             }
@@ -167,7 +181,7 @@ impl FreeRanges {
             free.set_range(base, start - a);
             Some(free)
         } else {
-            pool.give(free);
+            descriptors.give_region(free);
             None
         };
         if let Some(t) = tail {
@@ -192,7 +206,12 @@ impl FreeRanges {
 
     /// Returns a detached region's range to the free ranges, merging with free neighbours.
     /// `dirty` says whether the range may hold non-zero bytes.
-    pub(crate) fn release(&mut self, pool: &mut Pool<Region>, r: &'static Region, dirty: bool) {
+    pub(crate) fn release(
+        &mut self,
+        descriptors: &mut Descriptors,
+        r: &'static Region,
+        dirty: bool,
+    ) {
         r.set_kind(RegionKind::Free);
         r.set_dirty(dirty);
         let mut merged = r;
@@ -201,7 +220,7 @@ impl FreeRanges {
             prev.set_range(prev.start(), prev.len() + r.len());
             prev.set_dirty(prev.is_dirty() || dirty);
             link(Some(prev), get(&r.addr_next));
-            pool.give(r);
+            descriptors.give_region(r);
             merged = prev;
         }
         if let Some(next) = get(&merged.addr_next).filter(|n| n.kind() == RegionKind::Free) {
@@ -209,7 +228,7 @@ impl FreeRanges {
             merged.set_range(merged.start(), merged.len() + next.len());
             merged.set_dirty(merged.is_dirty() || next.is_dirty());
             link(Some(merged), get(&next.addr_next));
-            pool.give(next);
+            descriptors.give_region(next);
         }
         self.insert(merged);
     }

@@ -214,13 +214,13 @@ impl Region {
         debug_assert!(prev & (1 << bit) == 0, "page released twice");
     }
 
-
     /// True if no page is in use. Caller holds the arena write lock with the region marked.
     pub(crate) fn all_pages_free(&self) -> bool {
         let count = self.page_count();
         (0..BITMAP_WORDS).all(|word| {
             // Acquire: pairs with `release_page`, so the releasers are done with their pages.
-            self.free_pages[word].load(Ordering::Acquire) == bits_below(count.saturating_sub(word * 64))
+            self.free_pages[word].load(Ordering::Acquire)
+                == bits_below(count.saturating_sub(word * 64))
         })
     }
 
@@ -229,7 +229,8 @@ impl Region {
     /// only add free pages).
     pub(crate) fn purgeable_pages(&self, word: usize) -> u64 {
         // Acquire: as in `all_pages_free`.
-        self.free_pages[word].load(Ordering::Acquire) & self.dirty_pages[word].load(Ordering::Relaxed)
+        self.free_pages[word].load(Ordering::Acquire)
+            & self.dirty_pages[word].load(Ordering::Relaxed)
     }
 
     /// Records that `bits` of bitmap word `word` were purged.
@@ -240,7 +241,10 @@ impl Region {
 
     /// Number of touched pages (for the committed-bytes counter when a region goes away).
     pub(crate) fn dirty_page_count(&self) -> usize {
-        self.dirty_pages.iter().map(|w| w.load(Ordering::Relaxed).count_ones() as usize).sum()
+        self.dirty_pages
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed).count_ones() as usize)
+            .sum()
     }
 }
 
@@ -276,7 +280,10 @@ mod tests {
             for _ in 0..kind.pages_per_region() {
                 let claim = r.claim_page().expect("a free page");
                 assert!(claim.fresh, "new region pages are fresh");
-                assert!(seen.insert(claim.page as *const Page as usize), "page claimed twice");
+                assert!(
+                    seen.insert(claim.page as *const Page as usize),
+                    "page claimed twice"
+                );
             }
             assert!(r.claim_page().is_none());
             assert!(!r.all_pages_free());
@@ -293,11 +300,17 @@ mod tests {
         r.release_page(index);
         assert_eq!(r.purgeable_pages(0), 1 << index);
         let again = r.claim_page().unwrap();
-        assert!(core::ptr::eq(again.page, first.page), "lowest free page is reused first");
+        assert!(
+            core::ptr::eq(again.page, first.page),
+            "lowest free page is reused first"
+        );
         assert!(!again.fresh, "a reused page is not known to be zero");
         r.release_page(index);
         r.clear_dirty(0, r.purgeable_pages(0));
-        assert!(r.claim_page().unwrap().fresh, "a purged page is fresh again");
+        assert!(
+            r.claim_page().unwrap().fresh,
+            "a purged page is fresh again"
+        );
     }
 
     #[test]
@@ -316,7 +329,10 @@ mod tests {
                 })
             })
             .collect();
-        let mut all: std::vec::Vec<usize> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        let mut all: std::vec::Vec<usize> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
         all.sort();
         all.dedup();
         assert_eq!(all.len(), PageKind::Small.pages_per_region());

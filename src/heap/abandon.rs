@@ -24,8 +24,11 @@ struct List {
 // SAFETY: the list is only used under its mutex.
 unsafe impl Send for List {}
 
-static ABANDONED: [Mutex<List>; NUM_CLASSES] =
-    [const { Mutex::new(List { first: core::ptr::null_mut() }) }; NUM_CLASSES];
+static ABANDONED: [Mutex<List>; NUM_CLASSES] = [const {
+    Mutex::new(List {
+        first: core::ptr::null_mut(),
+    })
+}; NUM_CLASSES];
 
 /// Hands over a page whose owner has set its `owner` to `NO_OWNER`.
 pub(crate) fn put(class: usize, page: &'static Page) {
@@ -96,8 +99,7 @@ pub(crate) fn release_empty() {
             }
             // SAFETY: we own the page now.
             unsafe { pages::collect(page) };
-            // SAFETY: as above.
-            if unsafe { pages::is_empty(page) } {
+            if pages::is_empty(page) {
                 unlink(&mut list, page);
                 ARENA.release_page(page);
             } else {

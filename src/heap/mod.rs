@@ -28,14 +28,15 @@ pub(crate) unsafe fn free(page: &'static Page, ptr: *mut u8, requested: usize) {
     tls::with_heap(|heap| unsafe { heap.free(page, ptr.cast::<Block>(), requested) })
 }
 
-/// Records an allocation-statistics change made outside the fast paths (large blocks,
-/// remote frees) in this thread's counters, or the shared ones if it has no usable heap.
-pub(crate) fn record(requested: isize, in_use: isize, allocs: u64, frees: u64) {
+/// Records a change of the requested-bytes statistic made outside the fast paths (large
+/// blocks, remote frees, reallocs in place) in this thread's counter, or the shared one if the
+/// thread has no usable heap.
+pub(crate) fn record(requested: isize) {
     tls::with_heap(|heap| {
         if heap.state() == thread_heap::HeapState::Alive || tls::bring_up(heap) {
-            heap.counters.record(false, requested, in_use, allocs, frees);
+            heap.counters.add(requested);
         } else {
-            registry::ORPHAN_COUNTERS.record(true, requested, in_use, allocs, frees);
+            registry::ORPHAN_COUNTERS.add_shared(requested);
         }
     })
 }

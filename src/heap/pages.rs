@@ -34,7 +34,11 @@ pub(crate) fn free_key() -> usize {
     let mut fresh = 0usize;
     // SAFETY: getrandom writes at most the given number of bytes into our buffer.
     let got = unsafe {
-        libc::getrandom((&raw mut fresh).cast(), core::mem::size_of::<usize>(), libc::GRND_NONBLOCK)
+        libc::getrandom(
+            (&raw mut fresh).cast(),
+            core::mem::size_of::<usize>(),
+            libc::GRND_NONBLOCK,
+        )
     };
     if got != core::mem::size_of::<usize>() as isize {
         // No entropy yet (very early boot): fall back to address-space randomisation.
@@ -91,7 +95,9 @@ pub(crate) unsafe fn extend(page: &Page) -> bool {
             return false;
         }
         let size = page.block_size.load(Ordering::Relaxed);
-        let count = ((EXTEND_BYTES / size) as u32).max(EXTEND_MIN_BLOCKS).min(reserved - capacity);
+        let count = ((EXTEND_BYTES / size) as u32)
+            .max(EXTEND_MIN_BLOCKS)
+            .min(reserved - capacity);
         let start = page.start.load(Ordering::Relaxed);
         let first = start.add(capacity as usize * size).cast::<Block>();
         let mut block = first;
@@ -196,7 +202,12 @@ pub(crate) unsafe fn push_remote(page: &Page, block: *mut Block) -> bool {
         // Release: the link (and the user's last writes to the block) happen before the
         // owner's Acquire swap in `collect`. Acquire: if we clear the tag we take the page over
         // and must see what the abandoning thread wrote before setting it.
-        match page.xthread_free.compare_exchange_weak(head, block, Ordering::AcqRel, Ordering::Relaxed) {
+        match page.xthread_free.compare_exchange_weak(
+            head,
+            block,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        ) {
             Ok(_) => return abandoned,
             Err(now) => head = now,
         }
@@ -250,7 +261,9 @@ pub(crate) unsafe fn collect(page: &Page) {
         // Relaxed peek first: avoids a read-modify-write when there is nothing to take.
         if !page.xthread_free.load(Ordering::Relaxed).is_null() {
             // Acquire: pairs with the freeing threads' Release CAS.
-            let list = page.xthread_free.swap(core::ptr::null_mut(), Ordering::Acquire);
+            let list = page
+                .xthread_free
+                .swap(core::ptr::null_mut(), Ordering::Acquire);
             let mut count = 1u32;
             let mut tail = list;
             while !(*tail).next.is_null() {
@@ -278,13 +291,9 @@ pub(crate) unsafe fn has_room(page: &Page) -> bool {
     unsafe { !page.free.get().is_null() || page.capacity.get() < page.reserved.get() }
 }
 
-/// True if every block of the page is free (after a `collect`).
-///
-/// # Safety
-/// The calling thread owns the page.
-pub(crate) unsafe fn is_empty(page: &Page) -> bool {
-    // SAFETY: owner (caller).
-    unsafe { page.used.get() == 0 }
+/// True if every block of the page is free (after a `collect` by its owner).
+pub(crate) fn is_empty(page: &Page) -> bool {
+    page.used.get() == 0
 }
 
 /// Sets or clears the flag that sends the owner's frees into this page down the slow path.
@@ -310,7 +319,8 @@ mod tests {
         let kind = page_kind(class);
         let mut memory = std::vec![0u64; kind.page_size() / 8];
         let page = std::boxed::Box::new(Page::new());
-        page.start.store(memory.as_mut_ptr().cast(), Ordering::Relaxed);
+        page.start
+            .store(memory.as_mut_ptr().cast(), Ordering::Relaxed);
         // SAFETY: the page is ours alone.
         unsafe { init(&page, class, true, 8) };
         TestPage { page, memory }
@@ -333,7 +343,17 @@ mod tests {
 
     #[test]
     fn a_page_hands_out_every_block_once_and_all_come_back() {
-        for class in [0, 1, 7, 8, 20, class_of(8192), class_of(8193), class_of(65536), NUM_CLASSES - 1] {
+        for class in [
+            0,
+            1,
+            7,
+            8,
+            20,
+            class_of(8192),
+            class_of(8193),
+            class_of(65536),
+            NUM_CLASSES - 1,
+        ] {
             let t = test_page(class);
             let size = class_size(class);
             let base = t.memory.as_ptr() as usize;
@@ -354,8 +374,7 @@ mod tests {
                 let empty = unsafe { push_local(&t.page, b as *mut Block) };
                 assert_eq!(empty, i + 1 == reserved);
             }
-            // SAFETY: owner.
-            assert!(unsafe { is_empty(&t.page) });
+            assert!(is_empty(&t.page));
         }
     }
 
@@ -378,7 +397,10 @@ mod tests {
         while let Some(b) = alloc(&t.page, class) {
             rest.push(b);
         }
-        assert_eq!(rest.len(), page_kind(class).page_size() / class_size(class) - 4);
+        assert_eq!(
+            rest.len(),
+            page_kind(class).page_size() / class_size(class) - 4
+        );
         for b in &blocks[..6] {
             assert!(rest.contains(b), "a remotely freed block was lost");
         }

@@ -17,7 +17,11 @@ struct Registry {
 // SAFETY: the registry only holds pointers to heaps, used under its mutex.
 unsafe impl Send for Registry {}
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry { head: null_mut(), started: 0, exited: 0 });
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    head: null_mut(),
+    started: 0,
+    exited: 0,
+});
 
 /// Counters of exited heaps, and of frees made by threads without a usable heap.
 pub(crate) static ORPHAN_COUNTERS: HeapCounters = HeapCounters::new();
@@ -38,7 +42,10 @@ pub(crate) fn register(heap: &Heap) {
 
 pub(crate) fn unregister(heap: &Heap) {
     let mut registry = REGISTRY.lock();
-    let (prev, next) = (heap.registry_prev.load(Ordering::Relaxed), heap.registry_next.load(Ordering::Relaxed));
+    let (prev, next) = (
+        heap.registry_prev.load(Ordering::Relaxed),
+        heap.registry_next.load(Ordering::Relaxed),
+    );
     // SAFETY: neighbours are registered heaps, valid under this lock.
     unsafe {
         match prev.as_ref() {
@@ -49,17 +56,8 @@ pub(crate) fn unregister(heap: &Heap) {
             n.registry_prev.store(prev, Ordering::Relaxed);
         }
     }
-    // Fold the heap's counters into the orphans' (Relaxed: statistics).
-    let c = &heap.counters;
-    ORPHAN_COUNTERS.requested.fetch_add(c.requested.load(Ordering::Relaxed), Ordering::Relaxed);
-    ORPHAN_COUNTERS.in_use.fetch_add(c.in_use.load(Ordering::Relaxed), Ordering::Relaxed);
-    ORPHAN_COUNTERS.allocs.fetch_add(c.allocs.load(Ordering::Relaxed), Ordering::Relaxed);
-    ORPHAN_COUNTERS.frees.fetch_add(c.frees.load(Ordering::Relaxed), Ordering::Relaxed);
-    for counter in [&c.requested, &c.in_use] {
-        counter.store(0, Ordering::Relaxed);
-    }
-    c.allocs.store(0, Ordering::Relaxed);
-    c.frees.store(0, Ordering::Relaxed);
+    // Fold the heap's counter into the orphans' (Relaxed: statistics).
+    ORPHAN_COUNTERS.add_shared(heap.counters.requested.swap(0, Ordering::Relaxed) as isize);
     registry.exited += 1;
 }
 

@@ -54,7 +54,7 @@ const fn compute_class_size(class: usize) -> usize {
 
 const fn compute_class(size: usize) -> usize {
     if size <= 64 {
-        if size == 0 { 0 } else { (size + 7) / 8 - 1 }
+        if size == 0 { 0 } else { size.div_ceil(8) - 1 }
     } else {
         let s = size - 1;
         let k = s.ilog2() as usize;
@@ -87,7 +87,11 @@ pub(crate) fn class_for_layout(size: usize, align: usize) -> Option<usize> {
         }
         (size + align - 1) & !(align - 1)
     };
-    if size <= MAX_SMALL_SIZE { Some(class_of(size)) } else { None }
+    if size <= MAX_SMALL_SIZE {
+        Some(class_of(size))
+    } else {
+        None
+    }
 }
 
 #[inline(always)]
@@ -118,7 +122,10 @@ mod tests {
         for size in 1..=MAX_SMALL_SIZE {
             let c = class_of(size);
             assert!(class_size(c) >= size, "size {size} class {c}");
-            assert!(c == 0 || class_size(c - 1) < size, "size {size} not in smallest class");
+            assert!(
+                c == 0 || class_size(c - 1) < size,
+                "size {size} not in smallest class"
+            );
         }
     }
 
@@ -146,11 +153,17 @@ mod tests {
     fn aligned_layouts_land_on_classes_that_are_multiples_of_the_alignment() {
         let mut align = 1;
         while align <= MAX_SMALL_SIZE {
-            for size in (1..=MAX_SMALL_SIZE).step_by(97).chain([1, align, MAX_SMALL_SIZE]) {
+            for size in (1..=MAX_SMALL_SIZE)
+                .step_by(97)
+                .chain([1, align, MAX_SMALL_SIZE])
+            {
                 match class_for_layout(size, align) {
                     Some(c) => {
                         let block = class_size(c);
-                        assert!(block >= size && block % align == 0, "size {size} align {align}");
+                        assert!(
+                            block >= size && block % align == 0,
+                            "size {size} align {align}"
+                        );
                         assert!(page_kind(c).page_size() % align == 0);
                     }
                     None => assert!(size.next_multiple_of(align) > MAX_SMALL_SIZE),

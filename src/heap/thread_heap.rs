@@ -12,11 +12,11 @@
 use core::cell::Cell;
 
 use super::pages;
-use super::size_class::{NUM_CLASSES, class_size, page_kind};
+use super::size_class::{NUM_CLASSES, page_kind};
 use crate::arena::ARENA;
-use crate::config::PageKind;
 use crate::arena::page::{Block, NO_OWNER, OWNER_FULL_FLAG, Page};
-use crate::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use crate::config::PageKind;
+use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// The page every empty queue points at: its free list is always empty, so the fast path
 /// needs no separate "no page yet" test. Nobody ever writes to it.
@@ -41,74 +41,42 @@ pub(crate) enum HeapState {
     Destroyed,
 }
 
-/// Counters a heap updates on its fast paths: a plain load and store each (no RMW), since only
-/// the owner writes them. Frees from other threads make a heap's byte counts go "negative";
-/// only the sum over all heaps is meaningful, so arithmetic wraps.
+/// The one statistic a heap keeps on its fast paths: bytes requested and not yet freed. The
+/// owner updates it with a plain load and store (no RMW). Frees from other threads make a
+/// heap's count go "negative"; only the sum over all heaps is meaningful, so it wraps. (Bytes
+/// in use are not counted per operation at all: `stats()` derives them from the pages' `used`
+/// counts, which the fast paths maintain anyway.)
 pub(crate) struct HeapCounters {
     pub(crate) requested: AtomicUsize,
-    pub(crate) in_use: AtomicUsize,
-    pub(crate) allocs: AtomicU64,
-    pub(crate) frees: AtomicU64,
 }
 
 impl HeapCounters {
     pub(crate) const fn new() -> HeapCounters {
         HeapCounters {
             requested: AtomicUsize::new(0),
-            in_use: AtomicUsize::new(0),
-            allocs: AtomicU64::new(0),
-            frees: AtomicU64::new(0),
         }
     }
 
     /// Owner-only update (Relaxed load + store: statistics read by `stats()`).
     #[inline(always)]
-    pub(crate) fn on_alloc(&self, requested: usize, usable: usize) {
-        let add = |c: &AtomicUsize, n: usize| c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-        add(&self.requested, requested);
-        add(&self.in_use, usable);
-        self.allocs.store(self.allocs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    pub(crate) fn add(&self, delta: isize) {
+        let c = &self.requested;
+        c.store(
+            c.load(Ordering::Relaxed).wrapping_add(delta as usize),
+            Ordering::Relaxed,
+        );
     }
 
-    /// Owner-only update, as `on_alloc`.
-    #[inline(always)]
-    pub(crate) fn on_free(&self, requested: usize, usable: usize) {
-        let sub = |c: &AtomicUsize, n: usize| c.store(c.load(Ordering::Relaxed).wrapping_sub(n), Ordering::Relaxed);
-        sub(&self.requested, requested);
-        sub(&self.in_use, usable);
-        self.frees.store(self.frees.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-    }
-
-    /// A change from a slow path. `shared` counters may be written by several threads and
-    /// take read-modify-writes; a heap's own counters take a load and a store (Relaxed:
-    /// statistics).
-    pub(crate) fn record(&self, shared: bool, requested: isize, in_use: isize, allocs: u64, frees: u64) {
-        let signed = |c: &AtomicUsize, n: isize| {
-            if shared {
-                c.fetch_add(n as usize, Ordering::Relaxed);
-            } else {
-                c.store(c.load(Ordering::Relaxed).wrapping_add(n as usize), Ordering::Relaxed);
-            }
-        };
-        let count = |c: &AtomicU64, n: u64| {
-            if shared {
-                c.fetch_add(n, Ordering::Relaxed);
-            } else {
-                c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
-            }
-        };
-        signed(&self.requested, requested);
-        signed(&self.in_use, in_use);
-        count(&self.allocs, allocs);
-        count(&self.frees, frees);
+    /// Update of counters several threads write (Relaxed: statistics).
+    pub(crate) fn add_shared(&self, delta: isize) {
+        self.requested.fetch_add(delta as usize, Ordering::Relaxed);
     }
 
     /// Adds these counters into `into` (Relaxed: statistics).
     pub(crate) fn add_to(&self, into: &mut crate::stats::Stats) {
-        into.bytes_requested = into.bytes_requested.wrapping_add(self.requested.load(Ordering::Relaxed));
-        into.bytes_in_use = into.bytes_in_use.wrapping_add(self.in_use.load(Ordering::Relaxed));
-        into.allocations += self.allocs.load(Ordering::Relaxed);
-        into.frees += self.frees.load(Ordering::Relaxed);
+        into.bytes_requested = into
+            .bytes_requested
+            .wrapping_add(self.requested.load(Ordering::Relaxed));
     }
 }
 
@@ -120,7 +88,10 @@ struct PageList {
 
 impl PageList {
     const fn new() -> PageList {
-        PageList { first: Cell::new(core::ptr::null()), last: Cell::new(core::ptr::null()) }
+        PageList {
+            first: Cell::new(core::ptr::null()),
+            last: Cell::new(core::ptr::null()),
+        }
     }
 
     fn first(&self) -> Option<&'static Page> {
@@ -219,7 +190,6 @@ impl Heap {
         self.state.get()
     }
 
-
     /// Makes the heap usable by the thread whose id is `tid`.
     pub(crate) fn start(&self, tid: usize) {
         self.tid.set(tid);
@@ -236,17 +206,19 @@ impl Heap {
     /// Allocates a block of `class` for a request of `size` bytes (zeroed if `ZERO`).
     #[inline(always)]
     pub(crate) fn alloc<const ZERO: bool>(&self, class: usize, size: usize) -> *mut u8 {
-        // SAFETY: `current` holds pages this heap owns, or `EMPTY_PAGE`, whose free list is
-        // null and never written; so reading `free` races with no one.
+        debug_assert!(class < NUM_CLASSES);
+        // SAFETY: `class` comes from the size-class functions, so it indexes `current`.
+        // `current` holds pages this heap owns, or `EMPTY_PAGE`, whose free list is null and
+        // never written; so reading `free` races with no one.
         unsafe {
-            let page = &*self.current[class].get();
+            let page = &*self.current.get_unchecked(class).get();
             let block = page.free.get();
             if !block.is_null() {
                 pages::pop(page, block, class);
                 if ZERO {
                     pages::zero(page, block, size);
                 }
-                self.counters.on_alloc(size, class_size(class));
+                self.counters.add(size as isize);
                 return block.cast();
             }
         }
@@ -268,7 +240,7 @@ impl Heap {
     /// Makes a page with a free block the current page of `class`.
     fn find_page(&self, class: usize) -> Option<&'static Page> {
         let queue = &self.queues[class];
-        // SAFETY (whole function): every page on our lists is owned by this heap; reclaimed
+        // SAFETY: (whole function) every page on our lists is owned by this heap; reclaimed
         // and claimed pages become ours before we touch them.
         unsafe {
             // 1. Queued pages: take in their freed blocks, or carve fresh ones.
@@ -291,7 +263,9 @@ impl Heap {
             }
             // 3. Pages abandoned by exited threads.
             for _ in 0..RECLAIM_BUDGET {
-                let Some(page) = super::abandon::take(class) else { break };
+                let Some(page) = super::abandon::take(class) else {
+                    break;
+                };
                 page.owner.store(self.tid.get(), Ordering::Relaxed);
                 pages::collect(page);
                 if pages::has_room(page) {
@@ -346,7 +320,11 @@ impl Heap {
     /// Points the fast path at the first queued page of `class`.
     fn sync_current(&self, class: usize) {
         let first = self.queues[class].first.get();
-        self.current[class].set(if first.is_null() { &raw const EMPTY_PAGE } else { first });
+        self.current[class].set(if first.is_null() {
+            &raw const EMPTY_PAGE
+        } else {
+            first
+        });
     }
 
     // ------------------------------------------------------------------ freeing
@@ -367,7 +345,7 @@ impl Heap {
                     self.page_emptied(page);
                 }
             }
-            self.counters.on_free(requested, size);
+            self.counters.add(-(requested as isize));
         } else {
             // SAFETY: forwarded from the caller.
             unsafe { self.free_slow(page, block, requested, size) };
@@ -376,7 +354,13 @@ impl Heap {
 
     /// A free into a page of ours that is in the full list, or into another thread's page.
     #[inline(never)]
-    unsafe fn free_slow(&self, page: &'static Page, block: *mut Block, requested: usize, size: usize) {
+    unsafe fn free_slow(
+        &self,
+        page: &'static Page,
+        block: *mut Block,
+        requested: usize,
+        size: usize,
+    ) {
         let tid = self.tid.get();
         // Relaxed: as in `free`.
         if page.owner.load(Ordering::Relaxed) == tid | OWNER_FULL_FLAG {
@@ -393,7 +377,7 @@ impl Heap {
                     self.page_emptied(page);
                 }
             }
-            self.counters.on_free(requested, size);
+            self.counters.add(-(requested as isize));
             return;
         }
         // Another thread's page, an abandoned one, or the fallback heap's.
@@ -407,7 +391,7 @@ impl Heap {
             pages::mark_freed(block, size, pages::free_key());
             pages::push_remote(page, block)
         };
-        super::record(-(requested as isize), -(size as isize), 0, 1);
+        super::record(-(requested as isize));
         if adopted {
             self.adopt(page);
         }
@@ -415,7 +399,7 @@ impl Heap {
 
     /// Takes over an abandoned page that a free of ours just claimed (see `abandon`).
     fn adopt(&self, page: &'static Page) {
-        // SAFETY (whole function): clearing the abandoned tag made us the page's owner.
+        // SAFETY: (whole function) clearing the abandoned tag made us the page's owner.
         unsafe {
             let class = page.class.get() as usize;
             super::abandon::unlink_adopted(class, page);
@@ -444,12 +428,21 @@ impl Heap {
     ///
     /// # Safety
     /// We own `page`, and no block of it is live.
+    #[inline(always)]
     unsafe fn page_emptied(&self, page: &'static Page) {
         // SAFETY: owner (caller).
         let class = unsafe { page.class.get() } as usize;
         if core::ptr::eq(self.current[class].get(), page) && page_kind(class) != PageKind::Big {
             return;
         }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.release_emptied(page, class) };
+    }
+
+    /// # Safety
+    /// As for `page_emptied`.
+    #[inline(never)]
+    unsafe fn release_emptied(&self, page: &'static Page, class: usize) {
         // SAFETY: owner; the page is on exactly one of our lists (by its full flag).
         unsafe {
             // Relaxed: our own field.

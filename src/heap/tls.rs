@@ -19,9 +19,16 @@ std::thread_local! {
 }
 
 /// Runs `f` with this thread's heap.
+///
+/// The heap's address is taken out of `LocalKey::with` first, so that `with`'s closure stays
+/// trivial and always inlines (with the allocation path inside it, LLVM sometimes kept `with`
+/// out of line, costing a call on every malloc and free).
 #[inline(always)]
 pub(crate) fn with_heap<R>(f: impl FnOnce(&Heap) -> R) -> R {
-    HEAP.with(f)
+    let heap: *const Heap = HEAP.with(|heap| heap as *const Heap);
+    // SAFETY: the slot is a const-initialised value without `Drop`, so it is never torn down:
+    // it lives (at this address) as long as the current thread, which outlives this call.
+    f(unsafe { &*heap })
 }
 
 /// Thread ids are multiples of 4 (the low bits of a page's `owner` are flags); 0 means "no
@@ -95,4 +102,3 @@ impl Heap {
         self.set_state(HeapState::Destroyed);
     }
 }
-

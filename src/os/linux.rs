@@ -16,7 +16,9 @@ pub(crate) struct LinuxOs {
 
 impl LinuxOs {
     pub(crate) const fn new() -> LinuxOs {
-        LinuxOs { page_size: AtomicUsize::new(0) }
+        LinuxOs {
+            page_size: AtomicUsize::new(0),
+        }
     }
 }
 
@@ -102,7 +104,11 @@ impl Os for LinuxOs {
                 -1,
                 0,
             );
-            if refill == libc::MAP_FAILED { Remap::MovedSourceLost } else { Remap::Moved }
+            if refill == libc::MAP_FAILED {
+                Remap::MovedSourceLost
+            } else {
+                Remap::Moved
+            }
         }
     }
 

@@ -44,7 +44,10 @@ impl ArenaLock {
         // Relaxed: we hold the lock, whose Acquire ordered us after the previous session's
         // final store; no other thread writes `seq`.
         let seq = self.seq.load(Ordering::Relaxed) + 1;
-        debug_assert!(seq & 1 == 1, "arena sequence was odd outside a write session");
+        debug_assert!(
+            seq & 1 == 1,
+            "arena sequence was odd outside a write session"
+        );
         self.seq.store(seq, Ordering::Relaxed);
         // Release fence: orders the odd store before every store of the session (the
         // "store-acquire" C++ lacks). A speculative reader that sees any of those stores is
@@ -91,7 +94,6 @@ impl ArenaLock {
         // Relaxed: ordered by the fence above.
         self.seq.load(Ordering::Relaxed) != seq
     }
-
 }
 
 /// Proof that the arena lock is held exclusively; carries the session's (odd) sequence.
@@ -106,8 +108,6 @@ impl ArenaWriteGuard<'_> {
     pub(crate) fn seq(&self) -> u64 {
         self.seq
     }
-
-
 }
 
 impl Drop for ArenaWriteGuard<'_> {
@@ -140,7 +140,11 @@ mod tests {
         assert_eq!(lock.speculate_try_begin(), Some(0));
         let guard = lock.write();
         assert_eq!(guard.seq(), 1);
-        assert_eq!(lock.speculate_try_begin(), None, "speculation must give up while odd");
+        assert_eq!(
+            lock.speculate_try_begin(),
+            None,
+            "speculation must give up while odd"
+        );
         drop(guard);
         assert_eq!(lock.speculate_try_begin(), Some(2));
     }

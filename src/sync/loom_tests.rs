@@ -20,7 +20,10 @@ struct Region {
 
 impl Region {
     fn new() -> Region {
-        Region { lock: RegionLock::new(), contents: UnsafeCell::new((0, 0)) }
+        Region {
+            lock: RegionLock::new(),
+            contents: UnsafeCell::new((0, 0)),
+        }
     }
     fn read(&self) -> (u64, u64) {
         self.contents.with(|c| {
@@ -44,7 +47,11 @@ struct World {
 }
 
 fn world() -> Arc<World> {
-    let w = Arc::new(World { arena: ArenaLock::new(), a: Region::new(), b: Region::new() });
+    let w = Arc::new(World {
+        arena: ArenaLock::new(),
+        a: Region::new(),
+        b: Region::new(),
+    });
     {
         let guard = w.arena.write();
         w.a.lock.attach(&guard);
@@ -120,7 +127,10 @@ fn reader_of_another_region_is_not_blocked() {
         while !marked.load(Ordering::Acquire) {
             thread::yield_now();
         }
-        let guard = w.b.lock.start_read(&w.arena).expect("B must be readable during A's session");
+        let guard =
+            w.b.lock
+                .start_read(&w.arena)
+                .expect("B must be readable during A's session");
         assert_eq!(w.b.read(), (0, 0));
         drop(guard);
         reader_done.store(true, Ordering::Release);
@@ -181,7 +191,10 @@ fn ending_a_session_releases_every_marked_region() {
             thread::yield_now();
         }
         for (region, v) in [(&w.a, 1), (&w.b, 2)] {
-            let guard = region.lock.start_read(&w.arena).expect("released by the session end");
+            let guard = region
+                .lock
+                .start_read(&w.arena)
+                .expect("released by the session end");
             assert_eq!(region.read(), (v, v));
             drop(guard);
         }
@@ -208,7 +221,10 @@ fn detach_waits_for_readers_and_refuses_new_ones() {
             Err(ReadFail::Locked) | Err(ReadFail::Detached) => {}
         }
         writer.join().unwrap();
-        assert_eq!(w.a.lock.start_read(&w.arena).err(), Some(ReadFail::Detached));
+        assert_eq!(
+            w.a.lock.start_read(&w.arena).err(),
+            Some(ReadFail::Detached)
+        );
     });
 }
 

@@ -67,7 +67,6 @@ impl RawMutex {
             futex::wake_one(&self.state);
         }
     }
-
 }
 
 /// A value guarded by a [`RawMutex`].
@@ -93,7 +92,6 @@ impl<T> Mutex<T> {
         self.raw.lock();
         MutexGuard { mutex: self }
     }
-
 }
 
 pub(crate) struct MutexGuard<'a, T> {

@@ -123,7 +123,10 @@ impl RegionLock {
         // Acquire: together with the Acquire loads in `wait_for_readers`, orders the readers'
         // accesses (released by their decrements) before our changes.
         let prev = self.refcnt.fetch_add(WRITER, Ordering::Acquire);
-        debug_assert!(prev != 0 && prev < WRITER, "start_write on a detached or locked region");
+        debug_assert!(
+            prev != 0 && prev < WRITER,
+            "start_write on a detached or locked region"
+        );
         self.wait_for_readers();
         // Relaxed: published to later readers by the Release `fetch_sub` below (case B) and to
         // everyone by the session's final Release store.
@@ -184,7 +187,6 @@ impl RegionLock {
             }
         }
     }
-
 }
 
 /// A reader reference on a region; dropping it ends the read (`vma_end_read`).
@@ -219,11 +221,16 @@ mod tests {
             assert!(region.is_write_locked(&w));
             assert_eq!(region.start_read(&arena).err(), Some(ReadFail::Locked));
         }
-        let r = region.start_read(&arena).expect("unmarked after the session");
+        let r = region
+            .start_read(&arena)
+            .expect("unmarked after the session");
         drop(r);
         {
             let w = arena.write();
-            assert!(!region.is_write_locked(&w), "marks must not survive a session");
+            assert!(
+                !region.is_write_locked(&w),
+                "marks must not survive a session"
+            );
             region.start_write(&w);
             assert_eq!(region.start_read(&arena).err(), Some(ReadFail::Locked));
             region.detach(&w);
@@ -259,8 +266,12 @@ mod tests {
             s2.reader_done.load(std::sync::atomic::Ordering::Acquire)
         });
         std::thread::sleep(std::time::Duration::from_millis(20));
-        s.reader_done.store(true, std::sync::atomic::Ordering::Release);
+        s.reader_done
+            .store(true, std::sync::atomic::Ordering::Release);
         drop(guard);
-        assert!(writer.join().unwrap(), "writer marked the region while a reader held it");
+        assert!(
+            writer.join().unwrap(),
+            "writer marked the region while a reader held it"
+        );
     }
 }

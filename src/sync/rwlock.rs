@@ -103,7 +103,9 @@ impl RawRwLock {
 
     pub(crate) fn write_unlock(&self) {
         // Release: publishes the writer's changes to the next Acquire of the lock.
-        let prev = self.state.fetch_and(!(WRITER | SLEEPERS), Ordering::Release);
+        let prev = self
+            .state
+            .fetch_and(!(WRITER | SLEEPERS), Ordering::Release);
         if prev & SLEEPERS != 0 {
             futex::wake_all(&self.state);
         }
@@ -133,7 +135,6 @@ impl RawRwLock {
         self.state.fetch_and(!SLEEPERS, Ordering::Relaxed);
         futex::wake_all(&self.state);
     }
-
 }
 
 #[cfg(all(test, not(vmarena_loom)))]
@@ -150,7 +151,11 @@ mod tests {
             a: AtomicI64,
             b: AtomicI64,
         }
-        let s = Arc::new(Shared { lock: RawRwLock::new(), a: AtomicI64::new(0), b: AtomicI64::new(0) });
+        let s = Arc::new(Shared {
+            lock: RawRwLock::new(),
+            a: AtomicI64::new(0),
+            b: AtomicI64::new(0),
+        });
         let mut threads = Vec::new();
         for w in 0..3 {
             let s = s.clone();

@@ -29,7 +29,8 @@ impl Rng {
 
 /// The fill value of the 8-byte word at `offset` of a block at `addr`.
 fn word(addr: usize, offset: usize) -> u64 {
-    (addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (offset as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93)
+    (addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (offset as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93)
 }
 
 /// Fills `len` bytes at `ptr` with its address-derived pattern.
@@ -38,6 +39,7 @@ fn word(addr: usize, offset: usize) -> u64 {
 /// `ptr` is valid for `len` bytes of writes.
 pub unsafe fn fill(ptr: *mut u8, len: usize) {
     let addr = ptr as usize;
+    // SAFETY: the caller guarantees `len` writable bytes at `ptr`.
     unsafe {
         let words = len / 8;
         let aligned = addr % 8 == 0;
@@ -70,6 +72,7 @@ fn pattern_byte(origin: usize, filled: usize, offset: usize) -> u8 {
 /// # Safety
 /// `ptr` is valid for `len` bytes of reads.
 pub unsafe fn check_from(ptr: *const u8, origin: usize, filled: usize, len: usize) {
+    // SAFETY: the caller guarantees `len` readable bytes at `ptr`.
     unsafe {
         // Fast path: compare whole words where the pattern is made of words.
         let words = len.min(filled) / 8;
@@ -104,6 +107,7 @@ pub unsafe fn check_from(ptr: *const u8, origin: usize, filled: usize, len: usiz
 /// # Safety
 /// As for `check_from`.
 pub unsafe fn check(ptr: *const u8, len: usize) {
+    // SAFETY: forwarded from the caller.
     unsafe { check_from(ptr, ptr as usize, len, len) }
 }
 

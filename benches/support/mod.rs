@@ -1,0 +1,43 @@
+//! The allocators the benchmarks compare, each called directly through `GlobalAlloc`, so one
+//! benchmark binary measures them side by side in the same run.
+#![allow(dead_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+
+/// mimalloc (v3) through its maintained bindings, `libmimalloc-sys`.
+pub struct MiMalloc;
+
+// SAFETY: mimalloc's aligned entry points return blocks honouring size and alignment, or null.
+unsafe impl GlobalAlloc for MiMalloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: mimalloc accepts any size and power-of-two alignment.
+        unsafe { libmimalloc_sys::mi_malloc_aligned(layout.size(), layout.align()).cast() }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as for `alloc`.
+        unsafe { libmimalloc_sys::mi_zalloc_aligned(layout.size(), layout.align()).cast() }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        // SAFETY: the caller passes a block mimalloc allocated.
+        unsafe { libmimalloc_sys::mi_free(ptr.cast()) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller passes a block mimalloc allocated with this alignment.
+        unsafe { libmimalloc_sys::mi_realloc_aligned(ptr.cast(), new_size, layout.align()).cast() }
+    }
+}
+
+pub static VMARENA: vmarena::VmArena = vmarena::VmArena;
+pub static MIMALLOC: MiMalloc = MiMalloc;
+pub static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+pub static GLIBC: System = System;
+
+/// Every allocator under comparison, with the name used in reports.
+pub fn all() -> [(&'static str, &'static dyn GlobalAlloc); 4] {
+    [
+        ("vmarena", &VMARENA),
+        ("mimalloc", &MIMALLOC),
+        ("jemalloc", &JEMALLOC),
+        ("glibc", &GLIBC),
+    ]
+}
