@@ -732,3 +732,6 @@ const fn platform_os() -> PlatformOs {
 
 /// The process's arena, shared by every heap.
 pub(crate) static ARENA: Arena<PlatformOs> = Arena::new(platform_os());
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,7 @@
-//! A back end that needs no address-space tricks: reservations come from the process heap
-//! (`std::alloc::System`), purging zeroes, remapping copies. It counts the calls made, so tests
-//! can check what the arena asked of the OS. Used by unit tests and under Miri.
+//! A back end that needs no address-space tricks: reservations are plain anonymous read-write
+//! mappings (the one kind Miri emulates), purging zeroes, remapping copies, nothing is ever
+//! unmapped. It counts what the arena asked of it, so tests can check. Used by unit tests and
+//! under Miri.
 
 use core::ptr::NonNull;
 
@@ -38,12 +39,28 @@ impl Os for FakeOs {
         if total > self.limit.load(Ordering::Relaxed) {
             return None;
         }
-        let layout = std::alloc::Layout::from_size_align(size, align.max(4096)).ok()?;
-        // SAFETY: the layout has a non-zero size (callers never reserve zero bytes).
-        let ptr = unsafe { std::alloc::GlobalAlloc::alloc_zeroed(&std::alloc::System, layout) };
-        let ptr = NonNull::new(ptr)?;
+        let align = align.max(self.page_size());
+        let padded = size.checked_add(align - self.page_size())?;
+        // SAFETY: a new private anonymous mapping overlaps nothing. Its pages read as zero and
+        // are only backed once touched, so big reservations cost nothing.
+        let raw = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                padded,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return None;
+        }
+        // The unaligned head and tail stay mapped (Miri cannot unmap part of a mapping).
+        let offset = (raw as usize).next_multiple_of(align) - raw as usize;
         self.reserved.fetch_add(size, Ordering::Relaxed);
-        Some(ptr)
+        // SAFETY: `offset + size <= padded`.
+        NonNull::new(unsafe { raw.cast::<u8>().add(offset) })
     }
 
     fn commit(&self, _addr: NonNull<u8>, _size: usize) -> bool {

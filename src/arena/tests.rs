@@ -1,0 +1,240 @@
+//! Region logic on the fake OS back end: page claims, large blocks, splitting and merging,
+//! in-place resizing, remapping and collecting, single-threaded and racing.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::vec::Vec;
+
+use super::*;
+use crate::os::fake::FakeOs;
+
+const GIB: usize = 1 << 30;
+
+fn free_bytes<O: Os>(arena: &Arena<O>) -> usize {
+    arena.with_read(|state| state.free.bytes)
+}
+
+fn reserved<O: Os>(arena: &Arena<O>) -> usize {
+    arena.counters.reserved.load(Ordering::Relaxed)
+}
+
+#[test]
+fn claims_hand_out_distinct_pages_that_the_map_resolves() {
+    static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    let mut seen = HashSet::new();
+    let count = PageKind::Small.pages_per_region() + 10;
+    for _ in 0..count {
+        let claim = ARENA.claim_page(PageKind::Small).expect("a page");
+        assert!(claim.fresh);
+        let start = claim.page.start.load(Ordering::Relaxed) as usize;
+        assert_eq!(start % PageKind::Small.page_size(), 0);
+        assert!(seen.insert(start), "page handed out twice");
+        for offset in [0, 1, PageKind::Small.page_size() - 1] {
+            match ARENA.lookup(start + offset) {
+                Entry::Page(p) => assert!(core::ptr::eq(p, claim.page)),
+                _ => panic!("page map does not resolve {start:#x}+{offset}"),
+            }
+        }
+    }
+    assert_eq!(ARENA.counters.page_regions[0].load(Ordering::Relaxed), 2);
+    assert_eq!(
+        ARENA.counters.pages_in_use[0].load(Ordering::Relaxed),
+        count
+    );
+}
+
+#[test]
+fn large_blocks_are_aligned_and_their_ranges_merge_back() {
+    static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    let mut blocks = Vec::new();
+    for (i, (size, align)) in [
+        (1 << 20, 8),
+        (3 << 20, 1 << 20),
+        (600 << 10, 64 << 10),
+        (5 << 20, 4 << 20),
+        (1, 1 << 25),
+    ]
+    .into_iter()
+    .cycle()
+    .take(40)
+    .enumerate()
+    {
+        let (region, zeroed) = ARENA.alloc_large(size, align).expect("a large block");
+        assert!(zeroed, "fresh ranges are zero");
+        let start = region.start() as usize;
+        assert_eq!(start % align, 0);
+        assert!(region.len() >= size);
+        assert!(
+            matches!(ARENA.lookup(start + size - 1), Entry::Large(r) if core::ptr::eq(r, region))
+        );
+        blocks.push((region, i));
+    }
+    // Free in an interleaved order so ranges merge from both sides.
+    blocks.sort_by_key(|(_, i)| (i % 3, *i));
+    for (region, _) in blocks {
+        let start = region.start();
+        ARENA.free_large(region, start);
+        assert!(matches!(ARENA.lookup(start as usize), Entry::None));
+    }
+    assert_eq!(
+        free_bytes(&ARENA),
+        reserved(&ARENA),
+        "every byte is free and merged back"
+    );
+    assert_eq!(ARENA.counters.large_bytes.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn large_blocks_grow_and_shrink_in_place_and_move_when_blocked() {
+    static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    let (a, _) = ARENA.alloc_large(2 << 20, 8).unwrap();
+    let ptr = a.start();
+    // SAFETY: the block is ours and 2 MiB long.
+    unsafe { ptr.write_bytes(0x42, 2 << 20) };
+    assert!(
+        ARENA.resize_large_in_place(a, ptr, 8 << 20),
+        "the space after a fresh block is free"
+    );
+    assert_eq!(a.len(), 8 << 20);
+    assert!(ARENA.resize_large_in_place(a, ptr, 3 << 20));
+    assert_eq!(a.len(), 3 << 20);
+    // Block the way forward, then grow: the block must move, contents and all.
+    let (b, _) = ARENA.alloc_large(1 << 20, 8).unwrap();
+    assert_eq!(b.start() as usize, a.end(), "the shrunk tail was reused");
+    assert!(!ARENA.resize_large_in_place(a, ptr, 16 << 20));
+    let moved = ARENA.remap_large(a, ptr, 16 << 20, 8).expect("remapped");
+    assert_eq!(
+        moved as usize % REMAP_CONGRUENCE,
+        ptr as usize % REMAP_CONGRUENCE
+    );
+    // SAFETY: the moved block holds the first 2 MiB we wrote.
+    let moved_bytes = unsafe { core::slice::from_raw_parts(moved, 2 << 20) };
+    assert!(moved_bytes.iter().all(|&x| x == 0x42));
+    assert!(
+        matches!(ARENA.lookup(ptr as usize), Entry::None),
+        "the old range is unmapped"
+    );
+    let Entry::Large(c) = ARENA.lookup(moved as usize) else {
+        panic!("new block not mapped")
+    };
+    assert!(c.len() >= 16 << 20);
+    assert!(ARENA.os.remapped.load(Ordering::Relaxed) >= 3 << 20);
+    ARENA.free_large(c, moved);
+    ARENA.free_large(b, b.start());
+    assert_eq!(free_bytes(&ARENA), reserved(&ARENA));
+}
+
+#[test]
+fn collect_purges_free_pages_and_removes_empty_regions() {
+    static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    let pages: Vec<_> = (0..20)
+        .map(|_| ARENA.claim_page(PageKind::Medium).unwrap().page)
+        .collect();
+    for page in &pages[..10] {
+        ARENA.release_page(page);
+    }
+    ARENA.collect();
+    let purged = ARENA.os.purged.load(Ordering::Relaxed);
+    assert_eq!(
+        purged,
+        10 * PageKind::Medium.page_size(),
+        "only the free, touched pages"
+    );
+    assert_eq!(
+        ARENA.counters.page_regions[1].load(Ordering::Relaxed),
+        1,
+        "region still in use"
+    );
+    let again = ARENA.claim_page(PageKind::Medium).unwrap();
+    assert!(again.fresh, "a purged page is zero again");
+    ARENA.release_page(again.page);
+    for page in &pages[10..] {
+        ARENA.release_page(page);
+    }
+    ARENA.collect();
+    assert_eq!(ARENA.counters.page_regions[1].load(Ordering::Relaxed), 0);
+    assert_eq!(free_bytes(&ARENA), reserved(&ARENA));
+}
+
+#[test]
+fn racing_claims_releases_and_collects_never_share_a_page() {
+    static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let in_use = std::sync::Arc::new(Mutex::new(HashSet::new()));
+    let collector = std::thread::spawn(|| {
+        let mut runs = 0;
+        while !STOP.load(Ordering::Relaxed) {
+            ARENA.collect();
+            runs += 1;
+        }
+        runs
+    });
+    let workers: Vec<_> = (0..4)
+        .map(|t| {
+            let in_use = in_use.clone();
+            std::thread::spawn(move || {
+                let kind = PageKind::ALL[t % 3];
+                let mut mine = Vec::new();
+                for round in 0..3_000 {
+                    if round % 3 != 2 {
+                        let page = ARENA.claim_page(kind).expect("a page").page;
+                        assert!(
+                            in_use.lock().unwrap().insert(page as *const Page as usize),
+                            "page shared"
+                        );
+                        mine.push(page);
+                    } else if let Some(page) = mine.pop() {
+                        assert!(
+                            in_use
+                                .lock()
+                                .unwrap()
+                                .remove(&(page as *const Page as usize))
+                        );
+                        ARENA.release_page(page);
+                    }
+                }
+                for page in mine {
+                    in_use
+                        .lock()
+                        .unwrap()
+                        .remove(&(page as *const Page as usize));
+                    ARENA.release_page(page);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    STOP.store(true, Ordering::Relaxed);
+    assert!(collector.join().unwrap() > 0);
+    ARENA.collect();
+    for kind in PageKind::ALL {
+        assert_eq!(
+            ARENA.counters.page_regions[kind.index()].load(Ordering::Relaxed),
+            0
+        );
+        assert_eq!(
+            ARENA.counters.pages_in_use[kind.index()].load(Ordering::Relaxed),
+            0
+        );
+    }
+    let c = &ARENA.counters;
+    let fast = c.read_fast.load(Ordering::Relaxed);
+    let fallback = c.read_fallback.load(Ordering::Relaxed);
+    std::println!("region reads: {fast} fast, {fallback} fell back during collects");
+    assert!(fast > 0);
+    assert_eq!(free_bytes(&ARENA), reserved(&ARENA));
+}
+
+#[test]
+fn speculative_usable_size_matches_the_locked_answer() {
+    static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    let (r, _) = ARENA.alloc_large(3 << 20, 8).unwrap();
+    let start = r.start() as usize;
+    assert_eq!(ARENA.usable_size(start), Some(r.len()));
+    assert_eq!(ARENA.usable_size(start + 100), Some(r.len() - 100));
+    assert_eq!(ARENA.usable_size(start + r.len()), None);
+    assert!(ARENA.counters.spec_success.load(Ordering::Relaxed) >= 3);
+}
