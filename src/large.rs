@@ -64,11 +64,10 @@ pub(crate) fn realloc(
     }
     if stays_large && new_size > old_len && old_len >= REMAP_MIN_SIZE {
         let moved = ARENA.remap_large(region, ptr, new_size, align)?;
-        // SAFETY: `moved` is the live block's new address; the page map points at its region.
-        if let crate::arena::pagemap::Entry::Large(dest) = ARENA.lookup(moved as usize) {
+        if let Some(dest) = ARENA.large_region(moved) {
             dest.requested.store(new_size, Ordering::Relaxed);
-            crate::heap::record(new_size as isize - old_requested as isize);
         }
+        crate::heap::record(new_size as isize - old_requested as isize);
         return Some(moved);
     }
     None

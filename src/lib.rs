@@ -72,6 +72,15 @@ pub fn collect() {
     arena::ARENA.collect();
 }
 
+/// Sets how long freed memory stays mapped before it is purged (given back to the OS with
+/// `MADV_DONTNEED`). The default is 1 s, or `VMARENA_PURGE_DELAY_MS` from the environment.
+/// Zero purges at the next opportunity. Purging happens on the allocator's own slow paths
+/// (pages going back to their regions, large frees); [`collect`] purges everything now.
+#[cfg(not(vmarena_loom))]
+pub fn set_purge_delay(delay: core::time::Duration) {
+    arena::ARENA.set_purge_delay(delay.as_nanos().min(u64::MAX as u128) as u64);
+}
+
 /// The number of bytes usable at `ptr`, which must point into a live block from vmarena:
 /// `usable_size(p) >= layout.size()` for the layout `p` was allocated with. Answered from a
 /// lock-free speculative lookup. Returns `None` for pointers vmarena does not manage.

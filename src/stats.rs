@@ -50,6 +50,8 @@ pub(crate) struct ArenaCounters {
     pub(crate) remaps: AtomicU64,
     pub(crate) remapped_bytes: AtomicU64,
     pub(crate) grown_in_place_bytes: AtomicU64,
+    pub(crate) write_held_ns: AtomicU64,
+    pub(crate) write_held_max_ns: AtomicU64,
 }
 
 impl ArenaCounters {
@@ -73,6 +75,8 @@ impl ArenaCounters {
             remaps: AtomicU64::new(0),
             remapped_bytes: AtomicU64::new(0),
             grown_in_place_bytes: AtomicU64::new(0),
+            write_held_ns: AtomicU64::new(0),
+            write_held_max_ns: AtomicU64::new(0),
         }
     }
 
@@ -99,6 +103,8 @@ impl ArenaCounters {
         stats.remaps = read64(&self.remaps);
         stats.bytes_remapped = read64(&self.remapped_bytes);
         stats.bytes_grown_in_place = read64(&self.grown_in_place_bytes);
+        stats.write_lock_held_ns = read64(&self.write_held_ns);
+        stats.write_lock_held_max_ns = read64(&self.write_held_max_ns);
     }
 }
 
@@ -145,8 +151,15 @@ pub struct Stats {
     /// Speculative lookups that overlapped a write session (or began during one) and were
     /// retried or done under the lock instead.
     pub speculation_retry: u64,
-    /// Write sessions (remap operations) run on the arena.
+    /// Remap operations: write sessions run on the arena (creating, resizing, moving, removing
+    /// and purging regions).
     pub write_sessions: u64,
+    /// Total time the arena write lock was held, in nanoseconds.
+    pub write_lock_held_ns: u64,
+    /// Longest time the arena write lock was held at once, in nanoseconds.
+    pub write_lock_held_max_ns: u64,
+    /// Delay before freed memory is purged, in milliseconds.
+    pub purge_delay_ms: u64,
     /// Large blocks moved by remapping their pages (`mremap`) instead of copying.
     pub remaps: u64,
     /// Bytes moved by remapping, in total.
@@ -223,7 +236,13 @@ impl fmt::Display for Stats {
             "  speculation      {:>12} validated, {} retried",
             self.speculation_success, self.speculation_retry
         )?;
-        writeln!(f, "  write sessions   {:>12}", self.write_sessions)?;
+        writeln!(
+            f,
+            "  remap operations {:>12} (write lock held {:.3} ms in all, {:.3} ms at most)",
+            self.write_sessions,
+            self.write_lock_held_ns as f64 / 1e6,
+            self.write_lock_held_max_ns as f64 / 1e6
+        )?;
         writeln!(
             f,
             "  large reallocs   {:>12} remapped ({:.2} MiB moved), {:.2} MiB grown in place",

@@ -33,7 +33,7 @@ pub static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static GLIBC: System = System;
 
 /// Every allocator under comparison, with the name used in reports.
-pub fn all() -> [(&'static str, &'static dyn GlobalAlloc); 4] {
+pub fn all() -> [(&'static str, &'static (dyn GlobalAlloc + Sync)); 4] {
     [
         ("vmarena", &VMARENA),
         ("mimalloc", &MIMALLOC),

@@ -73,13 +73,23 @@ pub(crate) const NO_OWNER: usize = 0;
 /// path (which compares `owner` with its id) falls into the slow path that un-fulls the page.
 pub(crate) const OWNER_FULL_FLAG: usize = 1;
 
-#[repr(C)]
+/// Page descriptors are two cache lines each, aligned, so that descriptors of pages owned by
+/// different threads never share a line (their owners write them on every malloc and free;
+/// sharing would bounce the line between cores), and the fast paths touch only the first.
+#[repr(C, align(128))]
 pub(crate) struct Page {
-    // ---- the owner's fields (hot ones first) ----
+    // ---- first line: what malloc and free touch ----
     /// Blocks ready to allocate.
     pub(crate) free: OwnerCell<*mut Block>,
     /// Blocks the owner freed since `free` was last refilled.
     pub(crate) local_free: OwnerCell<*mut Block>,
+    /// Id of the owning thread (a multiple of 4), possibly with [`OWNER_FULL_FLAG`]. Shared:
+    /// every free compares it with its own id.
+    pub(crate) owner: AtomicUsize,
+    /// Block size while the page is in use, else 0. Shared: read to validate pointers.
+    pub(crate) block_size: AtomicUsize,
+    /// Blocks freed by other threads, pushed with a CAS, taken by the owner with a swap.
+    pub(crate) xthread_free: AtomicPtr<Block>,
     /// Blocks handed out and not yet returned to the owner's lists (read by `stats()`).
     pub(crate) used: OwnerCount,
     /// Blocks carved from the page so far (the rest has never been touched).
@@ -92,23 +102,18 @@ pub(crate) struct Page {
     pub(crate) free_is_zero: OwnerCell<bool>,
     /// True if the page's never-carved part is zero (fresh from the OS or purged).
     pub(crate) fresh: OwnerCell<bool>,
+
+    // ---- second line: the generic path and bookkeeping ----
     /// Links in the owner heap's queue for the size class.
     pub(crate) next: OwnerCell<*mut Page>,
     pub(crate) prev: OwnerCell<*mut Page>,
-
-    // ---- shared ----
-    /// Id of the owning thread (a multiple of 4), possibly with [`OWNER_FULL_FLAG`].
-    pub(crate) owner: AtomicUsize,
-    /// Blocks freed by other threads, pushed with a CAS, taken by the owner with a swap.
-    pub(crate) xthread_free: AtomicPtr<Block>,
-    /// Block size while the page is in use, else 0.
-    pub(crate) block_size: AtomicUsize,
-
-    // ---- fixed while the region is attached ----
+    /// Fixed while the region is attached.
     pub(crate) start: AtomicPtr<u8>,
     pub(crate) region: AtomicPtr<Region>,
     pub(crate) index: AtomicU32,
 }
+
+const _: () = assert!(core::mem::size_of::<Page>() == 128);
 
 // SAFETY: the shared fields are atomics; the `OwnerCell` fields are only accessed by the page's
 // single owner, and ownership is handed over with Release/Acquire (see the module docs).

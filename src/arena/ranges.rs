@@ -91,18 +91,20 @@ impl FreeRanges {
         None
     }
 
-    /// Takes the first `len` bytes of free range `r` (which must be that long), for a
-    /// neighbouring region that grows into it. Returns false if `r` is not a free range.
+    /// Takes the first `len` bytes of free range `r` for a neighbouring region that grows into
+    /// it. Returns whether those bytes may be dirty, or `None` if `r` is not a free range that
+    /// long.
     pub(crate) fn take_front(
         &mut self,
         descriptors: &mut Descriptors,
         r: &'static Region,
         len: usize,
-    ) -> bool {
+    ) -> Option<bool> {
         if r.kind() != RegionKind::Free || r.len() < len {
-            return false;
+            return None;
         }
         self.remove(r);
+        let dirty = r.is_dirty();
         if r.len() == len {
             link(get(&r.addr_prev), get(&r.addr_next));
             descriptors.give_region(r);
@@ -110,11 +112,11 @@ impl FreeRanges {
             r.set_range(r.start().wrapping_add(len), r.len() - len);
             self.insert(r);
         }
-        true
+        Some(dirty)
     }
 
-    /// Splits `[start, start + len)` off the end of region `owner` as a free range (the caller
-    /// shrinks `owner`). Returns false if metadata ran out (nothing changed).
+    /// Splits `[start, start + len)` off the end of region `owner` as a free range in state
+    /// `dirt` (the caller shrinks `owner`). Returns false if metadata ran out (nothing changed).
     pub(crate) fn split_tail(
         &mut self,
         descriptors: &mut Descriptors,
@@ -122,7 +124,7 @@ impl FreeRanges {
         owner: &'static Region,
         start: *mut u8,
         len: usize,
-        dirty: bool,
+        dirt: Dirt,
     ) -> bool {
         let Some(tail) = descriptors.take_region(os) else {
             return false;
@@ -130,7 +132,7 @@ impl FreeRanges {
         tail.set_range(start, len);
         link(Some(tail), get(&owner.addr_next));
         link(Some(owner), Some(tail));
-        self.release(descriptors, tail, dirty);
+        self.release(descriptors, tail, dirt);
         true
     }
 
@@ -138,13 +140,14 @@ impl FreeRanges {
     pub(crate) fn add_reservation(&mut self, r: &'static Region) {
         set(&r.addr_prev, None);
         set(&r.addr_next, None);
+        Dirt::CLEAN.apply(r);
         self.insert(r);
     }
 
     /// Takes `size` bytes at an address congruent to `phase` modulo `align` out of the free
     /// ranges. Returns the descriptor for the taken range (kind still `Free`, not attached, not
-    /// in any list; the caller sets it up) or `None` if no free range fits or metadata ran out
-    /// (then nothing changed).
+    /// in any list, with the dirt of the range it came from; the caller sets it up) or `None`
+    /// if no free range fits or metadata ran out (then nothing changed).
     pub(crate) fn take(
         &mut self,
         descriptors: &mut Descriptors,
@@ -171,10 +174,10 @@ impl FreeRanges {
         let (before, after) = (get(&free.addr_prev), get(&free.addr_next));
         self.remove(free);
         let base = free.start();
-        let dirty = free.is_dirty();
+        let dirt = Dirt::of(free);
         carved.set_kind(RegionKind::Free);
         carved.set_range(base.wrapping_add(start - a), size);
-        carved.set_dirty(dirty);
+        dirt.apply(carved);
         // The head [a, start) keeps `free`'s descriptor; if it is empty the descriptor goes
         // back to the pool.
         let head = if start > a {
@@ -187,7 +190,7 @@ impl FreeRanges {
         if let Some(t) = tail {
             t.set_kind(RegionKind::Free);
             t.set_range(base.wrapping_add(end - a), b - end);
-            t.set_dirty(dirty);
+            dirt.apply(t);
         }
         // Address order: before, [head], carved, [tail], after.
         link(head.or(before), Some(carved));
@@ -204,33 +207,169 @@ impl FreeRanges {
         Some(carved)
     }
 
-    /// Returns a detached region's range to the free ranges, merging with free neighbours.
-    /// `dirty` says whether the range may hold non-zero bytes.
+    /// Returns a detached region's range to the free ranges in state `dirt`, merging it with
+    /// free neighbours in the same state (clean with clean, dirty with dirty: a purge then
+    /// never has to touch clean memory, and the committed-bytes count stays exact).
     pub(crate) fn release(
         &mut self,
         descriptors: &mut Descriptors,
         r: &'static Region,
-        dirty: bool,
+        dirt: Dirt,
     ) {
         r.set_kind(RegionKind::Free);
-        r.set_dirty(dirty);
+        dirt.apply(r);
+        self.merge_and_insert(descriptors, r);
+    }
+
+    fn merge_and_insert(&mut self, descriptors: &mut Descriptors, r: &'static Region) {
+        let dirt = Dirt::of(r);
         let mut merged = r;
-        if let Some(prev) = get(&r.addr_prev).filter(|p| p.kind() == RegionKind::Free) {
+        if let Some(prev) = get(&r.addr_prev)
+            .filter(|p| p.kind() == RegionKind::Free && Dirt::of(p).mergeable(dirt))
+        {
             self.remove(prev);
             prev.set_range(prev.start(), prev.len() + r.len());
-            prev.set_dirty(prev.is_dirty() || dirty);
+            Dirt::of(prev).merge(dirt).apply(prev);
             link(Some(prev), get(&r.addr_next));
             descriptors.give_region(r);
             merged = prev;
         }
-        if let Some(next) = get(&merged.addr_next).filter(|n| n.kind() == RegionKind::Free) {
+        let dirt = Dirt::of(merged);
+        if let Some(next) = get(&merged.addr_next)
+            .filter(|n| n.kind() == RegionKind::Free && Dirt::of(n).mergeable(dirt))
+        {
             self.remove(next);
             merged.set_range(merged.start(), merged.len() + next.len());
-            merged.set_dirty(merged.is_dirty() || next.is_dirty());
+            dirt.merge(Dirt::of(next)).apply(merged);
             link(Some(merged), get(&next.addr_next));
             descriptors.give_region(next);
         }
         self.insert(merged);
+    }
+
+    /// Purges dirty free ranges whose delay has passed (all of them if `force`), then merges
+    /// them with clean neighbours. Returns the bytes purged and the earliest due time left.
+    pub(crate) fn purge(
+        &mut self,
+        descriptors: &mut Descriptors,
+        os: &impl Os,
+        now: u64,
+        force: bool,
+    ) -> (usize, u64) {
+        let mut purged = 0;
+        // Each round purges one range and restarts, because merging changes the bins under
+        // the cursor. Free ranges are few; the bound keeps one session short regardless.
+        for _ in 0..MAX_PURGES_PER_SESSION {
+            let Some(r) = self.find_dirty(|due| force || due <= now) else {
+                break;
+            };
+            let Some(addr) = core::ptr::NonNull::new(r.start()) else {
+                break;
+            };
+            let ok = if r.is_moved() {
+                os.reset(addr, r.len())
+            } else {
+                os.purge(addr, r.len())
+            };
+            if !ok {
+                break;
+            }
+            purged += r.len();
+            self.remove(r);
+            Dirt::CLEAN.apply(r);
+            self.merge_and_insert(descriptors, r);
+        }
+        let mut next = u64::MAX;
+        self.for_each(|r| {
+            if r.is_dirty() {
+                next = next.min(r.purge_due());
+            }
+        });
+        (purged, next)
+    }
+
+    fn find_dirty(&self, due: impl Fn(u64) -> bool) -> Option<&'static Region> {
+        let mut found = None;
+        self.for_each(|r| {
+            if found.is_none() && r.is_dirty() && due(r.purge_due()) {
+                found = Some(r);
+            }
+        });
+        found
+    }
+
+    fn for_each(&self, mut f: impl FnMut(&'static Region)) {
+        for head in self.bins {
+            // SAFETY: bins hold descriptors, which are never freed.
+            let mut cursor = unsafe { head.as_ref() };
+            while let Some(r) = cursor {
+                f(r);
+                cursor = get(&r.list_next);
+            }
+        }
+    }
+}
+
+/// Dirty free ranges purged by one purge session at most (the rest wait for the next).
+const MAX_PURGES_PER_SESSION: usize = 256;
+
+/// The state of a range's memory: clean (reads as zero, not resident), or dirty since some
+/// time and due for purging at `due`; `moved` if pages moved in by `mremap` may still form
+/// kernel mappings of their own there (purge then resets the mapping).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Dirt {
+    /// 0 when clean, else when the range should be purged.
+    pub(crate) due: u64,
+    pub(crate) moved: bool,
+}
+
+impl Dirt {
+    pub(crate) const CLEAN: Dirt = Dirt {
+        due: 0,
+        moved: false,
+    };
+
+    pub(crate) fn dirty(due: u64, moved: bool) -> Dirt {
+        Dirt {
+            due: due.max(1),
+            moved,
+        }
+    }
+
+    pub(crate) fn of(r: &Region) -> Dirt {
+        if r.is_dirty() {
+            Dirt {
+                due: r.purge_due().max(1),
+                moved: r.is_moved(),
+            }
+        } else {
+            Dirt {
+                due: 0,
+                moved: r.is_moved(),
+            }
+        }
+    }
+
+    pub(crate) fn is_dirty(self) -> bool {
+        self.due != 0
+    }
+
+    fn mergeable(self, other: Dirt) -> bool {
+        self.is_dirty() == other.is_dirty()
+    }
+
+    /// Two neighbours become one range: purge when the later of the two is due.
+    fn merge(self, other: Dirt) -> Dirt {
+        Dirt {
+            due: self.due.max(other.due),
+            moved: self.moved || other.moved,
+        }
+    }
+
+    pub(crate) fn apply(self, r: &Region) {
+        r.set_dirty(self.is_dirty());
+        r.set_purge_due(self.due);
+        r.set_moved(self.moved);
     }
 }
 

@@ -64,6 +64,11 @@ pub(crate) struct Region {
     len: AtomicUsize,
     /// Free ranges and large blocks: true if any byte may be non-zero.
     dirty: AtomicBool,
+    /// Free ranges: when to purge (if dirty). Pages regions: when to purge the free pages
+    /// released since the last purge (0 = nothing scheduled).
+    purge_due: AtomicU64,
+    /// True if pages moved in by `mremap` may form kernel mappings of their own in the range.
+    moved: AtomicBool,
     /// Pages regions: the page descriptors.
     table: AtomicPtr<PageTable>,
     /// Pages regions: bit set = page free.
@@ -91,6 +96,8 @@ impl Region {
             start: AtomicPtr::new(core::ptr::null_mut()),
             len: AtomicUsize::new(0),
             dirty: AtomicBool::new(false),
+            purge_due: AtomicU64::new(0),
+            moved: AtomicBool::new(false),
             table: AtomicPtr::new(core::ptr::null_mut()),
             free_pages: [const { AtomicU64::new(0) }; BITMAP_WORDS],
             dirty_pages: [const { AtomicU64::new(0) }; BITMAP_WORDS],
@@ -133,6 +140,26 @@ impl Region {
     }
     pub(crate) fn set_dirty(&self, dirty: bool) {
         self.dirty.store(dirty, Ordering::Relaxed);
+    }
+    pub(crate) fn purge_due(&self) -> u64 {
+        self.purge_due.load(Ordering::Relaxed)
+    }
+    pub(crate) fn set_purge_due(&self, due: u64) {
+        self.purge_due.store(due, Ordering::Relaxed);
+    }
+    /// Schedules a purge of a pages region at `due` unless one is already scheduled. Returns
+    /// true if this call scheduled it. (Relaxed: racing releases agree through the CAS; a lost
+    /// race only delays a purge until the region's next release.)
+    pub(crate) fn schedule_purge(&self, due: u64) -> bool {
+        self.purge_due
+            .compare_exchange(0, due, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+    pub(crate) fn is_moved(&self) -> bool {
+        self.moved.load(Ordering::Relaxed)
+    }
+    pub(crate) fn set_moved(&self, moved: bool) {
+        self.moved.store(moved, Ordering::Relaxed);
     }
     pub(crate) fn table(&self) -> *mut PageTable {
         self.table.load(Ordering::Relaxed)

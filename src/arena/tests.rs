@@ -6,7 +6,9 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 use std::vec::Vec;
 
+use super::page::Page;
 use super::*;
+use crate::config::REMAP_CONGRUENCE;
 use crate::os::fake::FakeOs;
 
 const GIB: usize = 1 << 30;
@@ -167,6 +169,8 @@ fn racing_claims_releases_and_collects_never_share_a_page() {
         while !STOP.load(Ordering::Relaxed) {
             ARENA.collect();
             runs += 1;
+            // Pace the collects (each rewrites purged memory on the fake OS).
+            std::thread::sleep(std::time::Duration::from_micros(200));
         }
         runs
     });
@@ -237,4 +241,111 @@ fn speculative_usable_size_matches_the_locked_answer() {
     assert_eq!(ARENA.usable_size(start + 100), Some(r.len() - 100));
     assert_eq!(ARENA.usable_size(start + r.len()), None);
     assert!(ARENA.counters.spec_success.load(Ordering::Relaxed) >= 3);
+}
+
+#[test]
+fn freed_memory_is_purged_only_after_the_delay() {
+    static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    const MS: u64 = 1_000_000;
+    ARENA.set_purge_delay(100 * MS);
+    let now = |t: u64| ARENA.os.now.store(t, Ordering::Relaxed);
+    now(1_000 * MS);
+    // A large block and a few pages, freed at t = 1000 ms.
+    let (big, _) = ARENA.alloc_large(8 << 20, 8).unwrap();
+    let pages: Vec<_> = (0..4)
+        .map(|_| ARENA.claim_page(PageKind::Small).unwrap().page)
+        .collect();
+    let keep = ARENA.claim_page(PageKind::Small).unwrap().page;
+    ARENA.free_large(big, big.start());
+    for page in &pages {
+        ARENA.release_page(page);
+    }
+    assert_eq!(
+        ARENA.os.purged.load(Ordering::Relaxed),
+        0,
+        "nothing is purged before the delay"
+    );
+    let committed = ARENA.counters.committed.load(Ordering::Relaxed);
+    // Not yet due: a slow-path event does nothing.
+    now(1_050 * MS);
+    ARENA.maybe_purge();
+    assert_eq!(ARENA.os.purged.load(Ordering::Relaxed), 0);
+    // Due: the next slow-path event purges both the free pages and the large block's range.
+    now(1_101 * MS);
+    ARENA.maybe_purge();
+    let purged = ARENA.os.purged.load(Ordering::Relaxed);
+    assert_eq!(purged, (8 << 20) + 4 * PageKind::Small.page_size());
+    assert_eq!(
+        ARENA.counters.committed.load(Ordering::Relaxed),
+        committed - purged
+    );
+    assert_eq!(
+        ARENA.counters.page_regions[0].load(Ordering::Relaxed),
+        1,
+        "a page is still in use"
+    );
+    // The last page goes back: once due, the empty region is removed.
+    ARENA.release_page(keep);
+    now(1_300 * MS);
+    ARENA.maybe_purge();
+    assert_eq!(ARENA.counters.page_regions[0].load(Ordering::Relaxed), 0);
+    assert_eq!(
+        ARENA.next_purge.load(Ordering::Relaxed),
+        u64::MAX,
+        "nothing left to do"
+    );
+    assert_eq!(free_bytes(&ARENA), reserved(&ARENA));
+}
+
+/// While a remap operation holds the arena write lock and has marked region A, a thread that
+/// refills from region B completes, and a thread that needs region A falls back to the shared
+/// arena lock and proceeds once the session ends.
+#[test]
+fn a_remap_operation_stalls_only_the_region_it_marked() {
+    use std::sync::atomic::AtomicU32;
+    static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    static B_DONE: AtomicBool = AtomicBool::new(false);
+    static A_DONE: AtomicBool = AtomicBool::new(false);
+    static A_STARTED: AtomicU32 = AtomicU32::new(0);
+    // Region A holds medium pages, region B small pages; each is its kind's refill hint.
+    let a_page = ARENA.claim_page(PageKind::Medium).unwrap().page;
+    let b_page = ARENA.claim_page(PageKind::Small).unwrap().page;
+    // SAFETY: pages of attached regions; regions are never freed.
+    let region_a = unsafe { &*a_page.region.load(Ordering::Relaxed) };
+
+    let session = ARENA.write();
+    region_a.lock.start_write(&session.guard);
+    let fallbacks = ARENA.counters.read_fallback.load(Ordering::Relaxed);
+
+    let needs_a = std::thread::spawn(|| {
+        A_STARTED.store(1, Ordering::Release);
+        let claim = ARENA.claim_page(PageKind::Medium).expect("a medium page");
+        A_DONE.store(true, Ordering::Release);
+        claim.page as *const Page as usize
+    });
+    let needs_b = std::thread::spawn(|| {
+        let claim = ARENA.claim_page(PageKind::Small).expect("a small page");
+        B_DONE.store(true, Ordering::Release);
+        claim.page as *const Page as usize
+    });
+    // B's refill completes while the session still holds the lock and A's mark.
+    let b = needs_b.join().unwrap();
+    assert!(B_DONE.load(Ordering::Acquire));
+    assert_ne!(b, b_page as *const Page as usize);
+    // The thread that needs A gets to the fallback (the shared arena lock) and waits there.
+    while ARENA.counters.read_fallback.load(Ordering::Relaxed) == fallbacks {
+        std::thread::yield_now();
+    }
+    assert!(
+        !A_DONE.load(Ordering::Acquire),
+        "region A was used while marked"
+    );
+    drop(session);
+    let a = needs_a.join().unwrap();
+    assert!(A_DONE.load(Ordering::Acquire));
+    assert_ne!(a, a_page as *const Page as usize);
+    assert_eq!(
+        ARENA.counters.read_fallback.load(Ordering::Relaxed),
+        fallbacks + 1
+    );
 }

@@ -6,7 +6,7 @@
 use core::ptr::NonNull;
 
 use super::{Os, Remap};
-use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 pub(crate) struct FakeOs {
     pub(crate) reserved: AtomicUsize,
@@ -14,6 +14,8 @@ pub(crate) struct FakeOs {
     pub(crate) remapped: AtomicUsize,
     /// Reservations fail once this many bytes are reserved (to test exhaustion).
     pub(crate) limit: AtomicUsize,
+    /// The clock: tests move it by hand.
+    pub(crate) now: AtomicU64,
 }
 
 impl FakeOs {
@@ -24,6 +26,7 @@ impl FakeOs {
             purged: AtomicUsize::new(0),
             remapped: AtomicUsize::new(0),
             limit: AtomicUsize::new(limit),
+            now: AtomicU64::new(1),
         }
     }
 }
@@ -72,6 +75,14 @@ impl Os for FakeOs {
         unsafe { core::ptr::write_bytes(addr.as_ptr(), 0, size) };
         self.purged.fetch_add(size, Ordering::Relaxed);
         true
+    }
+
+    fn reset(&self, addr: NonNull<u8>, size: usize) -> bool {
+        self.purge(addr, size)
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.now.load(Ordering::Relaxed)
     }
 
     fn remap(&self, from: NonNull<u8>, to: NonNull<u8>, size: usize) -> Remap {

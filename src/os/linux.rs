@@ -81,6 +81,23 @@ impl Os for LinuxOs {
         unsafe { libc::madvise(addr.as_ptr().cast(), size, libc::MADV_DONTNEED) == 0 }
     }
 
+    fn reset(&self, addr: NonNull<u8>, size: usize) -> bool {
+        // SAFETY: the caller owns the range, which lies in one of our reservations; MAP_FIXED
+        // replaces exactly that range with a fresh mapping of the reservation's kind.
+        let fresh = unsafe { map_fixed(addr.as_ptr(), size) };
+        fresh || self.purge(addr, size)
+    }
+
+    fn now_ns(&self) -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC cannot fail on Linux.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+
     fn remap(&self, from: NonNull<u8>, to: NonNull<u8>, size: usize) -> Remap {
         // SAFETY: both ranges belong to our reservations and the caller owns them. MREMAP_FIXED
         // replaces the (unused) destination pages; the source is then unmapped, so we map it
@@ -96,18 +113,10 @@ impl Os for LinuxOs {
             if moved == libc::MAP_FAILED {
                 return Remap::Failed;
             }
-            let refill = libc::mmap(
-                from.as_ptr().cast(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
-                -1,
-                0,
-            );
-            if refill == libc::MAP_FAILED {
-                Remap::MovedSourceLost
-            } else {
+            if map_fixed(from.as_ptr(), size) {
                 Remap::Moved
+            } else {
+                Remap::MovedSourceLost
             }
         }
     }
@@ -118,4 +127,23 @@ impl Os for LinuxOs {
             libc::munmap(addr.as_ptr().cast(), size);
         }
     }
+}
+
+/// Maps `[addr, addr + size)` afresh, read-write, like the reservation it lies in.
+///
+/// # Safety
+/// The range lies in one of our reservations and the caller owns it (its contents are lost).
+unsafe fn map_fixed(addr: *mut u8, size: usize) -> bool {
+    // SAFETY: forwarded from the caller.
+    let mapped = unsafe {
+        libc::mmap(
+            addr.cast(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    mapped != libc::MAP_FAILED
 }

@@ -37,6 +37,14 @@ pub(crate) trait Os: Sync {
     /// and reads as zero afterwards.
     fn purge(&self, addr: NonNull<u8>, size: usize) -> bool;
 
+    /// Like [`Os::purge`], and also gives the range a fresh mapping, so that pieces a
+    /// [`Os::remap`] moved in (which the kernel keeps as mappings of their own) merge back into
+    /// their neighbours. Costlier than `purge`: use it only on ranges that held moved pages.
+    fn reset(&self, addr: NonNull<u8>, size: usize) -> bool;
+
+    /// A monotonic clock in nanoseconds (for purge delays and lock-hold times).
+    fn now_ns(&self) -> u64;
+
     /// Moves the pages of `[from, from + size)` to `[to, to + size)` (both inside reservations,
     /// not overlapping) without copying where the OS can move page tables.
     fn remap(&self, from: NonNull<u8>, to: NonNull<u8>, size: usize) -> Remap;

@@ -1,0 +1,136 @@
+//! Growing four `Vec<u64>` to 64 MiB each by push, round-robin, so that each vector's growth
+//! is blocked by the others: wall time and peak resident memory per allocator.
+//!
+//! `cargo bench --features baselines --bench vec_growth`
+//!
+//! Peak RSS is per process, so each measurement runs in a child process (this binary again,
+//! with `--child <allocator>`). The vectors are grown exactly as `Vec` grows (capacity doubles,
+//! starting at 4, through `realloc`), calling each allocator directly through `GlobalAlloc`.
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::process::Command;
+use std::time::Instant;
+
+const VECS: usize = 4;
+const TARGET_BYTES: usize = 64 << 20;
+const RUNS: usize = 5;
+
+struct RawVec {
+    ptr: *mut u64,
+    len: usize,
+    cap: usize,
+}
+
+fn grow(alloc: &dyn GlobalAlloc) -> f64 {
+    let mut vecs: Vec<RawVec> = (0..VECS)
+        .map(|_| RawVec {
+            ptr: std::ptr::null_mut(),
+            len: 0,
+            cap: 0,
+        })
+        .collect();
+    let elems = TARGET_BYTES / 8;
+    let start = Instant::now();
+    for i in 0..elems as u64 {
+        for v in &mut vecs {
+            if v.len == v.cap {
+                let new_cap = (v.cap * 2).max(4);
+                let new_layout = Layout::array::<u64>(new_cap).unwrap();
+                // SAFETY: a block allocated by this allocator with the old layout, or a fresh one.
+                v.ptr = unsafe {
+                    if v.cap == 0 {
+                        alloc.alloc(new_layout)
+                    } else {
+                        alloc.realloc(
+                            v.ptr.cast(),
+                            Layout::array::<u64>(v.cap).unwrap(),
+                            new_layout.size(),
+                        )
+                    }
+                }
+                .cast();
+                assert!(!v.ptr.is_null());
+                v.cap = new_cap;
+            }
+            // SAFETY: len < cap.
+            unsafe { v.ptr.add(v.len).write(i) };
+            v.len += 1;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    for v in vecs {
+        // SAFETY: check and free the blocks we own.
+        unsafe {
+            assert_eq!(*v.ptr.add(v.len - 1), v.len as u64 - 1);
+            alloc.dealloc(v.ptr.cast(), Layout::array::<u64>(v.cap).unwrap());
+        }
+    }
+    elapsed
+}
+
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        let name = &args[i + 1];
+        let (_, alloc) = support::all()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .expect("allocator");
+        let secs = grow(alloc);
+        println!("{secs} {}", peak_rss_kib());
+        return;
+    }
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    println!(
+        "four Vec<u64> grown to {} MiB each by push, median of {RUNS} runs\n",
+        TARGET_BYTES >> 20
+    );
+    let mut results = Vec::new();
+    for (name, _) in support::all() {
+        let mut times = Vec::new();
+        let mut rss = Vec::new();
+        for _ in 0..RUNS {
+            let out = Command::new(std::env::current_exe().unwrap())
+                .args(["--child", name])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8(out.stdout).unwrap();
+            let mut it = text.split_whitespace();
+            times.push(it.next().unwrap().parse::<f64>().unwrap());
+            rss.push(it.next().unwrap().parse::<f64>().unwrap());
+        }
+        results.push((name, median(times), median(rss)));
+    }
+    let (_, vm_time, vm_rss) = results[0];
+    println!("| allocator | time | peak RSS | vmarena time / this | vmarena peak RSS / this |");
+    println!("|---|---|---|---|---|");
+    for (name, time, rss) in &results {
+        println!(
+            "| {name} | {:.1} ms | {:.1} MiB | {:.2} | {:.2} |",
+            time * 1e3,
+            rss / 1024.0,
+            vm_time / time,
+            vm_rss / rss
+        );
+    }
+}

@@ -1,0 +1,223 @@
+//! Giving memory back to the OS, with a delay and without a background thread.
+//!
+//! Freed memory is not purged at once: a program that frees and allocates again would pay
+//! for `madvise` and for faulting the pages back in. Instead, a pages region whose first page
+//! comes back, and a large block's range when it is freed, get a due time (now + the purge
+//! delay), and the arena keeps the earliest one. The allocator's own slow paths (a page going
+//! back to its region, a large free) check that time and run a purge session when it has
+//! passed: so a program that stops allocating but keeps freeing still gives memory back, and
+//! one that does nothing pays nothing. [`Arena::collect`] purges everything at once.
+//!
+//! A purge session is a write session that marks only the regions it purges: refills from
+//! other regions go on. Empty pages regions are removed; dirty free ranges are purged and
+//! merged with their clean neighbours.
+
+use core::ptr::NonNull;
+
+use super::region::Region;
+use super::{Arena, WriteSession, as_ptr, region_at};
+use crate::config::PageKind;
+use crate::os::Os;
+use crate::stats::{adjust, bump};
+use crate::sync::atomic::Ordering;
+
+/// The default delay before freed memory is purged: mimalloc v3 waits 1 s (v2: 100 ms),
+/// jemalloc 10 s. Override with `VMARENA_PURGE_DELAY_MS` or [`crate::set_purge_delay`].
+pub(crate) const DEFAULT_PURGE_DELAY_MS: u64 = 1000;
+
+/// Nothing scheduled.
+const NEVER: u64 = u64::MAX;
+
+impl<O: Os> Arena<O> {
+    /// The purge delay in nanoseconds, read from `VMARENA_PURGE_DELAY_MS` on first use.
+    pub(crate) fn purge_delay(&self) -> u64 {
+        // Relaxed: a configuration value; racing first readers compute the same thing.
+        let delay = self.purge_delay.load(Ordering::Relaxed);
+        if delay != u64::MAX {
+            return delay;
+        }
+        let ms = env_ms(c"VMARENA_PURGE_DELAY_MS").unwrap_or(DEFAULT_PURGE_DELAY_MS);
+        let delay = ms.saturating_mul(1_000_000).min(u64::MAX - 1);
+        self.purge_delay.store(delay, Ordering::Relaxed);
+        delay
+    }
+
+    pub(crate) fn set_purge_delay(&self, ns: u64) {
+        // Relaxed: a configuration value.
+        self.purge_delay
+            .store(ns.min(u64::MAX - 1), Ordering::Relaxed);
+    }
+
+    /// Notes that something is due for purging at `due`.
+    pub(crate) fn schedule_purge(&self, due: u64) {
+        // Relaxed: a hint of when to look; the purge session re-checks everything under the
+        // write lock.
+        self.next_purge.fetch_min(due, Ordering::Relaxed);
+    }
+
+    /// Runs a purge session if one is due. Cheap when nothing is scheduled (one load), and
+    /// one clock read otherwise.
+    #[inline]
+    pub(crate) fn maybe_purge(&self) {
+        // Relaxed: see `schedule_purge`.
+        let due = self.next_purge.load(Ordering::Relaxed);
+        if due == NEVER {
+            return;
+        }
+        let now = self.os.now_ns();
+        // Acquire/Release on `purging`: only to make the flag a tiny try-lock; the session's
+        // own write lock orders the work.
+        if now >= due && !self.purging.swap(true, Ordering::Acquire) {
+            self.purge(now, false);
+            self.purging.store(false, Ordering::Release);
+        }
+    }
+
+    /// Gives every free page, empty pages region and dirty free range back to the OS now.
+    pub(crate) fn collect(&self) {
+        self.purge(self.os.now_ns(), true);
+    }
+
+    /// One purge session: everything due by `now`, or everything if `force`.
+    fn purge(&self, now: u64, force: bool) {
+        let mut session = self.write();
+        // Reset first: anything scheduled while we work lowers it again, and we lower it to
+        // what we leave behind at the end.
+        // Relaxed: see `schedule_purge`.
+        self.next_purge.store(NEVER, Ordering::Relaxed);
+        let mut next = NEVER;
+        for kind in PageKind::ALL {
+            let mut cursor = session.state.page_list(kind);
+            while let Some(region) = cursor {
+                cursor = region_at(&region.list_next);
+                let due = region.purge_due();
+                if !force && (due == 0 || due > now) {
+                    if due != 0 {
+                        next = next.min(due);
+                    }
+                    continue;
+                }
+                // Clear before looking at the pages: a page released from now on schedules
+                // a new purge. (A release racing with this may find the old due time and not
+                // reschedule; its page then waits for the region's next release or a collect.)
+                region.set_purge_due(0);
+                region.lock.start_write(&session.guard);
+                if region.all_pages_free() {
+                    session.remove_page_region(region);
+                } else {
+                    session.purge_free_pages(region);
+                }
+            }
+        }
+        let state = &mut *session.state;
+        let (purged, ranges_next) = state
+            .free
+            .purge(&mut state.descriptors, &self.os, now, force);
+        adjust(&self.counters.committed, -(purged as isize));
+        bump(&self.counters.purged_bytes, purged as u64);
+        drop(session);
+        self.schedule_purge(next.min(ranges_next));
+    }
+}
+
+impl<O: Os> WriteSession<'_, O> {
+    /// Removes a marked small-object region whose pages are all free; its range becomes a
+    /// clean free range.
+    fn remove_page_region(&mut self, region: &'static Region) {
+        let arena = self.arena;
+        let kind = region.page_kind().expect("a pages region");
+        debug_assert!(region.lock.is_write_locked(&self.guard) && region.all_pages_free());
+        region.lock.detach(&self.guard);
+        let (start, len) = (region.start(), region.len());
+        arena.map.clear(start as usize, len);
+        let dirty_bytes = region.dirty_page_count() * kind.page_size();
+        let purged = NonNull::new(start).is_some_and(|p| {
+            if region.is_moved() {
+                arena.os.reset(p, len)
+            } else {
+                arena.os.purge(p, len)
+            }
+        });
+        // Unlink from the kind's list.
+        let state = &mut *self.state;
+        let (prev, next) = (region_at(&region.list_prev), region_at(&region.list_next));
+        let next_ptr = next.map_or(core::ptr::null_mut(), as_ptr);
+        match prev {
+            Some(prev) => prev.list_next.store(next_ptr, Ordering::Relaxed),
+            None => state.page_lists[kind.index()] = next_ptr,
+        }
+        if let Some(next) = next {
+            next.list_prev.store(
+                prev.map_or(core::ptr::null_mut(), as_ptr),
+                Ordering::Relaxed,
+            );
+        }
+        // Relaxed: a hint; stale hints are harmless (identity is checked after locking).
+        let _ = arena.hints[kind.index()].compare_exchange(
+            as_ptr(region),
+            core::ptr::null_mut(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        // SAFETY: page tables are never freed; the region is detached, so no one claims from it.
+        state.descriptors.give_table(unsafe { &*region.table() });
+        region.set_table(core::ptr::null_mut());
+        let dirt = if purged {
+            adjust(&arena.counters.committed, -(dirty_bytes as isize));
+            bump(&arena.counters.purged_bytes, dirty_bytes as u64);
+            super::ranges::Dirt::CLEAN
+        } else {
+            super::ranges::Dirt::dirty(arena.os.now_ns(), region.is_moved())
+        };
+        state.free.release(&mut state.descriptors, region, dirt);
+        adjust(&arena.counters.page_regions[kind.index()], -1);
+    }
+
+    /// Gives the free, touched pages of a marked region back to the OS.
+    fn purge_free_pages(&mut self, region: &'static Region) {
+        let arena = self.arena;
+        let Some(kind) = region.page_kind() else {
+            return;
+        };
+        debug_assert!(region.lock.is_write_locked(&self.guard));
+        for word in 0..super::region::BITMAP_WORDS {
+            let mut bits = region.purgeable_pages(word);
+            while bits != 0 {
+                // Purge each run of adjacent pages with one call.
+                let first = bits.trailing_zeros() as usize;
+                let run = (bits >> first).trailing_ones() as usize;
+                let run_bits = if run == 64 {
+                    u64::MAX
+                } else {
+                    ((1u64 << run) - 1) << first
+                };
+                bits &= !run_bits;
+                let page = region.page(word * 64 + first);
+                // Relaxed: fixed while the region is attached.
+                let start = page.start.load(Ordering::Relaxed);
+                let bytes = run * kind.page_size();
+                if NonNull::new(start).is_some_and(|p| arena.os.purge(p, bytes)) {
+                    region.clear_dirty(word, run_bits);
+                    adjust(&arena.counters.committed, -(bytes as isize));
+                    bump(&arena.counters.purged_bytes, bytes as u64);
+                }
+            }
+        }
+    }
+}
+
+/// Reads a decimal number of milliseconds from the environment without allocating.
+fn env_ms(name: &core::ffi::CStr) -> Option<u64> {
+    // SAFETY: `name` is NUL-terminated; getenv returns null or a NUL-terminated string that
+    // stays valid while no one changes the environment (we read it at once).
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: as above.
+    let bytes = unsafe { core::ffi::CStr::from_ptr(value) }.to_bytes();
+    if bytes.is_empty() || bytes.len() > 18 || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(bytes.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}

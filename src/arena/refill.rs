@@ -1,0 +1,157 @@
+//! The region read path: heaps claim pages from small-object regions (`vma_start_read` on the
+//! hinted region, the shared arena lock as fallback), give empty pages back, and, when no
+//! region has a free page, a write session creates one.
+
+use core::ptr::NonNull;
+
+use super::page::{NO_OWNER, Page, PageTable};
+use super::ranges::Dirt;
+use super::region::{Claim, Region, RegionKind};
+use super::{Arena, ArenaState, WriteSession, as_ptr, region_at};
+use crate::config::{PageKind, SMALL_REGION_SIZE};
+use crate::os::Os;
+use crate::stats::{adjust, bump};
+use crate::sync::atomic::Ordering;
+use crate::sync::region_lock::ReadFail;
+
+impl<O: Os> Arena<O> {
+    /// Claims a free page of `kind` for a heap.
+    pub(crate) fn claim_page(&self, kind: PageKind) -> Option<Claim> {
+        let claim = self
+            .claim_from_hint(kind)
+            .or_else(|| self.with_read(|state| self.claim_from_list(state, kind)))
+            .or_else(|| {
+                let mut session = self.write();
+                self.claim_from_list(session.state, kind)
+                    .or_else(|| session.create_page_region(kind)?.claim_page())
+            })?;
+        adjust(&self.counters.pages_in_use[kind.index()], 1);
+        if claim.fresh {
+            adjust(&self.counters.committed, kind.page_size() as isize);
+        }
+        Some(claim)
+    }
+
+    /// The lock-free attempt: read-lock the hinted region (`vma_start_read`) and claim a page.
+    fn claim_from_hint(&self, kind: PageKind) -> Option<Claim> {
+        // Relaxed: the hint is only a pointer into type-stable memory; the region lock's
+        // Acquire orders everything we then read.
+        let hint = self.hints[kind.index()].load(Ordering::Relaxed);
+        // SAFETY: region descriptors are never freed.
+        let region = unsafe { hint.as_ref() }?;
+        match region.lock.start_read(&self.lock) {
+            Ok(_read) => {
+                bump(&self.counters.read_fast, 1);
+                // The descriptor may have been reused since it became the hint: check identity
+                // now that it cannot change.
+                if region.page_kind() == Some(kind) {
+                    region.claim_page()
+                } else {
+                    bump(&self.counters.read_retry, 1);
+                    None
+                }
+            }
+            Err(ReadFail::Locked) => {
+                bump(&self.counters.read_fallback, 1);
+                None
+            }
+            Err(ReadFail::Detached) => {
+                bump(&self.counters.read_retry, 1);
+                None
+            }
+        }
+    }
+
+    /// Claims a page from any region of `kind`. Caller holds the arena lock (either mode), so
+    /// no write session can be changing these regions.
+    fn claim_from_list(&self, state: &ArenaState, kind: PageKind) -> Option<Claim> {
+        let mut cursor = state.page_list(kind);
+        while let Some(region) = cursor {
+            if let Some(claim) = region.claim_page() {
+                // Relaxed: a hint (see `claim_from_hint`).
+                self.hints[kind.index()].store(as_ptr(region), Ordering::Relaxed);
+                return Some(claim);
+            }
+            cursor = region_at(&region.list_next);
+        }
+        None
+    }
+
+    /// Returns a page whose blocks are all free to its region, and schedules the purge of its
+    /// memory after the purge delay (running any purge already due).
+    pub(crate) fn release_page(&self, page: &Page) {
+        // Relaxed: constant while the region is attached, which it stays while we own a page.
+        let region = page.region.load(Ordering::Relaxed);
+        // SAFETY: descriptors are never freed; an owned page's region is attached.
+        let region = unsafe { &*region };
+        // Relaxed: other threads compare `owner` only with their own id and never read
+        // `block_size` of a page without a live block; the bitmap's Release publishes both.
+        page.owner.store(NO_OWNER, Ordering::Relaxed);
+        page.block_size.store(0, Ordering::Relaxed);
+        if let Some(kind) = region.page_kind() {
+            adjust(&self.counters.pages_in_use[kind.index()], -1);
+        }
+        region.release_page(page.index.load(Ordering::Relaxed) as usize);
+        if region.purge_due() == 0 {
+            let due = self.os.now_ns().saturating_add(self.purge_delay());
+            if region.schedule_purge(due) {
+                self.schedule_purge(due);
+            }
+        }
+        self.maybe_purge();
+    }
+}
+
+impl<O: Os> WriteSession<'_, O> {
+    /// Creates a small-object region of `kind`, attached and marked for this session.
+    pub(super) fn create_page_region(&mut self, kind: PageKind) -> Option<&'static Region> {
+        let arena = self.arena;
+        let region = self.take_range(SMALL_REGION_SIZE, kind.page_size(), 0)?;
+        let state = &mut *self.state;
+        let dirt = Dirt::of(region);
+        let Some(table) = state.descriptors.take_table(&arena.os) else {
+            state.free.release(&mut state.descriptors, region, dirt);
+            return None;
+        };
+        let start = region.start();
+        if !arena.os.commit(NonNull::new(start)?, SMALL_REGION_SIZE) {
+            state.descriptors.give_table(table);
+            state.free.release(&mut state.descriptors, region, dirt);
+            return None;
+        }
+        region.set_kind(RegionKind::Pages(kind));
+        region.set_table((table as *const PageTable).cast_mut());
+        region.reset_page_maps(dirt.is_dirty());
+        region.set_purge_due(0);
+        for (index, page) in table.pages.iter().take(kind.pages_per_region()).enumerate() {
+            let page_start = start.wrapping_add(index << kind.shift());
+            // Relaxed: the region is not attached yet; `attach` publishes all of this.
+            page.start.store(page_start, Ordering::Relaxed);
+            page.region.store(as_ptr(region), Ordering::Relaxed);
+            page.index.store(index as u32, Ordering::Relaxed);
+            page.owner.store(NO_OWNER, Ordering::Relaxed);
+            page.block_size.store(0, Ordering::Relaxed);
+            page.xthread_free
+                .store(core::ptr::null_mut(), Ordering::Relaxed);
+            page.used.set(0);
+            arena
+                .map
+                .set_page(page_start as usize, kind.page_size(), page);
+        }
+        region.lock.attach(&self.guard);
+        // Link at the head of the kind's list.
+        let head = state.page_lists[kind.index()];
+        region
+            .list_prev
+            .store(core::ptr::null_mut(), Ordering::Relaxed);
+        region.list_next.store(head, Ordering::Relaxed);
+        if let Some(head) = state.page_list(kind) {
+            head.list_prev.store(as_ptr(region), Ordering::Relaxed);
+        }
+        state.page_lists[kind.index()] = as_ptr(region);
+        arena.hints[kind.index()].store(as_ptr(region), Ordering::Relaxed);
+        adjust(&arena.counters.page_regions[kind.index()], 1);
+        state.publish_metadata(&arena.counters);
+        Some(region)
+    }
+}
