@@ -40,8 +40,10 @@ def table(group):
     if not base.is_dir():
         sys.exit(f"no results for group {group!r} under {ROOT}")
     allocators = [a for a in ORDER if (base / a).is_dir()]
+    if not allocators:  # not an allocator comparison: one column per function
+        allocators = sorted(p.name for p in base.iterdir() if p.is_dir() and p.name != "report")
     params = sorted({p.name for a in allocators for p in (base / a).iterdir() if (p / "new").is_dir()}, key=param_key)
-    baselines = [a for a in allocators if a != "vmarena"]
+    baselines = [a for a in allocators if a != "vmarena"] if "vmarena" in allocators else []
     head = ["parameter"] + allocators + [f"vmarena / {b}" for b in baselines]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in params:
