@@ -18,8 +18,7 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     region.requested.store(size, Ordering::Relaxed);
     let ptr = region.start();
     if zeroed && !fresh {
-        // SAFETY: the block is ours and at least `size` bytes long.
-        unsafe { core::ptr::write_bytes(ptr, 0, size) };
+        ARENA.zero_large(region, size);
     }
     crate::heap::record(size as isize);
     ptr

@@ -47,6 +47,10 @@ pub(crate) mod os;
 #[cfg(not(vmarena_loom))]
 mod stats;
 
+#[cfg(all(feature = "fuzzing", not(vmarena_loom)))]
+#[doc(hidden)]
+pub mod fuzzing;
+
 #[cfg(not(vmarena_loom))]
 pub use global::VmArena;
 #[cfg(not(vmarena_loom))]
@@ -81,9 +85,10 @@ pub fn set_purge_delay(delay: core::time::Duration) {
     arena::ARENA.set_purge_delay(delay.as_nanos().min(u64::MAX as u128) as u64);
 }
 
-/// The number of bytes usable at `ptr`, which must point into a live block from vmarena:
-/// `usable_size(p) >= layout.size()` for the layout `p` was allocated with. Answered from a
-/// lock-free speculative lookup. Returns `None` for pointers vmarena does not manage.
+/// The number of bytes usable from `ptr` to the end of its block, where `ptr` is a block vmarena
+/// returned (or, for blocks up to 512 KiB, points into one): `usable_size(p) >= layout.size()`
+/// for the layout `p` was allocated with. Answered from a lock-free speculative lookup. Returns
+/// `None` for pointers vmarena does not manage.
 #[cfg(not(vmarena_loom))]
 pub fn usable_size(ptr: *const u8) -> Option<usize> {
     arena::ARENA.usable_size(ptr as usize)

@@ -1,5 +1,9 @@
 //! Large blocks: one region each, created, resized, moved and freed by write sessions.
 //!
+//! Only a block's first slice is in the page map: frees, reallocs and `usable_size` come with
+//! the block's start, an interior pointer is an invalid free, and so mapping a block costs the
+//! same whatever its size (a 1 TiB block would otherwise write 128 MiB of map entries).
+//!
 //! A freed block's range stays dirty (and committed) until the purge delay passes, so a
 //! program that frees and reallocates large buffers reuses memory that is already mapped in
 //! instead of faulting fresh pages in every time.
@@ -24,6 +28,9 @@ fn check_large(region: &Region, ptr: *mut u8) {
     }
 }
 
+/// Dirty large blocks from this size up are zeroed by purging rather than by writing zeros.
+const ZERO_BY_PURGE_MIN: usize = 1 << 20;
+
 /// `size` rounded up to whole slices, or `None` if that overflows.
 fn slices(size: usize) -> Option<usize> {
     Some(size.checked_add(SLICE_SIZE - 1)? & !(SLICE_SIZE - 1))
@@ -46,7 +53,7 @@ impl<O: Os> Arena<O> {
         }
         region.set_kind(RegionKind::Large);
         region.set_purge_due(0);
-        self.map.set_large(start as usize, len, region);
+        self.map.set_large(start as usize, region);
         region.lock.attach(&session.guard);
         adjust(&self.counters.large_regions, 1);
         adjust(&self.counters.large_bytes, len as isize);
@@ -54,6 +61,19 @@ impl<O: Os> Arena<O> {
             adjust(&self.counters.committed, len as isize);
         }
         Some((region, !dirt.is_dirty()))
+    }
+
+    /// Zeroes the first `size` bytes of a new large block that came from a dirty range. Big
+    /// blocks are purged instead (the OS hands back zero pages on first touch), which beats
+    /// writing zeros and does not make untouched memory resident; small ones are written.
+    pub(crate) fn zero_large(&self, region: &Region, size: usize) {
+        let ptr = region.start();
+        let purged = size >= ZERO_BY_PURGE_MIN
+            && NonNull::new(ptr).is_some_and(|p| self.os.purge(p, region.len()));
+        if !purged {
+            // SAFETY: the block is the caller's and at least `size` bytes long.
+            unsafe { core::ptr::write_bytes(ptr, 0, size) };
+        }
     }
 
     /// Frees the large block at `ptr`, held in `region`. Aborts if `ptr` is not (or no longer)
@@ -70,7 +90,7 @@ impl<O: Os> Arena<O> {
             check_large(region, ptr);
             region.lock.start_write(&session.guard);
             region.lock.detach(&session.guard);
-            self.map.clear(ptr as usize, len);
+            self.map.clear(ptr as usize, SLICE_SIZE);
             let state = &mut *session.state;
             let dirt = Dirt::dirty(due, region.is_moved());
             state.free.release(&mut state.descriptors, region, dirt);
@@ -121,7 +141,6 @@ impl<O: Os> Arena<O> {
                 return false;
             }
             region.set_range(ptr, new_len);
-            self.map.clear(tail as usize, tail_len);
             adjust(&self.counters.large_bytes, -(tail_len as isize));
             drop(session);
             self.schedule_purge(due);
@@ -154,7 +173,6 @@ impl<O: Os> Arena<O> {
                 return false;
             }
             region.set_range(ptr, new_len);
-            self.map.set_large(old_end as usize, grow, region);
             adjust(&self.counters.large_bytes, grow as isize);
             if !dirty {
                 adjust(&self.counters.committed, grow as isize);
@@ -220,7 +238,7 @@ impl<O: Os> Arena<O> {
         // The old range leaves the page map; it reads as zero now (its pages moved), unless
         // the OS could not map it again, in which case it stays out of circulation for good.
         region.lock.detach(&session.guard);
-        self.map.clear(ptr as usize, old_len);
+        self.map.clear(ptr as usize, SLICE_SIZE);
         if moved == Remap::Moved {
             state
                 .free
@@ -233,7 +251,7 @@ impl<O: Os> Arena<O> {
         // Relaxed: statistics.
         dest.requested
             .store(region.requested.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.map.set_large(dest.start() as usize, new_len, dest);
+        self.map.set_large(dest.start() as usize, dest);
         dest.lock.attach(&session.guard);
         adjust(
             &self.counters.large_bytes,

@@ -13,7 +13,8 @@ use crate::sync::atomic::{AtomicPtr, Ordering};
 
 /// A bump allocator over OS chunks.
 struct MetaChunks {
-    next: usize,
+    /// The unused rest of the current chunk (null before the first).
+    next: *mut u8,
     end: usize,
     /// Bytes of metadata reserved from the OS (for statistics).
     reserved: usize,
@@ -22,24 +23,25 @@ struct MetaChunks {
 impl MetaChunks {
     const fn new() -> MetaChunks {
         MetaChunks {
-            next: 0,
+            next: core::ptr::null_mut(),
             end: 0,
             reserved: 0,
         }
     }
 
     fn alloc(&mut self, os: &impl Os, size: usize, align: usize) -> Option<NonNull<u8>> {
-        let mut start = align_up(self.next, align);
-        if self.next == 0 || start + size > self.end {
+        let pad = align_up(self.next as usize, align) - self.next as usize;
+        let mut start = self.next.wrapping_add(pad);
+        if self.next.is_null() || start as usize + size > self.end {
             let chunk = align_up(size.max(META_CHUNK_SIZE), os.page_size());
             let base = os.reserve(chunk, align.max(os.page_size()))?;
             self.reserved += chunk;
-            start = base.as_ptr() as usize;
-            self.end = start + chunk;
+            start = base.as_ptr();
+            self.end = start as usize + chunk;
         }
-        self.next = start + size;
+        self.next = start.wrapping_add(size);
         // Fresh OS memory reads as zero; the pools initialise what they carve.
-        NonNull::new(start as *mut u8)
+        NonNull::new(start)
     }
 }
 

@@ -206,6 +206,15 @@ impl<O: Os> Arena<O> {
 
     // ---------------------------------------------------------------- statistics
 
+    /// Free bytes in the free ranges, and bytes reserved (for tests and fuzzing: they are
+    /// equal once everything is freed and merged).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn free_and_reserved_bytes(&self) -> (usize, usize) {
+        let free = self.with_read(|state| state.free.bytes);
+        // Relaxed: statistics.
+        (free, self.counters.reserved.load(Ordering::Relaxed))
+    }
+
     pub(crate) fn fill_stats(&self, stats: &mut Stats) {
         self.counters.fill(stats);
         stats.bytes_in_use += self.small_bytes_in_use();
@@ -253,5 +262,6 @@ const fn platform_os() -> PlatformOs {
 /// The process's arena, shared by every heap.
 pub(crate) static ARENA: Arena<PlatformOs> = Arena::new(platform_os());
 
-#[cfg(test)]
+// Not under Miri: these tests reserve gigabytes of (fake) address space.
+#[cfg(all(test, not(miri)))]
 mod tests;

@@ -108,13 +108,13 @@ impl PageMap {
         self.set(start, len, (page as *const Page).cast_mut().cast());
     }
 
-    /// Points every slice of `[start, start + len)` at the large block's `region`.
-    pub(crate) fn set_large(&self, start: usize, len: usize, region: &Region) {
+    /// Points the slice at `start` (a large block's first) at the block's `region`.
+    pub(crate) fn set_large(&self, start: usize, region: &Region) {
         let tagged = (region as *const Region)
             .cast_mut()
             .cast::<u8>()
             .map_addr(|a| a | LARGE_TAG);
-        self.set(start, len, tagged);
+        self.set(start, SLICE_SIZE, tagged);
     }
 
     /// Clears the entries of `[start, start + len)`. Caller holds the write lock.
@@ -153,16 +153,19 @@ mod tests {
         let base = 0x7f00_0000_0000usize;
         assert_eq!(map.ensure_leaves(&os, base, 8 * SLICE_SIZE), Some(1));
         map.set_page(base, 2 * SLICE_SIZE, page);
-        map.set_large(base + 2 * SLICE_SIZE, 3 * SLICE_SIZE, region);
+        map.set_large(base + 2 * SLICE_SIZE, region);
         for offset in [0, 1, SLICE_SIZE, 2 * SLICE_SIZE - 1] {
             assert!(matches!(map.lookup(base + offset), Entry::Page(p) if core::ptr::eq(p, page)));
         }
-        for offset in [2 * SLICE_SIZE, 5 * SLICE_SIZE - 8] {
+        for offset in [2 * SLICE_SIZE, 3 * SLICE_SIZE - 8] {
             assert!(
                 matches!(map.lookup(base + offset), Entry::Large(r) if core::ptr::eq(r, region))
             );
         }
-        assert!(matches!(map.lookup(base + 5 * SLICE_SIZE), Entry::None));
+        assert!(
+            matches!(map.lookup(base + 3 * SLICE_SIZE), Entry::None),
+            "only a large block's first slice is mapped"
+        );
         assert!(matches!(map.lookup(base - 1), Entry::None), "no leaf there");
         assert!(
             matches!(map.lookup(usize::MAX), Entry::None),

@@ -8,7 +8,7 @@ use std::vec::Vec;
 
 use super::page::Page;
 use super::*;
-use crate::config::REMAP_CONGRUENCE;
+use crate::config::{REMAP_CONGRUENCE, SLICE_SIZE};
 use crate::os::fake::FakeOs;
 
 const GIB: usize = 1 << 30;
@@ -67,9 +67,13 @@ fn large_blocks_are_aligned_and_their_ranges_merge_back() {
         let start = region.start() as usize;
         assert_eq!(start % align, 0);
         assert!(region.len() >= size);
-        assert!(
-            matches!(ARENA.lookup(start + size - 1), Entry::Large(r) if core::ptr::eq(r, region))
-        );
+        assert!(matches!(ARENA.lookup(start), Entry::Large(r) if core::ptr::eq(r, region)));
+        if size > SLICE_SIZE {
+            assert!(
+                matches!(ARENA.lookup(start + size - 1), Entry::None),
+                "only a large block's first slice is mapped"
+            );
+        }
         blocks.push((region, i));
     }
     // Free in an interleaved order so ranges merge from both sides.
@@ -240,6 +244,11 @@ fn speculative_usable_size_matches_the_locked_answer() {
     assert_eq!(ARENA.usable_size(start), Some(r.len()));
     assert_eq!(ARENA.usable_size(start + 100), Some(r.len() - 100));
     assert_eq!(ARENA.usable_size(start + r.len()), None);
+    assert_eq!(
+        ARENA.usable_size(start + SLICE_SIZE),
+        None,
+        "interior slices of large blocks are not mapped"
+    );
     assert!(ARENA.counters.spec_success.load(Ordering::Relaxed) >= 3);
 }
 

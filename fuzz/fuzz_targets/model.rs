@@ -1,0 +1,192 @@
+//! The model the `ops` and `threads` targets check vmarena against: every live block with its
+//! layout and fill pattern, kept in address order so overlaps show up at once.
+// Shared by two targets, each of which uses part of it.
+#![allow(dead_code)]
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::collections::BTreeMap;
+
+pub static ALLOC: vmarena::VmArena = vmarena::VmArena;
+
+/// Blocks up to this size are filled and checked in full; larger ones at sampled offsets.
+const FULL: usize = 64 << 10;
+const SAMPLE_STEP: usize = 4093;
+
+/// The fuzzer's bytes as a stream of numbers.
+pub struct Input<'a>(pub &'a [u8]);
+
+impl Input<'_> {
+    pub fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+    pub fn u16(&mut self) -> Option<usize> {
+        Some(self.byte()? as usize | (self.byte()? as usize) << 8)
+    }
+    /// A size from 1 byte to 32 MiB, mostly small.
+    pub fn size(&mut self) -> Option<usize> {
+        Some(match self.byte()? % 16 {
+            0..=9 => 1 + self.byte()? as usize,
+            10..=12 => 1 + self.u16()?,
+            13..=14 => 1 + self.u16()? * 16,
+            _ => 1 + self.u16()? * 512,
+        })
+    }
+    /// An alignment from 1 byte to 8 MiB (beyond the page size).
+    pub fn align(&mut self) -> Option<usize> {
+        let b = self.byte()?;
+        Some(1 << if b < 200 { b % 5 } else { b % 24 })
+    }
+}
+
+fn pattern(seed: u8, offset: usize) -> u8 {
+    seed ^ (offset as u8).wrapping_mul(31) ^ (offset >> 8) as u8 ^ (offset >> 16) as u8
+}
+
+/// The offsets of a `len`-byte block that carry its pattern.
+fn offsets(len: usize) -> impl Iterator<Item = usize> {
+    let full = len <= FULL;
+    let head = if full { len } else { 256 };
+    (0..head).chain((head..len).step_by(if full { 1 } else { SAMPLE_STEP })).chain(len.saturating_sub(256).max(head)..len)
+}
+
+/// # Safety
+/// `ptr` is valid for `len` bytes of writes.
+pub unsafe fn fill(ptr: *mut u8, len: usize, seed: u8) {
+    for i in offsets(len) {
+        // SAFETY: i < len.
+        unsafe { *ptr.add(i) = pattern(seed, i) };
+    }
+}
+
+/// Checks the first `upto` bytes of a block filled as `len` bytes with `seed`.
+///
+/// # Safety
+/// `ptr` is valid for `upto` bytes of reads.
+pub unsafe fn check(ptr: *const u8, len: usize, upto: usize, seed: u8) {
+    for i in offsets(len).filter(|&i| i < upto) {
+        // SAFETY: i < upto.
+        let got = unsafe { *ptr.add(i) };
+        assert_eq!(got, pattern(seed, i), "block {ptr:p} ({len} bytes) corrupted at byte {i}");
+    }
+}
+
+/// # Safety
+/// `ptr` is valid for `len` bytes of reads.
+pub unsafe fn check_zero(ptr: *const u8, len: usize) {
+    for i in offsets(len) {
+        // SAFETY: i < len.
+        assert_eq!(unsafe { *ptr.add(i) }, 0, "zeroed block {ptr:p} has garbage at byte {i}");
+    }
+}
+
+#[derive(Clone, Copy)]
+pub struct Live {
+    pub ptr: usize,
+    pub layout: Layout,
+    pub seed: u8,
+}
+
+// SAFETY: plain data; blocks are handed between threads on purpose.
+unsafe impl Send for Live {}
+
+/// The live blocks, by address.
+#[derive(Default)]
+pub struct Model {
+    live: BTreeMap<usize, Live>,
+    bytes: usize,
+}
+
+/// The model stops allocating past this many live bytes (the fuzzer must not run out of RAM).
+const MAX_LIVE_BYTES: usize = 512 << 20;
+
+impl Model {
+    pub fn nth(&self, n: usize) -> Option<Live> {
+        let len = self.live.len();
+        (len > 0).then(|| *self.live.values().nth(n % len).unwrap())
+    }
+
+    /// Records a new block; panics if it overlaps a live one or is misaligned.
+    pub fn insert(&mut self, block: Live) {
+        let (start, end) = (block.ptr, block.ptr + block.layout.size());
+        assert_eq!(start % block.layout.align(), 0, "{:?} misaligned at {start:#x}", block.layout);
+        if let Some((_, prev)) = self.live.range(..=start).next_back() {
+            assert!(prev.ptr + prev.layout.size() <= start, "block {start:#x} overlaps {:#x}", prev.ptr);
+        }
+        if let Some((&next, _)) = self.live.range(start..).next() {
+            assert!(end <= next, "block {start:#x}..{end:#x} overlaps {next:#x}");
+        }
+        let usable = vmarena::usable_size(start as *const u8).expect("vmarena knows its block");
+        assert!(usable >= block.layout.size(), "usable size {usable} < {}", block.layout.size());
+        self.bytes += block.layout.size();
+        self.live.insert(start, block);
+    }
+
+    pub fn remove(&mut self, ptr: usize) -> Live {
+        let block = self.live.remove(&ptr).expect("a live block");
+        self.bytes -= block.layout.size();
+        block
+    }
+
+    pub fn full(&self) -> bool {
+        self.bytes > MAX_LIVE_BYTES
+    }
+
+    pub fn check_all(&self) {
+        for b in self.live.values() {
+            // SAFETY: live blocks of the model.
+            unsafe { check(b.ptr as *const u8, b.layout.size(), b.layout.size(), b.seed) };
+        }
+    }
+
+    pub fn drain(&mut self) -> Vec<Live> {
+        self.bytes = 0;
+        std::mem::take(&mut self.live).into_values().collect()
+    }
+}
+
+/// Allocates (zeroed or not), checks and fills a block; `None` if the allocator said null.
+pub fn alloc(layout: Layout, zeroed: bool, seed: u8) -> Option<Live> {
+    // SAFETY: non-zero size (the model's sizes start at 1).
+    let ptr = unsafe { if zeroed { ALLOC.alloc_zeroed(layout) } else { ALLOC.alloc(layout) } };
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: a fresh block of `layout.size()` bytes.
+    unsafe {
+        if zeroed {
+            check_zero(ptr, layout.size());
+        }
+        fill(ptr, layout.size(), seed);
+    }
+    Some(Live { ptr: ptr as usize, layout, seed })
+}
+
+/// Checks and frees a block.
+pub fn free(block: Live) {
+    // SAFETY: a live block, freed once.
+    unsafe {
+        check(block.ptr as *const u8, block.layout.size(), block.layout.size(), block.seed);
+        ALLOC.dealloc(block.ptr as *mut u8, block.layout);
+    }
+}
+
+/// Reallocates a block, checks its prefix survived, fills the rest. On failure the old block
+/// must be intact and is returned.
+pub fn realloc(block: Live, new_size: usize, seed: u8) -> Live {
+    let Ok(new_layout) = Layout::from_size_align(new_size, block.layout.align()) else { return block };
+    // SAFETY: a live block; non-zero new size that is valid with the alignment.
+    unsafe {
+        check(block.ptr as *const u8, block.layout.size(), block.layout.size(), block.seed);
+        let ptr = ALLOC.realloc(block.ptr as *mut u8, block.layout, new_size);
+        if ptr.is_null() {
+            check(block.ptr as *const u8, block.layout.size(), block.layout.size(), block.seed);
+            return block;
+        }
+        assert_eq!(ptr as usize % block.layout.align(), 0, "realloc lost the alignment");
+        check(ptr, block.layout.size(), block.layout.size().min(new_size), block.seed);
+        fill(ptr, new_size, seed);
+        Live { ptr: ptr as usize, layout: new_layout, seed }
+    }
+}
