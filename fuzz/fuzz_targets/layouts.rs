@@ -24,7 +24,11 @@ fn check(ptr: *mut u8, layout: Layout) {
     if ptr.is_null() {
         return;
     }
-    assert_eq!(ptr as usize % layout.align(), 0, "{layout:?} misaligned at {ptr:p}");
+    assert_eq!(
+        ptr as usize % layout.align(),
+        0,
+        "{layout:?} misaligned at {ptr:p}"
+    );
     let usable = vmarena::usable_size(ptr).expect("vmarena knows its block");
     assert!(usable >= layout.size(), "{layout:?}: usable {usable}");
     // SAFETY: the block has `layout.size()` bytes; touch both ends only (it may be huge).
@@ -37,13 +41,21 @@ fn check(ptr: *mut u8, layout: Layout) {
 
 fuzz_target!(|data: &[u8]| {
     let mut data = data;
-    while let (Some(size), Some(align_bits), Some(new_size)) = (number(&mut data), number(&mut data), number(&mut data)) {
+    while let (Some(size), Some(align_bits), Some(new_size)) =
+        (number(&mut data), number(&mut data), number(&mut data))
+    {
         let align = 1usize << (align_bits % 63);
-        let Ok(layout) = Layout::from_size_align(size.max(1), align) else { continue };
+        let Ok(layout) = Layout::from_size_align(size.max(1), align) else {
+            continue;
+        };
         let zeroed = size & 1 == 1;
         // SAFETY: non-zero size; the block is freed once with its (current) layout.
         unsafe {
-            let ptr = if zeroed { GLOBAL.alloc_zeroed(layout) } else { GLOBAL.alloc(layout) };
+            let ptr = if zeroed {
+                GLOBAL.alloc_zeroed(layout)
+            } else {
+                GLOBAL.alloc(layout)
+            };
             check(ptr, layout);
             if ptr.is_null() {
                 continue;

@@ -22,7 +22,9 @@ fuzz_target!(|data: &[u8]| {
         seed = seed.wrapping_add(1);
         match op % 8 {
             0..=2 if !model.full() => {
-                let (Some(size), Some(align)) = (input.size(), input.align()) else { break };
+                let (Some(size), Some(align)) = (input.size(), input.align()) else {
+                    break;
+                };
                 let layout = Layout::from_size_align(size, align).unwrap();
                 if let Some(block) = model::alloc(layout, op % 8 == 2, seed) {
                     model.insert(block);
@@ -35,7 +37,9 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             5 | 6 => {
-                let (Some(n), Some(size)) = (input.byte(), input.size()) else { break };
+                let (Some(n), Some(size)) = (input.byte(), input.size()) else {
+                    break;
+                };
                 if let Some(block) = model.nth(n as usize) {
                     model.remove(block.ptr);
                     let moved = model::realloc(block, size, seed);

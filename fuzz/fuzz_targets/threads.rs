@@ -10,7 +10,8 @@
 mod model;
 
 use std::alloc::Layout;
-use std::sync::{Barrier, Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use model::{Input, Live, Model};
@@ -20,9 +21,47 @@ static GLOBAL: vmarena::VmArena = vmarena::VmArena;
 
 const WORKERS: usize = 3;
 
+/// A barrier that spins (then yields) instead of sleeping: a run is short, and sleeping and
+/// waking four threads would cost more than the run.
+struct SpinBarrier {
+    arrived: AtomicUsize,
+    generation: AtomicUsize,
+    parties: usize,
+}
+
+impl SpinBarrier {
+    const fn new(parties: usize) -> SpinBarrier {
+        SpinBarrier {
+            arrived: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+            parties,
+        }
+    }
+
+    fn wait(&self) {
+        // Acquire/Release (AcqRel): what each party did before arriving happens before what
+        // every party does after leaving.
+        let generation = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.parties {
+            self.arrived.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+        let mut spins = 0u32;
+        while self.generation.load(Ordering::Acquire) == generation {
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
 struct Pool {
-    start: Barrier,
-    end: Barrier,
+    start: SpinBarrier,
+    end: SpinBarrier,
     inputs: [Mutex<Vec<u8>>; WORKERS],
     /// Blocks in transit between threads.
     exchange: Mutex<Vec<Live>>,
@@ -32,8 +71,8 @@ fn pool() -> &'static Pool {
     static POOL: OnceLock<&'static Pool> = OnceLock::new();
     POOL.get_or_init(|| {
         let pool: &'static Pool = Box::leak(Box::new(Pool {
-            start: Barrier::new(WORKERS + 1),
-            end: Barrier::new(WORKERS + 1),
+            start: SpinBarrier::new(WORKERS + 1),
+            end: SpinBarrier::new(WORKERS + 1),
             inputs: Default::default(),
             exchange: Mutex::new(Vec::new()),
         }));
@@ -60,7 +99,9 @@ fn worker(pool: &Pool, data: &[u8]) {
         seed = seed.wrapping_add(1);
         match op % 8 {
             0 | 1 => {
-                let (Some(size), Some(align)) = (input.u16(), input.byte()) else { break };
+                let (Some(size), Some(align)) = (input.u16(), input.byte()) else {
+                    break;
+                };
                 let layout = Layout::from_size_align(1 + size * 4, 1 << (align % 8)).unwrap();
                 if let Some(block) = model::alloc(layout, op % 8 == 1, seed) {
                     model.insert(block);
@@ -72,7 +113,9 @@ fn worker(pool: &Pool, data: &[u8]) {
                 }
             }
             3 => {
-                let (Some(n), Some(size)) = (input.byte(), input.u16()) else { break };
+                let (Some(n), Some(size)) = (input.byte(), input.u16()) else {
+                    break;
+                };
                 if let Some(block) = model.nth(n as usize) {
                     model.remove(block.ptr);
                     model.insert(model::realloc(block, 1 + size * 4, seed));
@@ -114,7 +157,9 @@ fn remapper(data: &[u8]) {
                 }
             }
             1 | 2 => {
-                let (Some(n), Some(size)) = (input.byte(), large(&mut input)) else { break };
+                let (Some(n), Some(size)) = (input.byte(), large(&mut input)) else {
+                    break;
+                };
                 if let Some(block) = model.nth(n as usize) {
                     model.remove(block.ptr);
                     model.insert(model::realloc(block, size, seed));

@@ -106,11 +106,12 @@ impl<O: Os> Drop for WriteSession<'_, O> {
     }
 }
 
-/// Reads a region link (Relaxed: links change only under the arena write lock, and readers of
-/// them hold the arena lock or validate a speculation).
+/// Reads a region link. Acquire: pairs with the Release that stored it, so a speculative
+/// reader that follows a link finds the descriptor initialised (links change only under the
+/// arena write lock; other readers hold the arena lock anyway).
 fn region_at(link: &AtomicPtr<Region>) -> Option<&'static Region> {
     // SAFETY: region descriptors are never freed.
-    unsafe { link.load(Ordering::Relaxed).as_ref() }
+    unsafe { link.load(Ordering::Acquire).as_ref() }
 }
 
 fn as_ptr(region: &Region) -> *mut Region {

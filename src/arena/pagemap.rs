@@ -6,10 +6,11 @@
 //! never freed. An entry holds a `&Page` for slices of small-object pages, a `&Region` tagged
 //! with [`LARGE_TAG`] for slices of a large block, or null.
 //!
-//! Entries change only under the arena write lock, when a region is created or removed. A free
-//! of a live block reads an entry that was written before the block was handed out, and the
-//! user's own synchronisation (which gave this thread the pointer) orders that write before
-//! the read; so lookups are Relaxed. Speculative readers validate with the arena sequence.
+//! Entries change only under the arena write lock, when a region is created or removed, and are
+//! stored with Release after the descriptor they point to is initialised. Lookups load with
+//! Acquire, so whatever a lookup finds is fully initialised for the reader even when nothing
+//! else orders the two (speculative readers, which validate only afterwards). On x86-64 an
+//! Acquire load is a plain load; on aarch64 it is `ldar`.
 
 use core::ptr::NonNull;
 
@@ -71,15 +72,15 @@ impl PageMap {
         if top >= TOP_ENTRIES {
             return core::ptr::null_mut();
         }
-        // Relaxed: see the module docs (a valid lookup is ordered after the leaf's publication
-        // by the same chain that ordered the entry's write).
-        let leaf = self.top[top].load(Ordering::Relaxed);
+        // Acquire: pairs with the Release that published the (zeroed) leaf.
+        let leaf = self.top[top].load(Ordering::Acquire);
         if leaf.is_null() {
             return core::ptr::null_mut();
         }
         let index = (addr >> SLICE_SHIFT) & (LEAF_ENTRIES - 1);
         // SAFETY: leaves are never freed and `index` is within the leaf.
-        unsafe { (*leaf)[index].load(Ordering::Relaxed) }
+        // Acquire: pairs with the Release in `set` (see the module docs).
+        unsafe { (*leaf)[index].load(Ordering::Acquire) }
     }
 
     /// Makes sure leaves exist for `[start, start + len)`; returns how many were added, or

@@ -24,10 +24,10 @@ fn get(link: &AtomicPtr<Region>) -> Option<&'static Region> {
 }
 
 fn set(link: &AtomicPtr<Region>, to: Option<&Region>) {
-    // Relaxed: under the arena write lock.
+    // Release: speculative readers follow address links without the lock (see `region_at`).
     link.store(
         to.map_or(core::ptr::null_mut(), |r| (r as *const Region).cast_mut()),
-        Ordering::Relaxed,
+        Ordering::Release,
     );
 }
 
@@ -145,9 +145,9 @@ impl FreeRanges {
     }
 
     /// Takes `size` bytes at an address congruent to `phase` modulo `align` out of the free
-    /// ranges. Returns the descriptor for the taken range (kind still `Free`, not attached, not
-    /// in any list, with the dirt of the range it came from; the caller sets it up) or `None`
-    /// if no free range fits or metadata ran out (then nothing changed).
+    /// ranges. Returns the descriptor for the taken range (kind `Taken`, not attached, not in
+    /// any list, with the dirt of the range it came from; the caller sets it up or releases it)
+    /// or `None` if no free range fits or metadata ran out (then nothing changed).
     pub(crate) fn take(
         &mut self,
         descriptors: &mut Descriptors,
@@ -175,7 +175,7 @@ impl FreeRanges {
         self.remove(free);
         let base = free.start();
         let dirt = Dirt::of(free);
-        carved.set_kind(RegionKind::Free);
+        carved.set_kind(RegionKind::Taken);
         carved.set_range(base.wrapping_add(start - a), size);
         dirt.apply(carved);
         // The head [a, start) keeps `free`'s descriptor; if it is empty the descriptor goes

@@ -34,9 +34,10 @@ impl<O: Os> Arena<O> {
 
     /// The lock-free attempt: read-lock the hinted region (`vma_start_read`) and claim a page.
     fn claim_from_hint(&self, kind: PageKind) -> Option<Claim> {
-        // Relaxed: the hint is only a pointer into type-stable memory; the region lock's
-        // Acquire orders everything we then read.
-        let hint = self.hints[kind.index()].load(Ordering::Relaxed);
+        // Acquire: pairs with the Release that published the hint, so the descriptor's
+        // initialisation happens before our reads of it (the region lock's Acquire then orders
+        // everything that changed since).
+        let hint = self.hints[kind.index()].load(Ordering::Acquire);
         // SAFETY: region descriptors are never freed.
         let region = unsafe { hint.as_ref() }?;
         match region.lock.start_read(&self.lock) {
@@ -68,8 +69,8 @@ impl<O: Os> Arena<O> {
         let mut cursor = state.page_list(kind);
         while let Some(region) = cursor {
             if let Some(claim) = region.claim_page() {
-                // Relaxed: a hint (see `claim_from_hint`).
-                self.hints[kind.index()].store(as_ptr(region), Ordering::Relaxed);
+                // Release: see `claim_from_hint`.
+                self.hints[kind.index()].store(as_ptr(region), Ordering::Release);
                 return Some(claim);
             }
             cursor = region_at(&region.list_next);
@@ -149,7 +150,8 @@ impl<O: Os> WriteSession<'_, O> {
             head.list_prev.store(as_ptr(region), Ordering::Relaxed);
         }
         state.page_lists[kind.index()] = as_ptr(region);
-        arena.hints[kind.index()].store(as_ptr(region), Ordering::Relaxed);
+        // Release: see `claim_from_hint`.
+        arena.hints[kind.index()].store(as_ptr(region), Ordering::Release);
         adjust(&arena.counters.page_regions[kind.index()], 1);
         state.publish_metadata(&arena.counters);
         Some(region)

@@ -24,6 +24,9 @@ pub(crate) const BITMAP_WORDS: usize = MAX_REGION_PAGES / 64;
 pub(crate) enum RegionKind {
     /// Not in use: a free range of a reservation (or a pooled descriptor).
     Free,
+    /// Just taken out of the free ranges by a write session that has not set it up yet. Not
+    /// free, so a range released meanwhile in the same session never merges with it.
+    Taken,
     /// Pages of one kind for small objects.
     Pages(PageKind),
     /// One large block.
@@ -34,6 +37,7 @@ impl RegionKind {
     const fn encode(self) -> u8 {
         match self {
             RegionKind::Free => 0,
+            RegionKind::Taken => 5,
             RegionKind::Pages(kind) => 1 + kind as u8,
             RegionKind::Large => 4,
         }
@@ -45,6 +49,7 @@ impl RegionKind {
             2 => RegionKind::Pages(PageKind::Medium),
             3 => RegionKind::Pages(PageKind::Big),
             4 => RegionKind::Large,
+            5 => RegionKind::Taken,
             _ => RegionKind::Free,
         }
     }

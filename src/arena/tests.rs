@@ -358,3 +358,48 @@ fn a_remap_operation_stalls_only_the_region_it_marked() {
         fallbacks + 1
     );
 }
+
+/// Regression (found by the `ops` fuzzer): a block that moves into the free range right before
+/// it. Releasing its old range merged it with the destination, which was taken but not set up
+/// yet, so the destination's descriptor went back to the pool while in use: later blocks
+/// overlapped it and a descriptor was attached twice.
+#[test]
+fn a_block_moving_next_door_keeps_its_destination() {
+    static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    const MIB: usize = 1 << 20;
+    let (p, _) = ARENA.alloc_large(4 * MIB, 2 * MIB).unwrap();
+    let (x, _) = ARENA.alloc_large(2 * MIB, 2 * MIB).unwrap();
+    let (spacer, _) = ARENA.alloc_large(MIB, 8).unwrap();
+    assert_eq!(x.start() as usize, p.end(), "laid out back to back");
+    assert_eq!(spacer.start() as usize, x.end());
+    ARENA.free_large(p, p.start());
+    ARENA.collect(); // the range before `x` is clean again, like the one `x` leaves behind
+    let old = x.start();
+    // SAFETY: `x` is ours and 2 MiB long.
+    unsafe { old.write_bytes(0x77, 2 * MIB) };
+    let moved = ARENA.remap_large(x, old, 4 * MIB, 8).expect("moved");
+    assert_eq!(
+        moved as usize + 4 * MIB,
+        old as usize,
+        "moved into the range right before it"
+    );
+    let block = ARENA.large_region(moved).expect("mapped");
+    assert!(block.len() >= 4 * MIB && block.lock.is_attached());
+    // Nothing else may be handed out over the moved block.
+    for _ in 0..8 {
+        let (other, _) = ARENA.alloc_large(MIB, 8).unwrap();
+        let (a, b) = (other.start() as usize, other.end());
+        assert!(
+            b <= moved as usize || a >= block.end(),
+            "a new block overlaps the moved one"
+        );
+        ARENA.free_large(other, other.start());
+    }
+    // SAFETY: the moved block holds what `x` held.
+    assert_eq!(unsafe { *moved }, 0x77);
+    ARENA.free_large(block, moved);
+    ARENA.free_large(spacer, spacer.start());
+    ARENA.collect();
+    let (free, reserved) = ARENA.free_and_reserved_bytes();
+    assert_eq!(free, reserved);
+}
