@@ -4,7 +4,9 @@
 //!
 //! `cargo bench --features baselines --bench remap_under_load`
 //!
-//! Workers each keep 1,024 blocks of 8..1024 bytes and replace a random one per operation.
+//! Workers each allocate blocks of 8..1024 bytes and free them in order after 20,000 more
+//! (a sliding window of ~10 MB), so their pages fill up and empty all the time and they keep
+//! refilling from the arena: the path a remap operation could stall.
 //! The remapper grows a block from 1 MiB to 64 MiB by doubling with a neighbour in the way
 //! (so each growth moves the block: `mremap` in vmarena and glibc, a copy in mimalloc and
 //! jemalloc), frees it, and every 16 rounds trims the heap (`vmarena::collect`, `malloc_trim`,
@@ -20,8 +22,7 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const WORKERS: usize = 2;
-const SLOTS: usize = 1024;
+const WINDOW: usize = 20_000;
 const RUN: Duration = Duration::from_secs(2);
 
 fn worker(alloc: &'static (dyn GlobalAlloc + Sync), seed: u64, stop: &AtomicBool, ops: &AtomicU64) {
@@ -32,7 +33,8 @@ fn worker(alloc: &'static (dyn GlobalAlloc + Sync), seed: u64, stop: &AtomicBool
         x ^= x << 17;
         x
     };
-    let mut slots: Vec<(*mut u8, Layout)> = Vec::with_capacity(SLOTS);
+    let mut window: std::collections::VecDeque<(*mut u8, Layout)> =
+        std::collections::VecDeque::with_capacity(WINDOW + 1);
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         for _ in 0..256 {
@@ -41,18 +43,16 @@ fn worker(alloc: &'static (dyn GlobalAlloc + Sync), seed: u64, stop: &AtomicBool
             unsafe {
                 let p = alloc.alloc(layout);
                 p.write(1);
-                if slots.len() < SLOTS {
-                    slots.push((p, layout));
-                } else {
-                    let i = (rand() % SLOTS as u64) as usize;
-                    let (old, old_layout) = std::mem::replace(&mut slots[i], (p, layout));
+                window.push_back((p, layout));
+                if window.len() > WINDOW {
+                    let (old, old_layout) = window.pop_front().unwrap();
                     alloc.dealloc(old, old_layout);
                 }
             }
             n += 1;
         }
     }
-    for (p, layout) in slots {
+    for (p, layout) in window {
         // SAFETY: live blocks, freed once.
         unsafe { alloc.dealloc(p, layout) };
     }
@@ -117,13 +117,14 @@ fn remapper(
 fn run(
     name: &'static str,
     alloc: &'static (dyn GlobalAlloc + Sync),
+    workers: usize,
     mode: Option<bool>,
 ) -> (f64, u64) {
     let stop = AtomicBool::new(false);
     let ops = AtomicU64::new(0);
     let start = Instant::now();
     let rounds = std::thread::scope(|s| {
-        for w in 0..WORKERS {
+        for w in 0..workers {
             let (stop, ops) = (&stop, &ops);
             s.spawn(move || worker(alloc, 0x9E37_79B9 + w as u64, stop, ops));
         }
@@ -145,29 +146,40 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    println!(
-        "{WORKERS} worker threads, {} s per run; throughput in million operations per second\n",
-        RUN.as_secs()
-    );
-    println!(
-        "| allocator | quiet | with continuous remapper | fraction | remapper rounds | with paced remapper | fraction | paced rounds |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
     let only = std::env::var("ONLY").ok();
-    for (name, alloc) in support::all() {
-        if only.as_deref().is_some_and(|o| o != name) {
-            continue;
-        }
-        let (quiet, _) = run(name, alloc, None);
-        let (busy, rounds) = run(name, alloc, Some(false));
-        let (paced, paced_rounds) = run(name, alloc, Some(true));
+    let mut allocators: Vec<(&'static str, &'static (dyn GlobalAlloc + Sync), bool)> =
+        support::all()
+            .into_iter()
+            .map(|(n, a)| (n, a, false))
+            .collect();
+    allocators.insert(1, ("vmarena-global-lock", &support::VMARENA, true));
+    for workers in [1, 2] {
         println!(
-            "| {name} | {:.1} | {:.1} | {:.2} | {rounds} | {:.1} | {:.2} | {paced_rounds} |",
-            quiet / 1e6,
-            busy / 1e6,
-            busy / quiet,
-            paced / 1e6,
-            paced / quiet
+            "\n{workers} worker thread(s), {} s per run; throughput in million operations per second\n",
+            RUN.as_secs()
         );
+        println!(
+            "| allocator | quiet | with continuous remapper | fraction | remapper rounds | with paced remapper (50 rounds/s) | fraction | paced rounds |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        for &(name, alloc, global_lock) in &allocators {
+            if only.as_deref().is_some_and(|o| o != name) {
+                continue;
+            }
+            vmarena::ablation::set_global_arena_lock(global_lock);
+            let trim_as = if global_lock { "vmarena" } else { name };
+            let (quiet, _) = run(trim_as, alloc, workers, None);
+            let (busy, rounds) = run(trim_as, alloc, workers, Some(false));
+            let (paced, paced_rounds) = run(trim_as, alloc, workers, Some(true));
+            println!(
+                "| {name} | {:.1} | {:.1} | {:.2} | {rounds} | {:.1} | {:.2} | {paced_rounds} |",
+                quiet / 1e6,
+                busy / 1e6,
+                busy / quiet,
+                paced / 1e6,
+                paced / quiet
+            );
+        }
+        vmarena::ablation::set_global_arena_lock(false);
     }
 }

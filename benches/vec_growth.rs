@@ -1,5 +1,7 @@
-//! Growing four `Vec<u64>` to 64 MiB each by push, round-robin, so that each vector's growth
-//! is blocked by the others: wall time and peak resident memory per allocator.
+//! Large `realloc`: growing `Vec<u64>`s by push, as `Vec` grows them, with wall time and peak
+//! resident memory per allocator:
+//! * four vectors to 64 MiB each, round-robin, so each one's growth is blocked by the others;
+//! * one vector to 1 GiB.
 //!
 //! `cargo bench --features baselines --bench vec_growth`
 //!
@@ -13,9 +15,9 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::process::Command;
 use std::time::Instant;
 
-const VECS: usize = 4;
-const TARGET_BYTES: usize = 64 << 20;
 const RUNS: usize = 5;
+/// (vectors, bytes each)
+const CASES: [(usize, usize); 2] = [(4, 64 << 20), (1, 1 << 30)];
 
 struct RawVec {
     ptr: *mut u64,
@@ -23,15 +25,15 @@ struct RawVec {
     cap: usize,
 }
 
-fn grow(alloc: &dyn GlobalAlloc) -> f64 {
-    let mut vecs: Vec<RawVec> = (0..VECS)
+fn grow(alloc: &dyn GlobalAlloc, vecs: usize, bytes: usize) -> f64 {
+    let mut vecs: Vec<RawVec> = (0..vecs)
         .map(|_| RawVec {
             ptr: std::ptr::null_mut(),
             len: 0,
             cap: 0,
         })
         .collect();
-    let elems = TARGET_BYTES / 8;
+    let elems = bytes / 8;
     let start = Instant::now();
     for i in 0..elems as u64 {
         for v in &mut vecs {
@@ -84,53 +86,56 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
-        let name = &args[i + 1];
+        let (name, case): (&str, usize) = (&args[i + 1], args[i + 2].parse().unwrap());
         let (_, alloc) = support::all()
             .into_iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| *n == name)
             .expect("allocator");
-        let secs = grow(alloc);
+        let (vecs, bytes) = CASES[case];
+        let secs = grow(alloc, vecs, bytes);
         println!("{secs} {}", peak_rss_kib());
         return;
     }
     if args.iter().any(|a| a == "--list") {
         return;
     }
-    println!(
-        "four Vec<u64> grown to {} MiB each by push, median of {RUNS} runs\n",
-        TARGET_BYTES >> 20
-    );
-    let mut results = Vec::new();
-    for (name, _) in support::all() {
-        let mut times = Vec::new();
-        let mut rss = Vec::new();
-        for _ in 0..RUNS {
-            let out = Command::new(std::env::current_exe().unwrap())
-                .args(["--child", name])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let text = String::from_utf8(out.stdout).unwrap();
-            let mut it = text.split_whitespace();
-            times.push(it.next().unwrap().parse::<f64>().unwrap());
-            rss.push(it.next().unwrap().parse::<f64>().unwrap());
-        }
-        results.push((name, median(times), median(rss)));
-    }
-    let (_, vm_time, vm_rss) = results[0];
-    println!("| allocator | time | peak RSS | vmarena time / this | vmarena peak RSS / this |");
-    println!("|---|---|---|---|---|");
-    for (name, time, rss) in &results {
+    for (case, (vecs, bytes)) in CASES.into_iter().enumerate() {
         println!(
-            "| {name} | {:.1} ms | {:.1} MiB | {:.2} | {:.2} |",
-            time * 1e3,
-            rss / 1024.0,
-            vm_time / time,
-            vm_rss / rss
+            "\n{vecs} Vec<u64> grown to {} MiB each by push, median of {RUNS} runs\n",
+            bytes >> 20
         );
+        let mut results = Vec::new();
+        for (name, _) in support::all() {
+            let mut times = Vec::new();
+            let mut rss = Vec::new();
+            for _ in 0..RUNS {
+                let out = Command::new(std::env::current_exe().unwrap())
+                    .args(["--child", name, &case.to_string()])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{name}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let text = String::from_utf8(out.stdout).unwrap();
+                let mut it = text.split_whitespace();
+                times.push(it.next().unwrap().parse::<f64>().unwrap());
+                rss.push(it.next().unwrap().parse::<f64>().unwrap());
+            }
+            results.push((name, median(times), median(rss)));
+        }
+        let (_, vm_time, vm_rss) = results[0];
+        println!("| allocator | time | peak RSS | vmarena time / this | vmarena peak RSS / this |");
+        println!("|---|---|---|---|---|");
+        for (name, time, rss) in &results {
+            println!(
+                "| {name} | {:.1} ms | {:.1} MiB | {:.2} | {:.2} |",
+                time * 1e3,
+                rss / 1024.0,
+                vm_time / time,
+                vm_rss / rss
+            );
+        }
     }
 }

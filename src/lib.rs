@@ -30,12 +30,19 @@ extern crate std;
 
 pub(crate) mod sync;
 
+#[cfg(all(feature = "ablation", not(vmarena_loom)))]
+#[doc(hidden)]
+pub mod ablation;
+#[cfg(all(not(feature = "ablation"), not(vmarena_loom)))]
+mod ablation;
 #[cfg(not(vmarena_loom))]
 mod abort;
 #[cfg(not(vmarena_loom))]
 pub(crate) mod arena;
 #[cfg(not(vmarena_loom))]
 pub(crate) mod config;
+#[cfg(all(not(vmarena_loom), not(miri)))]
+mod fork;
 #[cfg(not(vmarena_loom))]
 mod global;
 #[cfg(not(vmarena_loom))]
@@ -44,6 +51,8 @@ pub(crate) mod heap;
 mod large;
 #[cfg(not(vmarena_loom))]
 pub(crate) mod os;
+#[cfg(not(vmarena_loom))]
+pub mod raw;
 #[cfg(not(vmarena_loom))]
 mod stats;
 

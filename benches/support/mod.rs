@@ -41,3 +41,12 @@ pub fn all() -> [(&'static str, &'static (dyn GlobalAlloc + Sync)); 4] {
         ("glibc", &GLIBC),
     ]
 }
+
+/// The criterion settings all allocator benchmarks share: short, because there are many of
+/// them and the machine has two cores.
+pub fn criterion() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .warm_up_time(std::time::Duration::from_millis(300))
+        .measurement_time(std::time::Duration::from_millis(1500))
+        .sample_size(30)
+}

@@ -15,6 +15,8 @@
 //! [`ArenaState`] behind the lock.
 
 mod blocks;
+#[cfg(not(miri))]
+mod fork;
 mod growth;
 pub(crate) mod meta;
 pub(crate) mod page;

@@ -78,37 +78,52 @@ impl<O: Os> Arena<O> {
         self.purge(self.os.now_ns(), true);
     }
 
-    /// One purge session: everything due by `now`, or everything if `force`.
+    /// Purges everything due by `now`, or everything if `force`: each pages region in a write
+    /// session of its own (so a refill waits only while its own region is purged, never for
+    /// the whole sweep), then the dirty free ranges in one more (no refill reads those).
     fn purge(&self, now: u64, force: bool) {
-        let mut session = self.write();
         // Reset first: anything scheduled while we work lowers it again, and we lower it to
-        // what we leave behind at the end.
-        // Relaxed: see `schedule_purge`.
+        // what we leave behind at the end. Relaxed: see `schedule_purge`.
         self.next_purge.store(NEVER, Ordering::Relaxed);
-        let mut next = NEVER;
-        for kind in PageKind::ALL {
-            let mut cursor = session.state.page_list(kind);
-            while let Some(region) = cursor {
-                cursor = region_at(&region.list_next);
-                let due = region.purge_due();
-                if !force && (due == 0 || due > now) {
-                    if due != 0 {
-                        next = next.min(due);
-                    }
-                    continue;
-                }
-                // Clear before looking at the pages: a page released from now on schedules
-                // a new purge. (A release racing with this may find the old due time and not
-                // reschedule; its page then waits for the region's next release or a collect.)
-                region.set_purge_due(0);
-                region.lock.start_write(&session.guard);
-                if region.all_pages_free() {
-                    session.remove_page_region(region);
-                } else {
-                    session.purge_free_pages(region);
+        if force {
+            // Make every region due now; the loop below then takes them one at a time.
+            let session = self.write();
+            for kind in PageKind::ALL {
+                let mut cursor = session.state.page_list(kind);
+                while let Some(region) = cursor {
+                    cursor = region_at(&region.list_next);
+                    region.set_purge_due(1);
                 }
             }
         }
+        let next = loop {
+            let mut session = self.write();
+            let mut due_region = None;
+            let mut next = NEVER;
+            for kind in PageKind::ALL {
+                let mut cursor = session.state.page_list(kind);
+                while let Some(region) = cursor {
+                    cursor = region_at(&region.list_next);
+                    match region.purge_due() {
+                        0 => {}
+                        due if due <= now && due_region.is_none() => due_region = Some(region),
+                        due => next = next.min(due),
+                    }
+                }
+            }
+            let Some(region) = due_region else { break next };
+            // Clear before looking at the pages: a page released from now on schedules a new
+            // purge. (A release racing with this may find the old due time and not
+            // reschedule; its page then waits for the region's next release or a collect.)
+            region.set_purge_due(0);
+            region.lock.start_write(&session.guard);
+            if region.all_pages_free() {
+                session.remove_page_region(region);
+            } else {
+                session.purge_free_pages(region);
+            }
+        };
+        let session = self.write();
         let state = &mut *session.state;
         let (purged, ranges_next) = state
             .free

@@ -34,6 +34,9 @@ impl<O: Os> Arena<O> {
 
     /// The lock-free attempt: read-lock the hinted region (`vma_start_read`) and claim a page.
     fn claim_from_hint(&self, kind: PageKind) -> Option<Claim> {
+        if crate::ablation::global_arena_lock() {
+            return None; // the ablation: every refill goes through the arena lock
+        }
         // Acquire: pairs with the Release that published the hint, so the descriptor's
         // initialisation happens before our reads of it (the region lock's Acquire then orders
         // everything that changed since).

@@ -108,3 +108,21 @@ pub(crate) fn release_empty() {
         }
     }
 }
+
+/// Locks every abandoned list across `fork` (see `crate::fork`).
+pub(crate) fn lock_for_fork() {
+    for list in &ABANDONED {
+        list.lock_raw();
+    }
+}
+
+/// Unlocks what [`lock_for_fork`] locked, in the parent or the child.
+///
+/// # Safety
+/// The calling thread called [`lock_for_fork`] and has not unlocked since.
+pub(crate) unsafe fn unlock_after_fork() {
+    for list in ABANDONED.iter().rev() {
+        // SAFETY: guaranteed by the caller.
+        unsafe { list.unlock_raw() };
+    }
+}

@@ -19,3 +19,17 @@ pub(crate) fn alloc<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
 pub(crate) fn add_counters(stats: &mut crate::stats::Stats) {
     FALLBACK.lock().counters.add_to(stats);
 }
+
+/// Locks the fallback heap across `fork` (see `crate::fork`).
+pub(crate) fn lock_for_fork() {
+    FALLBACK.lock_raw();
+}
+
+/// Unlocks what [`lock_for_fork`] locked, in the parent or the child.
+///
+/// # Safety
+/// The calling thread called [`lock_for_fork`] and has not unlocked since.
+pub(crate) unsafe fn unlock_after_fork() {
+    // SAFETY: guaranteed by the caller.
+    unsafe { FALLBACK.unlock_raw() };
+}

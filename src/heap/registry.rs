@@ -77,3 +77,17 @@ pub(crate) fn fill_stats(stats: &mut Stats) {
     ORPHAN_COUNTERS.add_to(stats);
     super::fallback::add_counters(stats);
 }
+
+/// Locks the registry across `fork` (see `crate::fork`).
+pub(crate) fn lock_for_fork() {
+    REGISTRY.lock_raw();
+}
+
+/// Unlocks what [`lock_for_fork`] locked, in the parent or the child.
+///
+/// # Safety
+/// The calling thread called [`lock_for_fork`] and has not unlocked since.
+pub(crate) unsafe fn unlock_after_fork() {
+    // SAFETY: guaranteed by the caller.
+    unsafe { REGISTRY.unlock_raw() };
+}

@@ -59,6 +59,8 @@ pub(crate) fn bring_up(heap: &Heap) -> bool {
     // key destructors (TLS is freed after them).
     unsafe { libc::pthread_setspecific(key, (heap as *const Heap).cast()) };
     registry::register(heap);
+    #[cfg(not(miri))]
+    crate::fork::install();
     heap.start(tid);
     true
 }
@@ -101,4 +103,18 @@ impl Heap {
         self.start(NO_THREAD);
         self.set_state(HeapState::Destroyed);
     }
+}
+
+/// Locks the exit-key initialisation across `fork` (see `crate::fork`).
+pub(crate) fn lock_for_fork() {
+    EXIT_KEY_INIT.lock_raw();
+}
+
+/// Unlocks what [`lock_for_fork`] locked, in the parent or the child.
+///
+/// # Safety
+/// The calling thread called [`lock_for_fork`] and has not unlocked since.
+pub(crate) unsafe fn unlock_after_fork() {
+    // SAFETY: guaranteed by the caller.
+    unsafe { EXIT_KEY_INIT.unlock_raw() };
 }

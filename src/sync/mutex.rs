@@ -92,6 +92,20 @@ impl<T> Mutex<T> {
         self.raw.lock();
         MutexGuard { mutex: self }
     }
+
+    /// Takes the lock without a guard (for `fork` handlers, which lock in one call and unlock
+    /// in another).
+    pub(crate) fn lock_raw(&self) {
+        self.raw.lock();
+    }
+
+    /// Releases a lock taken with [`Mutex::lock_raw`].
+    ///
+    /// # Safety
+    /// The calling thread holds the lock through `lock_raw`, and no guard exists.
+    pub(crate) unsafe fn unlock_raw(&self) {
+        self.raw.unlock();
+    }
 }
 
 pub(crate) struct MutexGuard<'a, T> {

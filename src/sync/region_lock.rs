@@ -170,6 +170,16 @@ impl RegionLock {
         self.refcnt.load(Ordering::Relaxed) != 0
     }
 
+    /// Restores "attached, no readers" in a child after `fork`: the readers whose references
+    /// the child inherited belong to threads that do not exist there. The caller holds the
+    /// arena write lock.
+    pub(crate) fn reset_readers_after_fork(&self) {
+        // Relaxed: only the forking thread runs in the child, and it holds the arena lock.
+        if self.refcnt.load(Ordering::Relaxed) != 0 {
+            self.refcnt.store(1, Ordering::Relaxed);
+        }
+    }
+
     /// Waits until only the attach reference and our WRITER bit remain.
     fn wait_for_readers(&self) {
         let mut spins = 0;

@@ -1,0 +1,85 @@
+// The application benchmark's workload, included by one bench target per allocator
+// (`benches/app_<allocator>.rs`), each of which installs its allocator as the global one.
+//
+// A rayon pipeline: build 2 million short strings in parallel, sort them in parallel, count
+// words in per-chunk hash maps merged across threads, and keep a growing index. The binary
+// runs the workload in child processes (itself, with `--child`) to measure each run's peak
+// RSS, and prints the median wall time and peak RSS of five runs.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+fn word(i: u64) -> String {
+    const SYLLABLES: [&str; 8] = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo"];
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut w = String::new();
+    for _ in 0..(2 + i % 5) {
+        w.push_str(SYLLABLES[(x & 7) as usize]);
+        x >>= 3;
+    }
+    w
+}
+
+fn workload() -> u64 {
+    let lines = 250_000u64;
+    let mut text: Vec<String> = (0..lines)
+        .into_par_iter()
+        .map(|i| (0..8).map(|j| word(i * 8 + j)).collect::<Vec<_>>().join(" "))
+        .collect();
+    text.par_sort_unstable();
+    let counts: HashMap<String, u64> = text
+        .par_chunks(2_048)
+        .map(|chunk| {
+            let mut m = HashMap::new();
+            for line in chunk {
+                for w in line.split(' ') {
+                    *m.entry(w.to_owned()).or_insert(0) += 1;
+                }
+            }
+            m
+        })
+        .reduce(HashMap::new, |mut a, b| {
+            for (k, v) in b {
+                *a.entry(k).or_insert(0) += v;
+            }
+            a
+        });
+    let index: Vec<(usize, u64)> = text.par_iter().enumerate().map(|(i, l)| (i, l.len() as u64)).collect();
+    let total: u64 = counts.values().sum();
+    assert_eq!(total, lines * 8);
+    total + index.len() as u64
+}
+
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    if args.iter().any(|a| a == "--child") {
+        let start = Instant::now();
+        std::hint::black_box(workload());
+        println!("{} {}", start.elapsed().as_secs_f64(), peak_rss_kib());
+        return;
+    }
+    let mut times = Vec::new();
+    let mut rss = Vec::new();
+    for _ in 0..5 {
+        let out = std::process::Command::new(std::env::current_exe().unwrap()).arg("--child").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut it = text.split_whitespace();
+        times.push(it.next().unwrap().parse::<f64>().unwrap());
+        rss.push(it.next().unwrap().parse::<u64>().unwrap());
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    rss.sort();
+    println!("app {ALLOCATOR} {:.1} ms {:.1} MiB", times[2] * 1e3, rss[2] as f64 / 1024.0);
+}

@@ -1,0 +1,12 @@
+//! The application benchmark (`benches/app/workload.rs`) with vmarena as the global allocator.
+//!
+//! `cargo bench --features baselines --bench app_vmarena`
+
+mod support;
+
+#[global_allocator]
+static GLOBAL: vmarena::VmArena = vmarena::VmArena;
+
+const ALLOCATOR: &str = "vmarena";
+
+include!("app/workload.rs");

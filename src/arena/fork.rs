@@ -1,0 +1,52 @@
+//! The arena's part of `fork` safety: the forking thread holds a write session across `fork()`
+//! (so no remap operation is half done in the child), and in the child the regions' reader
+//! counts are reset (their readers were other threads, which the child does not have).
+
+use core::cell::UnsafeCell;
+
+use super::{Arena, PlatformOs, WriteSession, region_at};
+use crate::config::PageKind;
+use crate::sync::atomic::Ordering;
+
+/// The write session held across `fork`. Only the forking thread touches it, between its
+/// `prepare` and `parent`/`child` handlers.
+struct Held(UnsafeCell<Option<WriteSession<'static, PlatformOs>>>);
+
+// SAFETY: see above: a single thread uses it, and `fork` orders the handlers.
+unsafe impl Sync for Held {}
+
+static HELD: Held = Held(UnsafeCell::new(None));
+
+impl Arena<PlatformOs> {
+    /// Before `fork`: take the arena write lock and keep it.
+    pub(crate) fn lock_for_fork(&'static self) {
+        let session = self.write();
+        // SAFETY: only the forking thread uses HELD (see `Held`).
+        unsafe { *HELD.0.get() = Some(session) };
+    }
+
+    /// After `fork`, in the parent: end the held session.
+    pub(crate) fn unlock_after_fork_parent(&self) {
+        // SAFETY: only the forking thread uses HELD.
+        drop(unsafe { (*HELD.0.get()).take() });
+    }
+
+    /// After `fork`, in the child: forget the other threads' reader references and any purge
+    /// they were running, then end the held session.
+    pub(crate) fn unlock_after_fork_child(&self) {
+        // SAFETY: only the forking thread uses HELD; it is the only thread in the child.
+        let session = unsafe { (*HELD.0.get()).take() };
+        if let Some(session) = &session {
+            for kind in PageKind::ALL {
+                let mut cursor = session.state.page_list(kind);
+                while let Some(region) = cursor {
+                    region.lock.reset_readers_after_fork();
+                    cursor = region_at(&region.list_next);
+                }
+            }
+        }
+        // Relaxed: the child has one thread.
+        self.purging.store(false, Ordering::Relaxed);
+        drop(session);
+    }
+}

@@ -1,0 +1,75 @@
+//! Entry points for foreign-function layers (the C library in `capi/`): allocation without a
+//! `Layout` on free and realloc, as C's `free(ptr)` and `realloc(ptr, n)` need. Rust code should
+//! use [`crate::VmArena`] through `GlobalAlloc`.
+
+use crate::arena::ARENA;
+use crate::arena::pagemap::Entry;
+use crate::{abort, global};
+
+/// Allocates `size` bytes aligned to `align` (a power of two), zeroed if `zeroed`. Null if the
+/// request cannot be served. `size` 0 is served as 1 byte, so every call returns a distinct
+/// pointer.
+pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    if !align.is_power_of_two() || size > isize::MAX as usize - (align - 1) {
+        return core::ptr::null_mut();
+    }
+    let size = size.max(1);
+    if zeroed {
+        global::alloc::<true>(size, align)
+    } else {
+        global::alloc::<false>(size, align)
+    }
+}
+
+/// Frees a block from [`alloc`] (or any other vmarena function). Null is ignored. Aborts with
+/// a message on a pointer vmarena did not hand out, or on a detected double free.
+///
+/// # Safety
+/// `ptr` is null or a live block from vmarena, not used after this call.
+pub unsafe fn free(ptr: *mut u8) {
+    if ptr.is_null() {
+        return;
+    }
+    let size = usable_size(ptr);
+    // SAFETY: forwarded from the caller.
+    unsafe { global::free(ptr, size) };
+}
+
+/// Resizes a block (C `realloc` without the `NULL` and zero-size special cases, which the
+/// caller handles): the contents up to the smaller size survive; the new block is aligned to
+/// `align`. Null if it cannot be served (then the old block is unchanged).
+///
+/// # Safety
+/// `ptr` is a live block from vmarena allocated with an alignment of at most `align`.
+pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align: usize) -> *mut u8 {
+    if new_size > isize::MAX as usize - (align - 1) {
+        return core::ptr::null_mut();
+    }
+    let old = usable_size(ptr);
+    // The block's usable size is a size it could have been asked for with this alignment.
+    let Ok(layout) = core::alloc::Layout::from_size_align(old, align) else {
+        return core::ptr::null_mut();
+    };
+    // SAFETY: forwarded from the caller.
+    unsafe { global::realloc(ptr, layout, new_size.max(1)) }
+}
+
+/// The usable size of the block at `ptr` (C `malloc_usable_size`); 0 for null. Aborts on a
+/// pointer vmarena did not hand out.
+pub fn usable_size(ptr: *mut u8) -> usize {
+    if ptr.is_null() {
+        return 0;
+    }
+    match ARENA.lookup(ptr as usize) {
+        Entry::None => abort::invalid_free(ptr),
+        _ => ARENA
+            .usable_size(ptr as usize)
+            .unwrap_or_else(|| abort::invalid_free(ptr)),
+    }
+}
+
+/// The OS page size (for `valloc` and `pvalloc`).
+pub fn page_size() -> usize {
+    use crate::os::Os;
+    ARENA.os.page_size()
+}
