@@ -1,5 +1,6 @@
-//! Profiling aid: a tight loop of malloc+free pairs through vmarena, called through
-//! `&dyn GlobalAlloc` as the comparison benchmarks do (`perf record` it).
+//! Profiling aid: tight loops through vmarena called via `&dyn GlobalAlloc`, as the comparison
+//! benchmarks call it: malloc+free pairs, and batches of 1,000 freed in order.
+//! `cargo run --release --example pairs_loop -- <size> <iterations>` (e.g. under `perf record`).
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 
@@ -23,8 +24,20 @@ fn main() {
             a.dealloc(p, layout);
         }
     }
-    println!(
-        "{:.2} ns per pair",
-        t.elapsed().as_nanos() as f64 / n as f64
-    );
+    let pairs = t.elapsed().as_nanos() as f64 / n as f64;
+    let mut blocks = vec![std::ptr::null_mut(); 1000];
+    let t = std::time::Instant::now();
+    for _ in 0..n / 1000 {
+        // SAFETY: as above.
+        unsafe {
+            for p in blocks.iter_mut() {
+                *p = a.alloc(layout);
+            }
+            for &p in &blocks {
+                a.dealloc(black_box(p), layout);
+            }
+        }
+    }
+    let batch = t.elapsed().as_nanos() as f64 / (n / 1000 * 1000) as f64;
+    println!("{pairs:.2} ns per pair, {batch:.2} ns per block in batches");
 }

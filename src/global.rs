@@ -33,11 +33,19 @@ pub(crate) fn alloc<const ZERO: bool>(size: usize, align: usize) -> *mut u8 {
 /// arena does not know aborts with a message).
 #[inline(always)]
 pub(crate) unsafe fn free(ptr: *mut u8, requested: usize) {
-    match ARENA.lookup(ptr as usize) {
+    match ARENA.lookup_page(ptr as usize) {
         // SAFETY: forwarded from the caller.
-        Entry::Page(page) => unsafe { heap::free(page, ptr, requested) },
+        Some(page) => unsafe { heap::free(page, ptr, requested) },
+        None => free_large(ptr),
+    }
+}
+
+/// A free whose pointer is not in small-object pages: a large block, or not ours at all.
+#[inline(never)]
+fn free_large(ptr: *mut u8) {
+    match ARENA.lookup(ptr as usize) {
         Entry::Large(region) => large::free(region, ptr),
-        Entry::None => abort::invalid_free(ptr),
+        _ => abort::invalid_free(ptr),
     }
 }
 

@@ -85,6 +85,15 @@ pub fn collect() {
     arena::ARENA.collect();
 }
 
+/// Turns counting of requested bytes (`Stats::bytes_requested`) on or off. Off by default: it
+/// costs a load and a store on every malloc and free. The count is exact if it is on from the
+/// start (`VMARENA_STATS=1`); turned on later, blocks allocated before and freed after make it
+/// drift by their size.
+#[cfg(not(vmarena_loom))]
+pub fn track_requested_bytes(on: bool) {
+    heap::set_tracking_requested(on);
+}
+
 /// Sets how long freed memory stays mapped before it is purged (given back to the OS with
 /// `MADV_DONTNEED`). The default is 1 s, or `VMARENA_PURGE_DELAY_MS` from the environment.
 /// Zero purges at the next opportunity. Purging happens on the allocator's own slow paths

@@ -115,8 +115,10 @@ impl ArenaCounters {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Bytes the program asked for and has not freed.
-    pub bytes_requested: usize,
+    /// Bytes the program asked for and has not freed, if counted: counting costs a load and a
+    /// store on every malloc and free, so it is off unless `VMARENA_STATS=1` is set or
+    /// [`crate::track_requested_bytes`] turned it on (see there).
+    pub bytes_requested: Option<usize>,
     /// Bytes of blocks handed out and not freed (the requested sizes rounded up to size classes
     /// and slices). Blocks freed by another thread count until their page's owner takes them in.
     pub bytes_in_use: usize,
@@ -177,11 +179,14 @@ impl fmt::Display for Stats {
         const MIB: f64 = (1 << 20) as f64;
         let mib = |b: usize| b as f64 / MIB;
         writeln!(f, "vmarena statistics")?;
-        writeln!(
-            f,
-            "  requested        {:>12.2} MiB",
-            mib(self.bytes_requested)
-        )?;
+        match self.bytes_requested {
+            Some(b) => writeln!(f, "  requested        {:>12.2} MiB", mib(b))?,
+            None => writeln!(
+                f,
+                "  requested        {:>12} (set VMARENA_STATS=1 to count)",
+                "-"
+            )?,
+        }
         writeln!(f, "  in use           {:>12.2} MiB", mib(self.bytes_in_use))?;
         writeln!(
             f,

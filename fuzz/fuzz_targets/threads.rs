@@ -1,4 +1,4 @@
-//! Several threads allocate, reallocate and free blocks and pass blocks to each other to be
+//! Two threads allocate, reallocate and free blocks and pass blocks to each other to be
 //! freed remotely, while the fuzzer's main thread keeps reshaping the arena (large blocks that
 //! grow, shrink and move, frees, `collect()`). Every block is checked against the model when
 //! it is freed or reallocated, by whichever thread does it.
@@ -19,7 +19,7 @@ use model::{Input, Live, Model};
 #[global_allocator]
 static GLOBAL: vmarena::VmArena = vmarena::VmArena;
 
-const WORKERS: usize = 3;
+const WORKERS: usize = 2;
 
 /// A barrier that spins (then yields) instead of sleeping: a run is short, and sleeping and
 /// waking four threads would cost more than the run.
@@ -148,8 +148,8 @@ fn remapper(data: &[u8]) {
     while let Some(op) = input.byte() {
         seed = seed.wrapping_add(1);
         let large = |input: &mut Input| Some((512 << 10) + input.u16()? * 256);
-        match op % 6 {
-            0 => {
+        match op % 16 {
+            0..=3 => {
                 let Some(size) = large(&mut input) else { break };
                 let layout = Layout::from_size_align(size, 8).unwrap();
                 if let Some(block) = model::alloc(layout, false, seed) {
@@ -165,12 +165,12 @@ fn remapper(data: &[u8]) {
                     model.insert(model::realloc(block, size, seed));
                 }
             }
-            3 => {
+            10..=13 => {
                 if let Some(block) = model.nth(input.byte().unwrap_or(0) as usize) {
                     model::free(model.remove(block.ptr));
                 }
             }
-            4 => vmarena::collect(),
+            14 => vmarena::collect(),
             _ => model.check_all(),
         }
     }
@@ -181,7 +181,7 @@ fn remapper(data: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     let pool = pool();
-    // Deal the bytes out: worker i gets chunks i, i+4, ...; the remapper gets the rest.
+    // Deal the bytes out: worker i gets chunks i, i + 3, ...; the remapper gets the rest.
     let mut streams: Vec<Vec<u8>> = vec![Vec::new(); WORKERS + 1];
     for (i, chunk) in data.chunks(8).enumerate() {
         streams[i % (WORKERS + 1)].extend_from_slice(chunk);

@@ -170,6 +170,12 @@ impl<O: Os> Arena<O> {
         self.map.lookup(addr)
     }
 
+    /// The page of `addr` if it is a small block's address (no lock; exact for live blocks).
+    #[inline(always)]
+    pub(crate) fn lookup_page(&self, addr: usize) -> Option<&'static page::Page> {
+        self.map.lookup_page(addr)
+    }
+
     /// Bytes usable from `addr` to the end of its block, or `None` if `addr` is not in a block
     /// the arena handed out. Lock-free: a speculative read validated by the arena sequence,
     /// falling back to the arena read lock while remap operations keep it busy.

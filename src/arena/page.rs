@@ -73,23 +73,22 @@ pub(crate) const NO_OWNER: usize = 0;
 /// path (which compares `owner` with its id) falls into the slow path that un-fulls the page.
 pub(crate) const OWNER_FULL_FLAG: usize = 1;
 
-/// Page descriptors are two cache lines each, aligned, so that descriptors of pages owned by
-/// different threads never share a line (their owners write them on every malloc and free;
-/// sharing would bounce the line between cores), and the fast paths touch only the first.
-#[repr(C, align(128))]
+/// Page descriptors are three cache lines, aligned, each line with one kind of traffic:
+/// * the first only the owner writes (every malloc and free),
+/// * the second everyone reads and almost no one writes (owner id, block size, where it is),
+/// * the third other threads write (their frees, with a CAS).
+///
+/// So no two threads write one line, unless they contend on the same page's remote list.
+/// With descriptors packed 96 bytes apart, pages of different threads shared lines and the lines
+/// bounced between cores on every operation (the remap-under-load workers ran at half speed);
+/// with the remote list on the owner's line, every remote free stole the line from the owner.
+#[repr(C, align(64))]
 pub(crate) struct Page {
-    // ---- first line: what malloc and free touch ----
+    // ---- line 1: the owner's ----
     /// Blocks ready to allocate.
     pub(crate) free: OwnerCell<*mut Block>,
     /// Blocks the owner freed since `free` was last refilled.
     pub(crate) local_free: OwnerCell<*mut Block>,
-    /// Id of the owning thread (a multiple of 4), possibly with [`OWNER_FULL_FLAG`]. Shared:
-    /// every free compares it with its own id.
-    pub(crate) owner: AtomicUsize,
-    /// Block size while the page is in use, else 0. Shared: read to validate pointers.
-    pub(crate) block_size: AtomicUsize,
-    /// Blocks freed by other threads, pushed with a CAS, taken by the owner with a swap.
-    pub(crate) xthread_free: AtomicPtr<Block>,
     /// Blocks handed out and not yet returned to the owner's lists (read by `stats()`).
     pub(crate) used: OwnerCount,
     /// Blocks carved from the page so far (the rest has never been touched).
@@ -102,18 +101,31 @@ pub(crate) struct Page {
     pub(crate) free_is_zero: OwnerCell<bool>,
     /// True if the page's never-carved part is zero (fresh from the OS or purged).
     pub(crate) fresh: OwnerCell<bool>,
-
-    // ---- second line: the generic path and bookkeeping ----
     /// Links in the owner heap's queue for the size class.
     pub(crate) next: OwnerCell<*mut Page>,
     pub(crate) prev: OwnerCell<*mut Page>,
+    _pad1: [u8; 16],
+
+    // ---- line 2: read by everyone ----
+    /// Id of the owning thread (a multiple of 4), possibly with [`OWNER_FULL_FLAG`]: every
+    /// free compares it with its own id.
+    pub(crate) owner: AtomicUsize,
+    /// Block size while the page is in use, else 0 (read to validate pointers).
+    pub(crate) block_size: AtomicUsize,
     /// Fixed while the region is attached.
     pub(crate) start: AtomicPtr<u8>,
     pub(crate) region: AtomicPtr<Region>,
     pub(crate) index: AtomicU32,
+    _pad2: [u8; 28],
+
+    // ---- line 3: written by other threads ----
+    /// Blocks freed by other threads, pushed with a CAS, taken by the owner with a swap.
+    pub(crate) xthread_free: AtomicPtr<Block>,
 }
 
-const _: () = assert!(core::mem::size_of::<Page>() == 128);
+const _: () = assert!(core::mem::size_of::<Page>() == 192);
+const _: () = assert!(core::mem::offset_of!(Page, owner) == 64);
+const _: () = assert!(core::mem::offset_of!(Page, xthread_free) == 128);
 
 // SAFETY: the shared fields are atomics; the `OwnerCell` fields are only accessed by the page's
 // single owner, and ownership is handed over with Release/Acquire (see the module docs).
@@ -138,6 +150,8 @@ impl Page {
             start: AtomicPtr::new(core::ptr::null_mut()),
             region: AtomicPtr::new(core::ptr::null_mut()),
             index: AtomicU32::new(0),
+            _pad1: [0; 16],
+            _pad2: [0; 28],
         }
     }
 }

@@ -94,6 +94,11 @@ pub(crate) fn class_for_layout(size: usize, align: usize) -> Option<usize> {
     }
 }
 
+/// [`class_size`] in const contexts.
+pub(crate) const fn class_size_const(class: usize) -> usize {
+    compute_class_size(class)
+}
+
 #[inline(always)]
 pub(crate) fn class_size(class: usize) -> usize {
     CLASS_SIZE[class] as usize
@@ -101,6 +106,54 @@ pub(crate) fn class_size(class: usize) -> usize {
 
 pub(crate) fn page_kind(class: usize) -> PageKind {
     PageKind::for_block(class_size(class))
+}
+
+/// What it takes to test "is `x` a multiple of this class's size" without a division (which a
+/// free from another thread would otherwise pay to validate its pointer): the size is
+/// `odd << shift`, `inverse` is `odd`'s inverse modulo 2^64, and `x >> shift` is a multiple
+/// of `odd` exactly when multiplying it by `inverse` gives at most `u64::MAX / odd`.
+struct Divisor {
+    shift: u32,
+    inverse: u64,
+    limit: u64,
+}
+
+static DIVISORS: [Divisor; NUM_CLASSES] = {
+    let mut table = [const {
+        Divisor {
+            shift: 0,
+            inverse: 0,
+            limit: 0,
+        }
+    }; NUM_CLASSES];
+    let mut c = 0;
+    while c < NUM_CLASSES {
+        let size = compute_class_size(c) as u64;
+        let shift = size.trailing_zeros();
+        let odd = size >> shift;
+        // Newton's iteration doubles the correct low bits each step: 3 -> 6 -> ... -> 96.
+        let mut inverse = odd;
+        let mut i = 0;
+        while i < 5 {
+            inverse = inverse.wrapping_mul(2u64.wrapping_sub(odd.wrapping_mul(inverse)));
+            i += 1;
+        }
+        table[c] = Divisor {
+            shift,
+            inverse,
+            limit: u64::MAX / odd,
+        };
+        c += 1;
+    }
+    table
+};
+
+/// True if `offset` is a multiple of the block size of `class`.
+#[inline]
+pub(crate) fn is_block_offset(offset: usize, class: usize) -> bool {
+    let d = &DIVISORS[class];
+    let x = offset as u64;
+    x.trailing_zeros() >= d.shift && (x >> d.shift).wrapping_mul(d.inverse) <= d.limit
 }
 
 #[cfg(test)]
@@ -140,6 +193,25 @@ mod tests {
                 assert!(waste * 8 <= size, "size {size} wastes {waste}");
             } else {
                 assert!(waste < 8, "size {size} wastes {waste}");
+            }
+        }
+    }
+
+    #[test]
+    fn block_offsets_are_recognised_without_division() {
+        for c in 0..NUM_CLASSES {
+            let size = class_size(c);
+            let page = page_kind(c).page_size();
+            for offset in (0..page).step_by(if cfg!(miri) { 997 } else { 1 }).chain([
+                size,
+                2 * size,
+                page - size,
+            ]) {
+                assert_eq!(
+                    is_block_offset(offset, c),
+                    offset % size == 0,
+                    "class {c} offset {offset}"
+                );
             }
         }
     }

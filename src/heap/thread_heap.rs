@@ -12,10 +12,10 @@
 use core::cell::Cell;
 
 use super::pages;
-use super::size_class::{NUM_CLASSES, page_kind};
+use super::size_class::{NUM_CLASSES, class_of, is_block_offset, page_kind};
 use crate::arena::ARENA;
 use crate::arena::page::{Block, NO_OWNER, OWNER_FULL_FLAG, Page};
-use crate::config::PageKind;
+use crate::config::{MAX_SMALL_SIZE, PageKind};
 use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// The page every empty queue points at: its free list is always empty, so the fast path
@@ -24,6 +24,17 @@ pub(crate) static EMPTY_PAGE: Page = Page::new();
 
 /// Thread id of a heap that is not alive; never equal to any page's `owner`.
 pub(crate) const NO_THREAD: usize = usize::MAX;
+
+/// The first size class that lives in 4 MiB pages (see `page_emptied`).
+const FIRST_BIG_CLASS: usize = {
+    let mut c = 0;
+    while crate::config::PageKind::for_block(super::size_class::class_size_const(c)).index()
+        != PageKind::Big.index()
+    {
+        c += 1;
+    }
+    c
+};
 
 /// Full pages inspected for frees from other threads before claiming a new page.
 const FULL_SCAN_BUDGET: usize = 8;
@@ -41,11 +52,13 @@ pub(crate) enum HeapState {
     Destroyed,
 }
 
-/// The one statistic a heap keeps on its fast paths: bytes requested and not yet freed. The
-/// owner updates it with a plain load and store (no RMW). Frees from other threads make a
-/// heap's count go "negative"; only the sum over all heaps is meaningful, so it wraps. (Bytes
-/// in use are not counted per operation at all: `stats()` derives them from the pages' `used`
-/// counts, which the fast paths maintain anyway.)
+/// The one statistic a heap can keep on its fast paths: bytes requested and not yet freed. It
+/// costs a load and a store per malloc and per free (about 15% of a small malloc/free pair), so
+/// it is only kept while asked for (`VMARENA_STATS=1`, or `vmarena::track_requested_bytes`).
+/// Only the owner updates it, without read-modify-writes. Frees
+/// from other threads make a heap's count go "negative"; only the sum over all heaps is
+/// meaningful, so it wraps. (Bytes in use are not counted per operation at all: `stats()`
+/// derives them from the pages' `used` counts, which the fast paths maintain anyway.)
 pub(crate) struct HeapCounters {
     pub(crate) requested: AtomicUsize,
 }
@@ -60,23 +73,27 @@ impl HeapCounters {
     /// Owner-only update (Relaxed load + store: statistics read by `stats()`).
     #[inline(always)]
     pub(crate) fn add(&self, delta: isize) {
-        let c = &self.requested;
-        c.store(
-            c.load(Ordering::Relaxed).wrapping_add(delta as usize),
-            Ordering::Relaxed,
-        );
+        if super::counting_requested() {
+            let c = &self.requested;
+            c.store(
+                c.load(Ordering::Relaxed).wrapping_add(delta as usize),
+                Ordering::Relaxed,
+            );
+        }
     }
 
     /// Update of counters several threads write (Relaxed: statistics).
     pub(crate) fn add_shared(&self, delta: isize) {
-        self.requested.fetch_add(delta as usize, Ordering::Relaxed);
+        if super::tracking_requested() {
+            self.requested.fetch_add(delta as usize, Ordering::Relaxed);
+        }
     }
 
     /// Adds these counters into `into` (Relaxed: statistics).
     pub(crate) fn add_to(&self, into: &mut crate::stats::Stats) {
-        into.bytes_requested = into
-            .bytes_requested
-            .wrapping_add(self.requested.load(Ordering::Relaxed));
+        if let Some(total) = &mut into.bytes_requested {
+            *total = total.wrapping_add(self.requested.load(Ordering::Relaxed));
+        }
     }
 }
 
@@ -194,6 +211,7 @@ impl Heap {
     pub(crate) fn start(&self, tid: usize) {
         self.tid.set(tid);
         self.free_key.set(pages::free_key());
+        super::tracking_requested(); // reads VMARENA_STATS once, for `counting_requested`
         self.state.set(HeapState::Alive);
     }
 
@@ -380,16 +398,26 @@ impl Heap {
             self.counters.add(-(requested as isize));
             return;
         }
-        // Another thread's page, an abandoned one, or the fallback heap's.
+        // Another thread's page, an abandoned one, or the fallback heap's. Check the pointer
+        // is one of its blocks (without a division: this path is hot in producer/consumer
+        // programs).
         let start = page.start.load(Ordering::Relaxed) as usize;
         let offset = (block as usize).wrapping_sub(start);
-        if size == 0 || offset % size != 0 {
+        if size == 0
+            || size > MAX_SMALL_SIZE
+            || offset > PageKind::for_block(size).page_size() - size
+            || !is_block_offset(offset, class_of(size))
+        {
             crate::abort::invalid_free(block.cast());
         }
+        let key = match self.free_key.get() {
+            0 => pages::free_key(),
+            key => key,
+        };
         // SAFETY: the caller gives up a live block of `page`.
         let adopted = unsafe {
-            pages::mark_freed(block, size, pages::free_key());
-            pages::push_remote(page, block)
+            pages::mark_freed(block, size, key);
+            pages::push_remote(page, block, block, 1)
         };
         super::record(-(requested as isize));
         if adopted {
@@ -432,7 +460,7 @@ impl Heap {
     unsafe fn page_emptied(&self, page: &'static Page) {
         // SAFETY: owner (caller).
         let class = unsafe { page.class.get() } as usize;
-        if core::ptr::eq(self.current[class].get(), page) && page_kind(class) != PageKind::Big {
+        if core::ptr::eq(self.current[class].get(), page) && class < FIRST_BIG_CLASS {
             return;
         }
         // SAFETY: forwarded from the caller.
