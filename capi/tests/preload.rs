@@ -4,18 +4,29 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
-/// The library cargo built for this test run (`target/<profile>/libvmarena.so`).
+/// libvmarena.so, built once per test run. `cargo test` builds a cdylib-only package's tests
+/// without producing the `.so` itself, so the test builds it, in a target directory of its own
+/// (the outer cargo holds the lock on the usual one while tests run).
 fn library() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let lib = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("libvmarena.so");
-    assert!(lib.exists(), "{} not built", lib.display());
-    lib
+    static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
+    LIBRARY
+        .get_or_init(|| {
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+            let target = workspace.join("target").join("preload-lib");
+            let status = Command::new(env!("CARGO"))
+                .current_dir(workspace)
+                .args(["build", "--release", "-p", "vmarena-c", "--target-dir"])
+                .arg(&target)
+                .status()
+                .expect("cannot run cargo to build libvmarena.so");
+            assert!(status.success(), "building libvmarena.so failed: {status}");
+            let lib = target.join("release").join("libvmarena.so");
+            assert!(lib.exists(), "{} not built", lib.display());
+            lib
+        })
+        .clone()
 }
 
 fn scratch(name: &str) -> PathBuf {
