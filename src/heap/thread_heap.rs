@@ -460,8 +460,13 @@ impl Heap {
     unsafe fn page_emptied(&self, page: &'static Page) {
         // SAFETY: owner (caller).
         let class = unsafe { page.class.get() } as usize;
-        if core::ptr::eq(self.current[class].get(), page) && class < FIRST_BIG_CLASS {
-            return;
+        // Big classes first: it bounds `class` below NUM_CLASSES for the unchecked index.
+        if class < FIRST_BIG_CLASS {
+            // SAFETY: `class < FIRST_BIG_CLASS <= NUM_CLASSES`.
+            let current = unsafe { self.current.get_unchecked(class) };
+            if core::ptr::eq(current.get(), page) {
+                return;
+            }
         }
         // SAFETY: forwarded from the caller.
         unsafe { self.release_emptied(page, class) };
