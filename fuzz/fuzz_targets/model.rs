@@ -5,6 +5,7 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 pub static ALLOC: vmarena::VmArena = vmarena::VmArena;
 
@@ -203,6 +204,34 @@ impl Model {
     }
 }
 
+/// Every live block of every thread, by start address, with its end: a block handed to two
+/// threads at once shows up here when the second one gets it (a per-thread model cannot see
+/// that, and the fill patterns of two threads may agree).
+static EVERY_LIVE_BLOCK: Mutex<BTreeMap<usize, usize>> = Mutex::new(BTreeMap::new());
+
+fn register(ptr: usize, len: usize) {
+    let mut all = EVERY_LIVE_BLOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let end = ptr + len;
+    if let Some((&start, &prev_end)) = all.range(..=ptr).next_back() {
+        assert!(
+            prev_end <= ptr,
+            "block {ptr:#x}..{end:#x} overlaps live block {start:#x}..{prev_end:#x} (another thread's?)"
+        );
+    }
+    if let Some((&next, &next_end)) = all.range(ptr..).next() {
+        assert!(
+            end <= next,
+            "block {ptr:#x}..{end:#x} overlaps live block {next:#x}..{next_end:#x} (another thread's?)"
+        );
+    }
+    all.insert(ptr, end);
+}
+
+fn unregister(ptr: usize) {
+    let mut all = EVERY_LIVE_BLOCK.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(all.remove(&ptr).is_some(), "block {ptr:#x} is not live");
+}
+
 /// Allocates (zeroed or not), checks and fills a block; `None` if the allocator said null.
 pub fn alloc(layout: Layout, zeroed: bool, seed: u8) -> Option<Live> {
     // SAFETY: non-zero size (the model's sizes start at 1).
@@ -216,6 +245,7 @@ pub fn alloc(layout: Layout, zeroed: bool, seed: u8) -> Option<Live> {
     if ptr.is_null() {
         return None;
     }
+    register(ptr as usize, layout.size());
     // SAFETY: a fresh block of `layout.size()` bytes.
     unsafe {
         if zeroed {
@@ -240,6 +270,7 @@ pub fn free(block: Live) {
             block.layout.size(),
             block.seed,
         );
+        unregister(block.ptr);
         ALLOC.dealloc(block.ptr as *mut u8, block.layout);
     }
 }
@@ -258,8 +289,10 @@ pub fn realloc(block: Live, new_size: usize, seed: u8) -> Live {
             block.layout.size(),
             block.seed,
         );
+        unregister(block.ptr);
         let ptr = ALLOC.realloc(block.ptr as *mut u8, block.layout, new_size);
         if ptr.is_null() {
+            register(block.ptr, block.layout.size());
             check(
                 block.ptr as *const u8,
                 block.layout.size(),
@@ -273,6 +306,7 @@ pub fn realloc(block: Live, new_size: usize, seed: u8) -> Live {
             0,
             "realloc lost the alignment"
         );
+        register(ptr as usize, new_size);
         check(
             ptr,
             block.layout.size(),

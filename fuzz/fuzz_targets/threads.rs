@@ -156,7 +156,7 @@ fn remapper(data: &[u8]) {
                     model.insert(block);
                 }
             }
-            1 | 2 => {
+            4..=7 => {
                 let (Some(n), Some(size)) = (input.byte(), large(&mut input)) else {
                     break;
                 };
