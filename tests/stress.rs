@@ -148,16 +148,9 @@ fn threads_share_blocks_of_every_size_without_corruption() {
     );
     assert_eq!(after.threads_exited - before.threads_exited, THREADS as u64);
     // Everything the test allocated was freed; what remains is the test harness's.
-    assert!(
-        (after
-            .bytes_requested
-            .unwrap()
-            .wrapping_sub(before.bytes_requested.unwrap()) as isize)
-            <= 1 << 20,
-        "{} bytes leaked",
-        after
-            .bytes_requested
-            .unwrap()
-            .wrapping_sub(before.bytes_requested.unwrap()) as isize
-    );
+    let leaked = after
+        .bytes_requested
+        .unwrap()
+        .wrapping_sub(before.bytes_requested.unwrap()) as isize;
+    assert!(leaked <= 1 << 20, "{leaked} bytes leaked");
 }

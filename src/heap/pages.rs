@@ -202,26 +202,20 @@ fn count_of(word: *mut Block) -> u32 {
     (word.addr() >> COUNT_SHIFT) as u32
 }
 
-/// Pushes `count` blocks, linked from `first` to `last`, that a thread which does not own the
-/// page freed (any thread may call this). Returns true if the page was abandoned and the
-/// caller now owns it.
+/// Pushes a block freed by a thread that does not own the page (any thread may call this).
+/// Returns true if the page was abandoned and the caller now owns it.
 ///
 /// # Safety
-/// The chain holds `count` live blocks of `page` that the caller gives up, and only them.
-pub(crate) unsafe fn push_remote(
-    page: &Page,
-    first: *mut Block,
-    last: *mut Block,
-    count: u32,
-) -> bool {
+/// `block` is a live block of `page` that the caller gives up.
+pub(crate) unsafe fn push_remote(page: &Page, block: *mut Block) -> bool {
     // Relaxed: the CAS below validates.
     let mut head = page.xthread_free.load(Ordering::Relaxed);
     loop {
         let abandoned = head.addr() & ABANDONED_TAG != 0;
-        // SAFETY: the chain is ours until the CAS publishes it.
-        unsafe { (*last).next = list_of(head) };
-        debug_assert!(first.addr() < 1 << COUNT_SHIFT && count_of(head) + count < u16::MAX as u32);
-        let new = first.map_addr(|a| a | ((count_of(head) + count) as usize) << COUNT_SHIFT);
+        // SAFETY: the block is ours until the CAS publishes it.
+        unsafe { (*block).next = list_of(head) };
+        debug_assert!(block.addr() < 1 << COUNT_SHIFT && count_of(head) < u16::MAX as u32);
+        let new = block.map_addr(|a| a | ((count_of(head) + 1) as usize) << COUNT_SHIFT);
         // Release: the link (and the user's last writes to the block) happen before the
         // owner's Acquire swap in `collect`. Acquire: if we clear the tag we take the page over
         // and must see what the abandoning thread wrote before setting it.
@@ -416,13 +410,9 @@ mod tests {
         let blocks: std::vec::Vec<_> = (0..10).map(|_| alloc(&t.page, class).unwrap()).collect();
         // SAFETY: blocks are live blocks of the page, freed once each.
         unsafe {
-            for &b in &blocks[..4] {
-                push_remote(&t.page, b, b, 1);
+            for &b in &blocks[..6] {
+                push_remote(&t.page, b);
             }
-            // Two more as one chain.
-            let (b4, b5) = (blocks[4], blocks[5]);
-            (*b4).next = b5;
-            push_remote(&t.page, b4, b5, 2);
             assert_eq!(t.page.used.get(), 10);
             collect(&t.page);
             assert_eq!(t.page.used.get(), 4);

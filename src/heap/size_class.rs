@@ -42,7 +42,7 @@ static SMALL_LOOKUP: [u8; LOOKUP_MAX / 8 + 1] = {
     table
 };
 
-const fn compute_class_size(class: usize) -> usize {
+pub(crate) const fn compute_class_size(class: usize) -> usize {
     if class < WORD_CLASSES {
         (class + 1) * 8
     } else {
@@ -92,11 +92,6 @@ pub(crate) fn class_for_layout(size: usize, align: usize) -> Option<usize> {
     } else {
         None
     }
-}
-
-/// [`class_size`] in const contexts.
-pub(crate) const fn class_size_const(class: usize) -> usize {
-    compute_class_size(class)
 }
 
 #[inline(always)]

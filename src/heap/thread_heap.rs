@@ -28,7 +28,7 @@ pub(crate) const NO_THREAD: usize = usize::MAX;
 /// The first size class that lives in 4 MiB pages (see `page_emptied`).
 const FIRST_BIG_CLASS: usize = {
     let mut c = 0;
-    while crate::config::PageKind::for_block(super::size_class::class_size_const(c)).index()
+    while crate::config::PageKind::for_block(super::size_class::compute_class_size(c)).index()
         != PageKind::Big.index()
     {
         c += 1;
@@ -417,7 +417,7 @@ impl Heap {
         // SAFETY: the caller gives up a live block of `page`.
         let adopted = unsafe {
             pages::mark_freed(block, size, key);
-            pages::push_remote(page, block, block, 1)
+            pages::push_remote(page, block)
         };
         super::record(-(requested as isize));
         if adopted {
