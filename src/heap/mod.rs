@@ -2,6 +2,7 @@
 //! its life cycle, and the hand-over of pages when threads exit.
 
 pub(crate) mod abandon;
+pub(crate) mod double_free;
 pub(crate) mod fallback;
 pub(crate) mod pages;
 pub(crate) mod registry;

@@ -6,13 +6,11 @@
 //! owner's frees apart from `free` means the allocation fast path never sees a block it just
 //! freed, and the slow path runs at a steady cadence where remote frees get collected.
 //!
-//! Double frees: a freed block (of 16 bytes or more) carries a marker in its second word, the
-//! block's address mixed with a per-process secret. Allocation clears it; a free that finds it
-//! already set aborts. User data equal to the marker by chance has probability ~2^-64.
+//! Allocation clears a block's double-free marker (see `double_free`).
 
 use crate::arena::page::{Block, OWNER_FULL_FLAG, Page};
 use crate::config::PageKind;
-use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::atomic::Ordering;
 
 use super::size_class::{class_size, page_kind};
 
@@ -21,39 +19,24 @@ use super::size_class::{class_size, page_kind};
 const EXTEND_BYTES: usize = 16 << 10;
 const EXTEND_MIN_BLOCKS: u32 = 4;
 
-/// The secret mixed into free markers; never zero once set.
-static FREE_KEY: AtomicUsize = AtomicUsize::new(0);
-
-/// The process's free-marker secret, created on first use.
-pub(crate) fn free_key() -> usize {
-    // Relaxed: the value is self-contained; racing initialisers agree through the CAS.
-    let key = FREE_KEY.load(Ordering::Relaxed);
-    if key != 0 {
-        return key;
-    }
-    let mut fresh = 0usize;
-    // SAFETY: getrandom writes at most the given number of bytes into our buffer.
-    let got = unsafe {
-        libc::getrandom(
-            (&raw mut fresh).cast(),
-            core::mem::size_of::<usize>(),
-            libc::GRND_NONBLOCK,
-        )
-    };
-    if got != core::mem::size_of::<usize>() as isize {
-        // No entropy yet (very early boot): fall back to address-space randomisation.
-        fresh = (&raw const fresh as usize).rotate_left(29) ^ (free_key as fn() -> usize as usize);
-    }
-    fresh |= 1 << 63; // never zero, never a plausible pointer
-    match FREE_KEY.compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed) {
-        Ok(_) => fresh,
-        Err(existing) => existing,
-    }
-}
-
+/// Debug builds (and so the fuzz targets) check every block that enters or leaves a free list
+/// of its owner: a corrupted list or a block of another page fails here, not later as a
+/// block handed out twice.
 #[inline(always)]
-fn marker(block: *mut Block, key: usize) -> usize {
-    block as usize ^ key
+fn debug_assert_block_of(page: &Page, block: *mut Block) {
+    if cfg!(debug_assertions) {
+        // Relaxed: the caller owns the page, so these are its own or constant values.
+        let size = page.block_size.load(Ordering::Relaxed);
+        let start = page.start.load(Ordering::Relaxed) as usize;
+        let offset = (block as usize).wrapping_sub(start);
+        // SAFETY: the caller owns the page.
+        let blocks = unsafe { page.reserved.get() } as usize;
+        assert!(
+            size != 0 && offset % size == 0 && offset / size < blocks,
+            "block {block:p} is not a block of page {:p} (blocks of {size} bytes from {start:#x})",
+            page as *const Page
+        );
+    }
 }
 
 /// Prepares a just-claimed page for `class`, owned by `owner`.
@@ -79,6 +62,11 @@ pub(crate) unsafe fn init(page: &Page, class: usize, fresh: bool, owner: usize) 
     // Relaxed: no block of this page exists yet, so no other thread can be looking; the
     // page reaches other threads only through blocks the user passes with their own sync.
     debug_assert!(page.xthread_free.load(Ordering::Relaxed).is_null());
+    debug_assert!(
+        page.owner.load(Ordering::Relaxed) == crate::arena::page::NO_OWNER
+            && page.block_size.load(Ordering::Relaxed) == 0,
+        "a page in use was handed out again"
+    );
     page.block_size.store(size, Ordering::Relaxed);
     page.owner.store(owner, Ordering::Relaxed);
 }
@@ -120,15 +108,13 @@ pub(crate) unsafe fn extend(page: &Page) -> bool {
 /// The calling thread owns the page; `page.free` is not null.
 #[inline(always)]
 pub(crate) unsafe fn pop(page: &Page, block: *mut Block, class: usize) {
+    debug_assert_block_of(page, block);
     // SAFETY: owner (caller); `block` is the head of the page's free list, a block of this
     // page that no one else uses.
     unsafe {
         page.free.set((*block).next);
         page.used.set(page.used.get() + 1);
-        if class != 0 {
-            // Clear a stale free marker (8-byte blocks have no room for one).
-            *block.cast::<usize>().add(1) = 0;
-        }
+        super::double_free::clear_marker(block, class);
     }
 }
 
@@ -149,30 +135,13 @@ pub(crate) unsafe fn zero(page: &Page, block: *mut Block, size: usize) {
     }
 }
 
-/// Checks a block being freed for a free marker and sets one. Aborts on a double free.
-///
-/// # Safety
-/// `block` is a block of `page` the caller may write (it is being freed).
-#[inline(always)]
-pub(crate) unsafe fn mark_freed(block: *mut Block, block_size: usize, key: usize) {
-    if block_size > 8 {
-        // SAFETY: blocks of more than 8 bytes have a second word; the block is ours to write.
-        unsafe {
-            let word = block.cast::<usize>().add(1);
-            if *word == marker(block, key) {
-                crate::abort::double_free(block.cast());
-            }
-            *word = marker(block, key);
-        }
-    }
-}
-
 /// Pushes a block freed by its owner. Returns true if the page is now empty.
 ///
 /// # Safety
 /// The calling thread owns the page; `block` is a live block of it.
 #[inline(always)]
 pub(crate) unsafe fn push_local(page: &Page, block: *mut Block) -> bool {
+    debug_assert_block_of(page, block);
     // SAFETY: owner (caller).
     unsafe {
         (*block).next = page.local_free.get();
@@ -194,7 +163,8 @@ pub(crate) const ABANDONED_TAG: usize = 1;
 const COUNT_SHIFT: u32 = 48;
 const LIST_MASK: usize = (1 << COUNT_SHIFT) - 1 - ABANDONED_TAG;
 
-fn list_of(word: *mut Block) -> *mut Block {
+/// The first block of the remote list in an `xthread_free` word (null if none).
+pub(crate) fn list_of(word: *mut Block) -> *mut Block {
     word.map_addr(|a| a & LIST_MASK)
 }
 
@@ -330,17 +300,17 @@ pub(crate) fn set_full_flag(page: &Page, owner: usize, full: bool) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::heap::size_class::{NUM_CLASSES, class_of};
 
     /// A page over heap memory, as a region would set it up.
-    struct TestPage {
-        page: std::boxed::Box<Page>,
+    pub(crate) struct TestPage {
+        pub(crate) page: std::boxed::Box<Page>,
         memory: std::vec::Vec<u64>,
     }
 
-    fn test_page(class: usize) -> TestPage {
+    pub(crate) fn test_page(class: usize) -> TestPage {
         let kind = page_kind(class);
         let mut memory = std::vec![0u64; kind.page_size() / 8];
         let page = std::boxed::Box::new(Page::new());
@@ -351,7 +321,7 @@ mod tests {
         TestPage { page, memory }
     }
 
-    fn alloc(page: &Page, class: usize) -> Option<*mut Block> {
+    pub(crate) fn alloc(page: &Page, class: usize) -> Option<*mut Block> {
         // SAFETY: single-threaded test owning the page.
         unsafe {
             if page.free.get().is_null() {
@@ -454,26 +424,6 @@ mod tests {
             zero(&t.page, again, 256);
             let bytes = core::slice::from_raw_parts(again.cast::<u8>(), 256);
             assert!(bytes.iter().all(|&b| b == 0), "reused block must be zeroed");
-        }
-    }
-
-    #[test]
-    fn free_markers_are_cleared_on_allocation() {
-        let class = class_of(32);
-        let t = test_page(class);
-        let key = free_key();
-        let b = alloc(&t.page, class).unwrap();
-        while alloc(&t.page, class).is_some() {} // drain, so the freed block comes back next
-        // SAFETY: a live block of our page.
-        unsafe {
-            mark_freed(b, 32, key);
-            push_local(&t.page, b);
-            collect(&t.page);
-            let again = t.page.free.get();
-            assert_eq!(again, b);
-            pop(&t.page, again, class);
-            // Allocated again: freeing it must not be mistaken for a double free.
-            mark_freed(again, 32, key);
         }
     }
 }

@@ -11,6 +11,7 @@
 
 use core::cell::Cell;
 
+use super::double_free;
 use super::pages;
 use super::size_class::{NUM_CLASSES, class_of, is_block_offset, page_kind};
 use crate::arena::ARENA;
@@ -171,7 +172,7 @@ pub(crate) struct Heap {
     current: [Cell<*const Page>; NUM_CLASSES],
     /// Our id in pages' `owner` (`NO_THREAD` unless alive).
     tid: Cell<usize>,
-    /// Cached `pages::free_key()`.
+    /// Cached `double_free::free_key()`.
     free_key: Cell<usize>,
     state: Cell<HeapState>,
     /// Per class, pages with free blocks or room to carve; `current` is the first.
@@ -210,7 +211,7 @@ impl Heap {
     /// Makes the heap usable by the thread whose id is `tid`.
     pub(crate) fn start(&self, tid: usize) {
         self.tid.set(tid);
-        self.free_key.set(pages::free_key());
+        self.free_key.set(double_free::free_key());
         super::tracking_requested(); // reads VMARENA_STATS once, for `counting_requested`
         self.state.set(HeapState::Alive);
     }
@@ -358,7 +359,11 @@ impl Heap {
         if page.owner.load(Ordering::Relaxed) == self.tid.get() {
             // SAFETY: we own the page; the block is one of its live blocks (caller).
             unsafe {
-                pages::mark_freed(block, size, self.free_key.get());
+                if double_free::mark_freed(block, size, self.free_key.get())
+                    && double_free::owner_confirms(page, block)
+                {
+                    crate::abort::double_free(block.cast());
+                }
                 if pages::push_local(page, block) {
                     self.page_emptied(page);
                 }
@@ -384,7 +389,11 @@ impl Heap {
         if page.owner.load(Ordering::Relaxed) == tid | OWNER_FULL_FLAG {
             // SAFETY: our page; the block is a live block of it (caller).
             unsafe {
-                pages::mark_freed(block, size, self.free_key.get());
+                if double_free::mark_freed(block, size, self.free_key.get())
+                    && double_free::owner_confirms(page, block)
+                {
+                    crate::abort::double_free(block.cast());
+                }
                 let empty = pages::push_local(page, block);
                 let class = page.class.get() as usize;
                 self.full[class].remove(page);
@@ -411,12 +420,16 @@ impl Heap {
             crate::abort::invalid_free(block.cast());
         }
         let key = match self.free_key.get() {
-            0 => pages::free_key(),
+            0 => double_free::free_key(),
             key => key,
         };
         // SAFETY: the caller gives up a live block of `page`.
         let adopted = unsafe {
-            pages::mark_freed(block, size, key);
+            if double_free::mark_freed(block, size, key)
+                && double_free::looks_free(page, block, size)
+            {
+                crate::abort::double_free(block.cast());
+            }
             pages::push_remote(page, block)
         };
         super::record(-(requested as isize));
