@@ -359,10 +359,10 @@ impl Heap {
         if page.owner.load(Ordering::Relaxed) == self.tid.get() {
             // SAFETY: we own the page; the block is one of its live blocks (caller).
             unsafe {
-                if double_free::mark_freed(block, size, self.free_key.get())
-                    && double_free::owner_confirms(page, block)
-                {
-                    crate::abort::double_free(block.cast());
+                if double_free::mark_freed(block, size, self.free_key.get()) {
+                    // A call in tail position: the fast path keeps nothing alive across it,
+                    // so it saves no more registers than it did before suspects existed.
+                    return self.free_suspect(page, block, requested);
                 }
                 if pages::push_local(page, block) {
                     self.page_emptied(page);
@@ -373,6 +373,27 @@ impl Heap {
             // SAFETY: forwarded from the caller.
             unsafe { self.free_slow(page, block, requested, size) };
         }
+    }
+
+    /// A free by the owner that found the block marked free: a double free if the block is on
+    /// one of the page's free lists, else data that only looked like a marker (see
+    /// `double_free`), freed as usual.
+    ///
+    /// # Safety
+    /// As for `free`; we own the page.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_suspect(&self, page: &'static Page, block: *mut Block, requested: usize) {
+        // SAFETY: owner (caller); the block is a block of the page.
+        unsafe {
+            if double_free::owner_confirms(page, block) {
+                crate::abort::double_free(block.cast());
+            }
+            if pages::push_local(page, block) {
+                self.page_emptied(page);
+            }
+        }
+        self.counters.add(-(requested as isize));
     }
 
     /// A free into a page of ours that is in the full list, or into another thread's page.
