@@ -30,9 +30,12 @@ fn debug_assert_block_of(page: &Page, block: *mut Block) {
         let start = page.start.load(Ordering::Relaxed) as usize;
         let offset = (block as usize).wrapping_sub(start);
         // SAFETY: the caller owns the page.
-        let blocks = unsafe { page.reserved.get() } as usize;
+        let (blocks, class) = unsafe { (page.reserved.get() as usize, page.class.get()) };
+        // Without a division: this runs on every allocation and free of a debug build.
         assert!(
-            size != 0 && offset % size == 0 && offset / size < blocks,
+            size != 0
+                && offset < blocks * size
+                && super::size_class::is_block_offset(offset, class as usize),
             "block {block:p} is not a block of page {:p} (blocks of {size} bytes from {start:#x})",
             page as *const Page
         );
