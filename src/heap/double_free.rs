@@ -18,10 +18,7 @@
 //! and the owner confirms before aborting in any case.
 
 use crate::arena::page::{Block, Page};
-use crate::config::PageKind;
 use crate::sync::atomic::{AtomicUsize, Ordering};
-
-use super::size_class::{class_of, is_block_offset};
 
 /// The secret mixed into free markers; never zero once set.
 static FREE_KEY: AtomicUsize = AtomicUsize::new(0);
@@ -186,12 +183,7 @@ pub(crate) unsafe fn looks_free(page: &Page, block: *mut Block, block_size: usiz
     // SAFETY: the caller frees the block, so it may read it. (If it is in fact a double free,
     // the word may be changing under us; any value read is only compared.)
     let link = unsafe { (*block).next } as usize;
-    // Relaxed: fixed while the page is in use (the caller holds one of its blocks).
-    let start = page.start.load(Ordering::Relaxed) as usize;
-    let offset = link.wrapping_sub(start);
-    link == 0
-        || (offset <= PageKind::for_block(block_size).page_size() - block_size
-            && is_block_offset(offset, class_of(block_size)))
+    link == 0 || super::pages::is_block_of(page, block_size, link)
 }
 
 #[cfg(test)]
@@ -199,6 +191,7 @@ mod tests {
     use super::*;
     use crate::heap::pages::tests::{alloc, test_page};
     use crate::heap::pages::{collect, pop, push_local, push_remote};
+    use crate::heap::size_class::class_of;
 
     #[test]
     fn a_block_freed_twice_is_confirmed_on_every_list() {

@@ -9,15 +9,28 @@
 //! Allocation clears a block's double-free marker (see `double_free`).
 
 use crate::arena::page::{Block, OWNER_FULL_FLAG, Page};
-use crate::config::PageKind;
+use crate::config::{MAX_SMALL_SIZE, PageKind};
 use crate::sync::atomic::Ordering;
 
-use super::size_class::{class_size, page_kind};
+use super::size_class::{class_of, class_size, is_block_offset, page_kind};
 
 /// Fresh blocks carved per extension: enough to make the slow path rare, few enough not to
 /// touch (and so commit) much memory the program may never use.
 const EXTEND_BYTES: usize = 16 << 10;
 const EXTEND_MIN_BLOCKS: u32 = 4;
+
+/// True if `addr` is the start of one of the page's blocks, given the page's block size
+/// (`block_size`, read by the caller). No division: remote frees check every pointer with it.
+#[inline(always)]
+pub(crate) fn is_block_of(page: &Page, block_size: usize, addr: usize) -> bool {
+    // Relaxed: fixed while the page is in use, which it is for any caller holding a block.
+    let start = page.start.load(Ordering::Relaxed) as usize;
+    let offset = addr.wrapping_sub(start);
+    block_size != 0
+        && block_size <= MAX_SMALL_SIZE
+        && offset <= PageKind::for_block(block_size).page_size() - block_size
+        && is_block_offset(offset, class_of(block_size))
+}
 
 /// Debug builds (and so the fuzz targets) check every block that enters or leaves a free list
 /// of its owner: a corrupted list or a block of another page fails here, not later as a
@@ -25,18 +38,11 @@ const EXTEND_MIN_BLOCKS: u32 = 4;
 #[inline(always)]
 fn debug_assert_block_of(page: &Page, block: *mut Block) {
     if cfg!(debug_assertions) {
-        // Relaxed: the caller owns the page, so these are its own or constant values.
+        // Relaxed: the caller owns the page, which fixes its block size.
         let size = page.block_size.load(Ordering::Relaxed);
-        let start = page.start.load(Ordering::Relaxed) as usize;
-        let offset = (block as usize).wrapping_sub(start);
-        // SAFETY: the caller owns the page.
-        let (blocks, class) = unsafe { (page.reserved.get() as usize, page.class.get()) };
-        // Without a division: this runs on every allocation and free of a debug build.
         assert!(
-            size != 0
-                && offset < blocks * size
-                && super::size_class::is_block_offset(offset, class as usize),
-            "block {block:p} is not a block of page {:p} (blocks of {size} bytes from {start:#x})",
+            is_block_of(page, size, block as usize),
+            "block {block:p} is not a block of page {:p} (blocks of {size} bytes)",
             page as *const Page
         );
     }

@@ -13,10 +13,10 @@ use core::cell::Cell;
 
 use super::double_free;
 use super::pages;
-use super::size_class::{NUM_CLASSES, class_of, is_block_offset, page_kind};
+use super::size_class::{NUM_CLASSES, page_kind};
 use crate::arena::ARENA;
 use crate::arena::page::{Block, NO_OWNER, OWNER_FULL_FLAG, Page};
-use crate::config::{MAX_SMALL_SIZE, PageKind};
+use crate::config::PageKind;
 use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// The page every empty queue points at: its free list is always empty, so the fast path
@@ -431,13 +431,7 @@ impl Heap {
         // Another thread's page, an abandoned one, or the fallback heap's. Check the pointer
         // is one of its blocks (without a division: this path is hot in producer/consumer
         // programs).
-        let start = page.start.load(Ordering::Relaxed) as usize;
-        let offset = (block as usize).wrapping_sub(start);
-        if size == 0
-            || size > MAX_SMALL_SIZE
-            || offset > PageKind::for_block(size).page_size() - size
-            || !is_block_offset(offset, class_of(size))
-        {
+        if !pages::is_block_of(page, size, block as usize) {
             crate::abort::invalid_free(block.cast());
         }
         let key = match self.free_key.get() {
