@@ -17,6 +17,9 @@ pub(crate) const MAX_SMALL_SIZE: usize = 512 << 10;
 /// Address space reserved at a time. Reserving costs no memory (`MAP_NORESERVE`), only
 /// address space, of which a 47-bit process has 128 TiB.
 pub(crate) const RESERVATION_SIZE: usize = 4 << 30;
+/// The first reservation under strict overcommit, where reserving is charged in full; later
+/// ones double up to [`RESERVATION_SIZE`].
+pub(crate) const STRICT_RESERVATION_SIZE: usize = 128 << 20;
 /// Reservations are aligned so small regions (aligned to their page size) fit without waste.
 pub(crate) const RESERVATION_ALIGN: usize = SMALL_REGION_SIZE;
 /// The most reservations the arena tracks (a 4 GiB each, 4 TiB in all, more if single blocks

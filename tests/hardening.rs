@@ -57,6 +57,44 @@ fn misbehave() {
                     .join()
                     .unwrap();
             }
+            "interior-pointer-same-thread" => {
+                // The thread that allocated the block frees a pointer 16 bytes into it: the
+                // fast path of the page's owner, which once linked it into the free list.
+                let p = GLOBAL.alloc(layout);
+                let inner = p.add(16);
+                println!("address {inner:p}");
+                GLOBAL.dealloc(inner, layout);
+            }
+            "misaligned-pointer-same-thread" => {
+                let p = GLOBAL.alloc(layout);
+                let inner = p.add(1);
+                println!("address {inner:p}");
+                GLOBAL.dealloc(inner, layout);
+            }
+            "interior-pointer-realloc" => {
+                let p = GLOBAL.alloc(layout);
+                let inner = p.add(16);
+                println!("address {inner:p}");
+                GLOBAL.realloc(inner, layout, 4000); // moves: frees the old pointer
+            }
+            "uncarved-block-other-thread" => {
+                // An address at a block boundary of the block's page, beyond the part of the
+                // page carved into blocks so far: no block there was ever handed out.
+                let p = GLOBAL.alloc(layout) as usize;
+                let page = p & !((64 << 10) - 1);
+                let last = page + ((64 << 10) / 48 - 1) * 48;
+                println!("address {:p}", last as *const u8);
+                std::thread::spawn(move || GLOBAL.dealloc(last as *mut u8, layout))
+                    .join()
+                    .unwrap();
+            }
+            "uncarved-block-same-thread" => {
+                let p = GLOBAL.alloc(layout) as usize;
+                let page = p & !((64 << 10) - 1);
+                let last = page + ((64 << 10) / 48 - 1) * 48;
+                println!("address {:p}", last as *const u8);
+                GLOBAL.dealloc(last as *mut u8, layout);
+            }
             other => panic!("unknown case {other}"),
         }
     }
@@ -120,4 +158,29 @@ fn double_free_of_a_large_block_aborts() {
 #[test]
 fn freeing_an_interior_pointer_from_another_thread_aborts() {
     run("interior-pointer", "invalid free");
+}
+
+#[test]
+fn freeing_an_interior_pointer_on_the_owning_thread_aborts() {
+    run("interior-pointer-same-thread", "invalid free");
+}
+
+#[test]
+fn freeing_a_misaligned_pointer_on_the_owning_thread_aborts() {
+    run("misaligned-pointer-same-thread", "invalid free");
+}
+
+#[test]
+fn reallocating_an_interior_pointer_aborts() {
+    run("interior-pointer-realloc", "invalid free");
+}
+
+#[test]
+fn freeing_a_never_carved_block_from_another_thread_aborts() {
+    run("uncarved-block-other-thread", "invalid free");
+}
+
+#[test]
+fn freeing_a_never_carved_block_on_the_owning_thread_aborts() {
+    run("uncarved-block-same-thread", "invalid free");
 }

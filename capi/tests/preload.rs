@@ -12,21 +12,24 @@ use std::sync::OnceLock;
 fn library() -> PathBuf {
     static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
     LIBRARY
-        .get_or_init(|| {
-            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-            let target = workspace.join("target").join("preload-lib");
-            let status = Command::new(env!("CARGO"))
-                .current_dir(workspace)
-                .args(["build", "--release", "-p", "vmarena-c", "--target-dir"])
-                .arg(&target)
-                .status()
-                .expect("cannot run cargo to build libvmarena.so");
-            assert!(status.success(), "building libvmarena.so failed: {status}");
-            let lib = target.join("release").join("libvmarena.so");
-            assert!(lib.exists(), "{} not built", lib.display());
-            lib
-        })
+        .get_or_init(|| build_cdylib("vmarena-c", "libvmarena.so"))
         .clone()
+}
+
+/// Builds the cdylib package `package` of this workspace (release) and returns its `.so`.
+fn build_cdylib(package: &str, file: &str) -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let target = workspace.join("target").join("preload-lib");
+    let status = Command::new(env!("CARGO"))
+        .current_dir(workspace)
+        .args(["build", "--release", "-p", package, "--target-dir"])
+        .arg(&target)
+        .status()
+        .expect("cannot run cargo to build a cdylib");
+    assert!(status.success(), "building {package} failed: {status}");
+    let lib = target.join("release").join(file);
+    assert!(lib.exists(), "{} not built", lib.display());
+    lib
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -181,4 +184,141 @@ print scalar(keys %h), " $sum ", scalar(keys %g), "\n";
         c
     });
     assert_eq!(out.trim(), "200000 80000200000 133333");
+}
+
+/// Compiles a C program of `tests/c` (once per test run) and returns its path.
+fn c_program(name: &str, extra: &[&str]) -> PathBuf {
+    let dir = scratch(&format!("cc-{name}"));
+    let exe = dir.join(name);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        // -fno-builtin: GCC otherwise assumes free leaves errno alone and drops the checks.
+        .args(["-O1", "-g", "-pthread", "-Wall", "-fno-builtin", "-o"])
+        .arg(&exe)
+        .arg(&source)
+        .args(extra)
+        .arg("-ldl")
+        .status()
+        .expect("a C compiler (cc)");
+    assert!(status.success(), "compiling {}", source.display());
+    exe
+}
+
+fn hardening_test() -> PathBuf {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| c_program("hardening_test", &[])).clone()
+}
+
+/// Runs one case of `hardening_test.c` under the preload; returns its stderr.
+fn hardening_case(args: &[&str]) -> String {
+    let mut cmd = Command::new(hardening_test());
+    cmd.args(args);
+    let out = run(cmd, true);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn c_free_never_changes_errno() {
+    hardening_case(&["errno"]);
+}
+
+#[test]
+fn c_glibc_internal_names_and_introspection_are_vmarenas() {
+    let stderr = hardening_case(&["symbols"]);
+    assert!(
+        stderr.contains("vmarena statistics") && stderr.contains("in use bytes"),
+        "malloc_stats printed no report: {stderr}"
+    );
+}
+
+#[test]
+fn c_forked_children_start_threads_and_print_statistics() {
+    hardening_case(&["fork-stats", "300"]);
+}
+
+#[test]
+fn c_dlopen_and_dlclose_of_a_library_with_thread_locals() {
+    let dir = scratch("tls-lib");
+    let source = dir.join("libt.c");
+    std::fs::write(
+        &source,
+        "__thread char buf[8192];\n__thread int counter = 5;\n\
+         void touch(int i) { buf[i % 8192] = (char)i; counter += i; }\n",
+    )
+    .unwrap();
+    let lib = dir.join("libt.so");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(&lib)
+        .arg(&source)
+        .status()
+        .expect("a C compiler (cc)");
+    assert!(status.success());
+    hardening_case(&["dlopen-tls", lib.to_str().unwrap()]);
+}
+
+#[test]
+fn c_free_of_an_interior_pointer_aborts_naming_it() {
+    for case in ["interior16", "interior1"] {
+        let out = Command::new(hardening_test())
+            .arg(case)
+            .env("LD_PRELOAD", library())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGABRT),
+            "{case}: not aborted: {stdout} {stderr}"
+        );
+        let address = stdout
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("{case}: no address in {stdout}"));
+        assert!(
+            stderr.contains("invalid free") && stderr.contains(address.trim_start_matches("0x")),
+            "{case}: message {stderr:?} does not name {address}"
+        );
+    }
+}
+
+/// glibc's advice for malloc replacements: initial-exec TLS only. A general-dynamic access
+/// goes through `__tls_get_addr`, which glibc 2.39 and later may call `malloc` from.
+#[test]
+fn the_library_uses_only_initial_exec_tls() {
+    let out = Command::new("readelf")
+        .args(["-W", "-r", "--dyn-syms"])
+        .arg(library())
+        .output()
+        .expect("readelf (binutils) is needed");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let dynamic: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.contains("DTPMOD64") || l.contains("DTPOFF64") || l.contains("__tls_get_addr")
+        })
+        .collect();
+    assert!(
+        dynamic.is_empty(),
+        "dynamic TLS in libvmarena.so: {dynamic:#?}"
+    );
+}
+
+/// A Rust plugin (a cdylib with vmarena as its global allocator) that a host `dlclose`s
+/// while threads that used it still run: when they exit, no hook of the unloaded plugin may
+/// run (it would be code that is no longer mapped).
+#[test]
+fn a_rust_plugin_on_vmarena_can_be_unloaded() {
+    let plugin = build_cdylib("vmarena-test-plugin", "libvmarena_test_plugin.so");
+    let host = c_program("plugin_host", &[]);
+    let mut cmd = Command::new(host);
+    cmd.arg(plugin);
+    let out = run(cmd, false);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }

@@ -46,11 +46,6 @@ impl<O: Os> Arena<O> {
         let region = session.take_range(len, align, 0)?;
         let dirt = Dirt::of(region);
         let start = region.start();
-        if !self.os.commit(NonNull::new(start)?, len) {
-            let state = &mut *session.state;
-            state.free.release(&mut state.descriptors, region, dirt);
-            return None;
-        }
         region.set_kind(RegionKind::Large);
         region.set_purge_due(0);
         self.map.set_large(start as usize, region);
@@ -155,23 +150,6 @@ impl<O: Os> Arena<O> {
             let Some(dirty) = state.free.take_front(&mut state.descriptors, next, grow) else {
                 return false;
             };
-            let old_end = ptr.wrapping_add(old_len);
-            if !NonNull::new(old_end).is_some_and(|e| self.os.commit(e, grow)) {
-                let dirt = if dirty {
-                    Dirt::dirty(due, false)
-                } else {
-                    Dirt::CLEAN
-                };
-                state.free.split_tail(
-                    &mut state.descriptors,
-                    &self.os,
-                    region,
-                    old_end,
-                    grow,
-                    dirt,
-                );
-                return false;
-            }
             region.set_range(ptr, new_len);
             adjust(&self.counters.large_bytes, grow as isize);
             if !dirty {
@@ -231,12 +209,14 @@ impl<O: Os> Arena<O> {
             _ => Remap::Failed,
         };
         let state = &mut *session.state;
-        if moved == Remap::Failed || !self.os.commit(NonNull::new(dest.start())?, new_len) {
+        if moved == Remap::Failed {
             state.free.release(&mut state.descriptors, dest, dest_dirt);
             return None;
         }
+        // From here on the user's pages are in `dest`: nothing below can fail.
         // The old range leaves the page map; it reads as zero now (its pages moved), unless
-        // the OS could not map it again, in which case it stays out of circulation for good.
+        // the OS lost it (another mapping may live there now): then it stays out of
+        // circulation for good, never purged, reset or handed out.
         region.lock.detach(&session.guard);
         self.map.clear(ptr as usize, SLICE_SIZE);
         if moved == Remap::Moved {

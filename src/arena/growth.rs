@@ -6,7 +6,9 @@ use super::WriteSession;
 use super::pagemap::LEAF_BYTES;
 use super::ranges::Dirt;
 use super::region::{Region, RegionKind};
-use crate::config::{MAX_RESERVATIONS, RESERVATION_ALIGN, RESERVATION_SIZE, align_up};
+use crate::config::{
+    MAX_RESERVATIONS, RESERVATION_ALIGN, RESERVATION_SIZE, STRICT_RESERVATION_SIZE, align_up,
+};
 use crate::os::Os;
 use crate::stats::adjust;
 
@@ -37,24 +39,49 @@ impl<O: Os> WriteSession<'_, O> {
     /// Adds a reservation with room for `size` bytes aligned to `align`.
     fn add_reservation(&mut self, size: usize, align: usize) -> Option<()> {
         let arena = self.arena;
-        let state = &mut *self.state;
-        if state.reservation_count == MAX_RESERVATIONS {
+        if self.state.reservation_count == MAX_RESERVATIONS {
             return None;
         }
         let align = align.max(RESERVATION_ALIGN);
         let needed = align_up(size, RESERVATION_ALIGN);
-        // Ask for a full reservation; if the OS refuses (address-space limits, strict
-        // overcommit) settle for less, down to what this request needs.
-        let mut len = needed.max(RESERVATION_SIZE);
-        let base = loop {
-            if let Some(base) = arena.os.reserve(len, align) {
-                break base;
+        // Ask for a full reservation; if anything fails (address-space limits, the commit
+        // limit of strict overcommit, where the leaves and descriptors a reservation needs
+        // are charged too) settle for less, down to what this request needs.
+        let mut len = needed.max(self.reservation_size());
+        loop {
+            if self.try_reservation(len, align).is_some() {
+                break;
             }
             if len == needed {
                 return None;
             }
             len = align_up(len / 2, RESERVATION_ALIGN).max(needed);
-        };
+        }
+        let state = &mut *self.state;
+        state.reservation_count += 1;
+        adjust(&arena.counters.reserved, len as isize);
+        state.publish_metadata(&arena.counters);
+        Some(())
+    }
+
+    /// How much to reserve at a time: 4 GiB of address space costs nothing with overcommit.
+    /// Under strict overcommit every reserved byte is charged against the machine's commit
+    /// limit, so reservations start small and double as the arena grows.
+    fn reservation_size(&self) -> usize {
+        if self.arena.os.strict_overcommit() {
+            let doublings = self.state.reservation_count.min(5) as u32;
+            (STRICT_RESERVATION_SIZE << doublings).min(RESERVATION_SIZE)
+        } else {
+            RESERVATION_SIZE
+        }
+    }
+
+    /// Reserves `len` bytes with the page-map leaves and the descriptor they need, and adds
+    /// them as a free range; on any failure gives everything it took back.
+    fn try_reservation(&mut self, len: usize, align: usize) -> Option<()> {
+        let arena = self.arena;
+        let state = &mut *self.state;
+        let base = arena.os.reserve(len, align)?;
         let Some(new_leaves) = arena
             .map
             .ensure_leaves(&arena.os, base.as_ptr() as usize, len)
@@ -62,6 +89,7 @@ impl<O: Os> WriteSession<'_, O> {
             arena.os.release(base, len);
             return None;
         };
+        // Leaves are kept even if the rest fails: the map only ever grows.
         state.leaf_bytes += new_leaves * LEAF_BYTES;
         let Some(region) = state.descriptors.take_region(&arena.os) else {
             arena.os.release(base, len);
@@ -71,9 +99,6 @@ impl<O: Os> WriteSession<'_, O> {
         region.set_range(base.as_ptr(), len);
         Dirt::CLEAN.apply(region);
         state.free.add_reservation(region);
-        state.reservation_count += 1;
-        adjust(&arena.counters.reserved, len as isize);
-        state.publish_metadata(&arena.counters);
         Some(())
     }
 }

@@ -2,8 +2,6 @@
 //! hinted region, the shared arena lock as fallback), give empty pages back, and, when no
 //! region has a free page, a write session creates one.
 
-use core::ptr::NonNull;
-
 use super::page::{NO_OWNER, Page, PageTable};
 use super::ranges::Dirt;
 use super::region::{Claim, Region, RegionKind};
@@ -118,11 +116,6 @@ impl<O: Os> WriteSession<'_, O> {
             return None;
         };
         let start = region.start();
-        if !arena.os.commit(NonNull::new(start)?, SMALL_REGION_SIZE) {
-            state.descriptors.give_table(table);
-            state.free.release(&mut state.descriptors, region, dirt);
-            return None;
-        }
         region.set_kind(RegionKind::Pages(kind));
         region.set_table((table as *const PageTable).cast_mut());
         region.reset_page_maps(dirt.is_dirty());

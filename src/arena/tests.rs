@@ -403,3 +403,46 @@ fn a_block_moving_next_door_keeps_its_destination() {
     let (free, reserved) = ARENA.free_and_reserved_bytes();
     assert_eq!(free, reserved);
 }
+
+/// Under strict overcommit (`vm.overcommit_memory=2`) the kernel charges every writable
+/// private mapping in full, `MAP_NORESERVE` or not, so a 4 GiB reservation fails on a machine
+/// whose commit limit is lower. The fake back end's limit on reserved bytes is that charge:
+/// with 1 GiB to spend, the arena must still serve pages and large blocks. (It once took the
+/// last of the budget for the reservation itself, then failed to reserve the page-map leaf
+/// it needed, gave up, and served nothing.)
+#[test]
+fn under_a_commit_limit_below_one_reservation_the_arena_still_serves_memory() {
+    static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(GIB));
+    serves_pages_and_a_large_block(&ARENA);
+}
+
+/// Knowing the overcommit mode is strict, the arena reserves in small steps, leaving the rest
+/// of the machine's commit budget to other processes.
+#[test]
+fn under_strict_overcommit_reservations_start_small() {
+    static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    ARENA.os.strict.store(true, Ordering::Relaxed);
+    assert!(ARENA.claim_page(PageKind::Small).is_some());
+    assert!(reserved(&ARENA) <= crate::config::STRICT_RESERVATION_SIZE);
+    serves_pages_and_a_large_block(&ARENA);
+    assert!(
+        reserved(&ARENA) < GIB,
+        "reserved {} MiB",
+        reserved(&ARENA) >> 20
+    );
+}
+
+fn serves_pages_and_a_large_block(arena: &'static Arena<FakeOs>) {
+    for kind in PageKind::ALL {
+        for _ in 0..3 {
+            assert!(arena.claim_page(kind).is_some(), "no {kind:?} page");
+        }
+    }
+    let (region, _) = arena.alloc_large(200 << 20, 8).expect("a 200 MiB block");
+    let moved = arena.remap_large(region, region.start(), 300 << 20, 8);
+    assert!(moved.is_some(), "a 200 MiB block could not grow to 300 MiB");
+    assert!(
+        arena.os.reserved.load(Ordering::Relaxed) <= arena.os.limit.load(Ordering::Relaxed),
+        "reserved past the commit limit"
+    );
+}

@@ -6,14 +6,17 @@
 use core::ptr::NonNull;
 
 use super::{Os, Remap};
-use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 pub(crate) struct FakeOs {
     pub(crate) reserved: AtomicUsize,
     pub(crate) purged: AtomicUsize,
     pub(crate) remapped: AtomicUsize,
-    /// Reservations fail once this many bytes are reserved (to test exhaustion).
+    /// Reservations fail once this many bytes are reserved: exhaustion, or the commit limit of
+    /// strict overcommit, where every reserved byte is charged.
     pub(crate) limit: AtomicUsize,
+    /// What [`Os::strict_overcommit`] answers.
+    pub(crate) strict: AtomicBool,
     /// The clock: tests move it by hand.
     pub(crate) now: AtomicU64,
 }
@@ -26,6 +29,7 @@ impl FakeOs {
             purged: AtomicUsize::new(0),
             remapped: AtomicUsize::new(0),
             limit: AtomicUsize::new(limit),
+            strict: AtomicBool::new(false),
             now: AtomicU64::new(1),
         }
     }
@@ -66,8 +70,8 @@ impl Os for FakeOs {
         NonNull::new(unsafe { raw.cast::<u8>().add(offset) })
     }
 
-    fn commit(&self, _addr: NonNull<u8>, _size: usize) -> bool {
-        true
+    fn strict_overcommit(&self) -> bool {
+        self.strict.load(Ordering::Relaxed)
     }
 
     fn purge(&self, addr: NonNull<u8>, size: usize) -> bool {
@@ -95,8 +99,9 @@ impl Os for FakeOs {
         Remap::Moved
     }
 
-    fn release(&self, _addr: NonNull<u8>, _size: usize) {
-        // Never returned: tests may still hold stale pointers into it, as real type-stable
-        // metadata would allow. The memory is reclaimed at process exit.
+    fn release(&self, _addr: NonNull<u8>, size: usize) {
+        // The charge goes back, the memory does not: tests may still hold stale pointers into
+        // it, as real type-stable metadata would allow. It is reclaimed at process exit.
+        self.reserved.fetch_sub(size, Ordering::Relaxed);
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! [`linux::LinuxOs`] is the real one. [`fake::FakeOs`] serves memory from the process's own
 //! heap and records what was asked of it, so region logic can run under Miri and in unit tests
-//! without touching the address space. Failures are reported as `false`/`None`, never panics.
+//! without touching the address space. Failures are reported as `false`/`None`, never panics,
+//! and never change `errno` (POSIX requires `free` to leave it alone, and any of these may run
+//! inside a `free`).
 
 pub(crate) mod fake;
 pub(crate) mod linux;
@@ -16,8 +18,8 @@ pub(crate) enum Remap {
     Failed,
     /// The pages moved; the source range reads as zero.
     Moved,
-    /// The pages moved but the source range could not be mapped again: it must never be
-    /// handed out.
+    /// The pages moved but the source range is no longer ours (it could not be mapped again,
+    /// or another mapping of the process took it): it must never be touched or handed out.
     MovedSourceLost,
 }
 
@@ -25,13 +27,16 @@ pub(crate) trait Os: Sync {
     /// The OS page size, read at run time (4 KiB, 16 KiB or 64 KiB on aarch64).
     fn page_size(&self) -> usize;
 
-    /// Reserves `size` bytes of address space aligned to `align` (a power of two). The memory
-    /// reads as zero and needs [`Os::commit`] before use on back ends that distinguish the two.
+    /// Reserves `size` bytes of address space aligned to `align` (a power of two), readable
+    /// and writable, reading as zero. There is no separate commit step: memory is backed on
+    /// first touch. (Under strict overcommit the kernel charges the whole reservation at once;
+    /// see [`Os::strict_overcommit`].)
     fn reserve(&self, size: usize, align: usize) -> Option<NonNull<u8>>;
 
-    /// Makes `[addr, addr + size)` of a reservation usable. A no-op where reservations are
-    /// already readable and writable (Linux with overcommit).
-    fn commit(&self, addr: NonNull<u8>, size: usize) -> bool;
+    /// True if the system charges every reservation in full against a commit limit (Linux
+    /// `vm.overcommit_memory=2`, where `MAP_NORESERVE` is ignored): the arena then reserves in
+    /// smaller steps, so that one process does not take the machine's whole commit budget.
+    fn strict_overcommit(&self) -> bool;
 
     /// Gives the physical memory behind `[addr, addr + size)` back; the range stays reserved
     /// and reads as zero afterwards.
@@ -46,7 +51,11 @@ pub(crate) trait Os: Sync {
     fn now_ns(&self) -> u64;
 
     /// Moves the pages of `[from, from + size)` to `[to, to + size)` (both inside reservations,
-    /// not overlapping) without copying where the OS can move page tables.
+    /// not overlapping) without copying where the OS can move page tables. The source range
+    /// must never be unmapped, not even for an instant: another thread of the process could be
+    /// given the hole by the kernel, and mapping the source again would then destroy that
+    /// thread's memory. Where that cannot be guaranteed the result is
+    /// [`Remap::MovedSourceLost`], and the source stays out of use for good.
     fn remap(&self, from: NonNull<u8>, to: NonNull<u8>, size: usize) -> Remap;
 
     /// Returns a whole reservation made by [`Os::reserve`].

@@ -149,3 +149,18 @@ pub fn resident_bytes() -> usize {
     // SAFETY: sysconf has no preconditions.
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
 }
+
+/// The `main` of a test binary without the harness: runs each named case, or with arguments
+/// (as `cargo test --test NAME -- FILTER` passes them) only the cases whose names contain one.
+pub fn run_cases(cases: &[(&str, fn())]) {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    for &(name, case) in cases {
+        if filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())) {
+            case();
+            println!("{name}: ok");
+        }
+    }
+}
