@@ -1,24 +1,67 @@
 //! `fork()` from a multi-threaded program: only the forking thread survives in the child, so
 //! any allocator lock another thread held would stay locked there forever (and the arena
-//! sequence could stay odd). `pthread_atfork` handlers take every allocator lock before the
+//! sequence could stay odd), and any heap another thread owned would stay registered for a
+//! thread that does not exist. `pthread_atfork` handlers take every allocator lock before the
 //! fork, in the one order the allocator ever nests them (fallback heap → abandoned lists →
-//! registry → exit key → arena), and release them after it on both sides; the child also drops
-//! the dead threads' region reader references. Pages other threads owned stay theirs in the
-//! child: they are leaked, as their memory is still mapped there.
+//! heap registry and exit key → arena), so that nothing is half changed at the instant of the
+//! fork. After it, the parent unlocks them; the child *resets* them (waiters that were other
+//! threads, such as a writer queued on the arena lock, left marks nobody would clear),
+//! forgets the other threads' reader references, and rebuilds the registry with its one
+//! thread's heap. Pages other threads owned are leaked in the child: their owners may have been
+//! in the middle of an operation on them, so the child cannot know which blocks are live.
+//!
+//! The handlers are registered at the first heap bring-up (and, in the C library, when it is
+//! loaded). glibc runs prepare handlers in reverse order of registration, so handlers that
+//! other libraries register later run before ours, while allocating still works.
 
 use crate::arena::ARENA;
-use crate::heap::{abandon, fallback, registry, tls};
+use crate::heap::{abandon, fallback, lifecycle};
 use crate::sync::atomic::{AtomicBool, Ordering};
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
-/// Installs the handlers once per process (called when a thread's heap first comes up).
+/// Installs the handlers once per process (or per loaded copy of vmarena).
 pub(crate) fn install() {
     // Relaxed: a racing second installer is stopped by the swap; the handlers themselves need
     // no ordering with this flag.
     if INSTALLED.load(Ordering::Relaxed) || INSTALLED.swap(true, Ordering::Relaxed) {
         return;
     }
+    register(prepare, parent, child);
+}
+
+/// Registers fork handlers for this module (the executable or shared library vmarena is
+/// linked into), so that glibc drops them when a library is unloaded: a plugin built on
+/// vmarena and `dlclose`d must leave no handler behind in unmapped code. `pthread_atfork`
+/// does this only when it comes from `libc_nonshared.a`, which passes the caller's
+/// `__dso_handle`; linked without it, it resolves to a compatibility symbol in `libc.so.6`
+/// that passes glibc's own handle instead. So call what it calls.
+#[cfg(target_env = "gnu")]
+fn register(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
+    unsafe extern "C" {
+        /// Defined by the C runtime's `crtbegin` in every module: its identity.
+        static __dso_handle: u8;
+        fn __register_atfork(
+            prepare: Option<extern "C" fn()>,
+            parent: Option<extern "C" fn()>,
+            child: Option<extern "C" fn()>,
+            dso_handle: *const u8,
+        ) -> libc::c_int;
+    }
+    // SAFETY: the handlers are `extern "C"` functions with no arguments, valid while this
+    // module is loaded; `__dso_handle` is this module's handle (only its address is used).
+    unsafe {
+        __register_atfork(
+            Some(prepare),
+            Some(parent),
+            Some(child),
+            &raw const __dso_handle,
+        )
+    };
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn register(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
     // SAFETY: the handlers are `extern "C"` functions with no arguments, valid forever.
     unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
 }
@@ -26,31 +69,26 @@ pub(crate) fn install() {
 extern "C" fn prepare() {
     fallback::lock_for_fork();
     abandon::lock_for_fork();
-    registry::lock_for_fork();
-    tls::lock_for_fork();
+    lifecycle::lock_for_fork();
     ARENA.lock_for_fork();
 }
 
 extern "C" fn parent() {
     ARENA.unlock_after_fork_parent();
-    // SAFETY: `prepare` locked these on this thread.
-    unsafe { unlock_heap_locks() };
+    // SAFETY: `prepare` locked these on this thread; reverse order.
+    unsafe {
+        lifecycle::unlock_after_fork_parent();
+        abandon::unlock_after_fork_parent();
+        fallback::unlock_after_fork_parent();
+    }
 }
 
 extern "C" fn child() {
-    ARENA.unlock_after_fork_child();
-    // SAFETY: `prepare` locked these on this thread, which is the child's only thread.
-    unsafe { unlock_heap_locks() };
-}
-
-/// # Safety
-/// The calling thread ran `prepare`.
-unsafe fn unlock_heap_locks() {
-    // SAFETY: guaranteed by the caller; reverse order of `prepare`.
+    // SAFETY: `prepare` locked all of these on this thread, the child's only one.
     unsafe {
-        tls::unlock_after_fork();
-        registry::unlock_after_fork();
-        abandon::unlock_after_fork();
-        fallback::unlock_after_fork();
+        ARENA.unlock_after_fork_child();
+        lifecycle::reset_after_fork_child();
+        abandon::reset_after_fork_child();
+        fallback::reset_after_fork_child();
     }
 }

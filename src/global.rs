@@ -42,7 +42,7 @@ pub(crate) unsafe fn free(ptr: *mut u8, requested: usize) {
 
 /// A free whose pointer is not in small-object pages: a large block, or not ours at all.
 #[inline(never)]
-fn free_large(ptr: *mut u8) {
+pub(crate) fn free_large(ptr: *mut u8) {
     match ARENA.lookup(ptr as usize) {
         Entry::Large(region) => large::free(region, ptr),
         _ => abort::invalid_free(ptr),

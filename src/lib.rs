@@ -24,8 +24,19 @@
 
 #![cfg_attr(not(test), no_std)]
 
-// `std` provides thread-local storage (`thread_local!` with a const initialiser compiles to a
-// plain TLS access) and, in tests, the test harness. Everything else uses `core` and `libc`.
+// Everything uses `core` and `libc`. `std` comes in only for tests, for the fuzzing entry
+// points, and where the thread's heap slot is a `thread_local!` (Miri, and targets without the
+// assembly slot of `heap/slot.rs`): a program on x86-64 or AArch64 Linux gets no `std` from
+// vmarena, so the C library (`capi/`) is `no_std` and has no general-dynamic TLS at all.
+#[cfg(any(
+    test,
+    miri,
+    feature = "fuzzing",
+    not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))
+))]
 extern crate std;
 
 pub(crate) mod sync;

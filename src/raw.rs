@@ -1,10 +1,18 @@
 //! Entry points for foreign-function layers (the C library in `capi/`): allocation without a
 //! `Layout` on free and realloc, as C's `free(ptr)` and `realloc(ptr, n)` need. Rust code should
 //! use [`crate::VmArena`] through `GlobalAlloc`.
+//!
+//! Without a layout, the block's size comes from its page descriptor (or its large region),
+//! which the free path reads anyway: one page-map lookup, no lock, no speculation, no shared
+//! counter. The caller owns the block, so its page's block size (and a large block's length)
+//! cannot change under it.
 
 use crate::arena::ARENA;
 use crate::arena::pagemap::Entry;
-use crate::{abort, global};
+use crate::heap::pages::is_carved_block;
+use crate::heap::size_class::{class_for_layout, class_size};
+use crate::sync::atomic::Ordering;
+use crate::{abort, global, heap};
 
 /// Allocates `size` bytes aligned to `align` (a power of two), zeroed if `zeroed`. Null if the
 /// request cannot be served. `size` 0 is served as 1 byte, so every call returns a distinct
@@ -13,7 +21,13 @@ pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     if !align.is_power_of_two() || size > isize::MAX as usize - (align - 1) {
         return core::ptr::null_mut();
     }
-    let size = size.max(1);
+    let mut size = size.max(1);
+    if heap::counting_requested() {
+        // C frees come without a size, so requested bytes are counted as usable bytes.
+        if let Some(class) = class_for_layout(size, align) {
+            size = class_size(class);
+        }
+    }
     if zeroed {
         global::alloc::<true>(size, align)
     } else {
@@ -26,13 +40,20 @@ pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 ///
 /// # Safety
 /// `ptr` is null or a live block from vmarena, not used after this call.
+#[inline]
 pub unsafe fn free(ptr: *mut u8) {
     if ptr.is_null() {
         return;
     }
-    let size = usable_size(ptr);
-    // SAFETY: forwarded from the caller.
-    unsafe { global::free(ptr, size) };
+    match ARENA.lookup_page(ptr as usize) {
+        Some(page) => {
+            // Relaxed: fixed while the caller holds a block of the page.
+            let size = page.block_size.load(Ordering::Relaxed);
+            // SAFETY: forwarded from the caller; `free` validates the pointer.
+            unsafe { heap::free(page, ptr, size) }
+        }
+        None => global::free_large(ptr),
+    }
 }
 
 /// Resizes a block (C `realloc` without the `NULL` and zero-size special cases, which the
@@ -55,16 +76,19 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align: usize) -> *mut u8 {
 }
 
 /// The usable size of the block at `ptr` (C `malloc_usable_size`); 0 for null. Aborts on a
-/// pointer vmarena did not hand out.
+/// pointer that is not the start of a live block of vmarena's.
 pub fn usable_size(ptr: *mut u8) -> usize {
     if ptr.is_null() {
         return 0;
     }
     match ARENA.lookup(ptr as usize) {
-        Entry::None => abort::invalid_free(ptr),
-        _ => ARENA
-            .usable_size(ptr as usize)
-            .unwrap_or_else(|| abort::invalid_free(ptr)),
+        Entry::Page(page) if is_carved_block(page, ptr as usize) => {
+            // Relaxed: fixed while the caller holds a block of the page.
+            page.block_size.load(Ordering::Relaxed)
+        }
+        // The caller owns the block, so no one else resizes or frees it meanwhile.
+        Entry::Large(region) if region.start() == ptr => region.len(),
+        _ => abort::invalid_free(ptr),
     }
 }
 
@@ -72,4 +96,12 @@ pub fn usable_size(ptr: *mut u8) -> usize {
 pub fn page_size() -> usize {
     use crate::os::Os;
     ARENA.os.page_size()
+}
+
+/// Installs what must come first in the process (the `fork` handlers), for a library that is
+/// loaded before its first allocation. Later registrations of other libraries' `fork`
+/// handlers then run their prepare handlers before ours, while allocating still works.
+pub fn init() {
+    #[cfg(not(miri))]
+    crate::fork::install();
 }

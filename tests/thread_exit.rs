@@ -20,10 +20,8 @@ const DESTRUCTOR_ROUNDS: usize = 4;
 fn key(destructor: unsafe extern "C" fn(*mut libc::c_void)) -> libc::pthread_key_t {
     let mut key = 0;
     // SAFETY: a valid out-pointer and an `extern "C"` destructor.
-    assert_eq!(
-        unsafe { libc::pthread_key_create(&mut key, Some(destructor)) },
-        0
-    );
+    let created = unsafe { libc::pthread_key_create(&mut key, Some(destructor)) };
+    assert_eq!(created, 0);
     key
 }
 

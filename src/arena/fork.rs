@@ -1,6 +1,7 @@
 //! The arena's part of `fork` safety: the forking thread holds a write session across `fork()`
 //! (so no remap operation is half done in the child), and in the child the regions' reader
-//! counts are reset (their readers were other threads, which the child does not have).
+//! counts and the arena lock are reset (their readers and waiters were other threads, which
+//! the child does not have).
 
 use core::cell::UnsafeCell;
 
@@ -32,8 +33,12 @@ impl Arena<PlatformOs> {
     }
 
     /// After `fork`, in the child: forget the other threads' reader references and any purge
-    /// they were running, then end the held session.
-    pub(crate) fn unlock_after_fork_child(&self) {
+    /// they were running, end the held session, and forget the other threads' place on the
+    /// lock (a writer queued behind the session would otherwise hold readers back forever).
+    ///
+    /// # Safety
+    /// The calling thread ran [`Arena::lock_for_fork`] and is the only one in the process.
+    pub(crate) unsafe fn unlock_after_fork_child(&self) {
         // SAFETY: only the forking thread uses HELD; it is the only thread in the child.
         let session = unsafe { (*HELD.0.get()).take() };
         if let Some(session) = &session {
@@ -48,5 +53,7 @@ impl Arena<PlatformOs> {
         // Relaxed: the child has one thread.
         self.purging.store(false, Ordering::Relaxed);
         drop(session);
+        // SAFETY: one thread (caller), whose session just ended.
+        unsafe { self.lock.reset_after_fork() };
     }
 }

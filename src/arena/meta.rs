@@ -1,7 +1,8 @@
 //! Allocator metadata: chunks of memory straight from the OS, carved into type-stable pools of
 //! region descriptors and page tables. Nothing here is ever returned to the OS, which is what
 //! lets lock-free readers hold stale descriptor pointers safely (the kernel gets the same
-//! guarantee from `SLAB_TYPESAFE_BY_RCU`). All of it runs under the arena write lock.
+//! guarantee from `SLAB_TYPESAFE_BY_RCU`). The arena's pools run under the arena write lock;
+//! the heaps' pool (in `heap::lifecycle`) under the heap registry's mutex.
 
 use core::ptr::NonNull;
 
@@ -12,7 +13,7 @@ use crate::os::Os;
 use crate::sync::atomic::{AtomicPtr, Ordering};
 
 /// A bump allocator over OS chunks.
-struct MetaChunks {
+pub(crate) struct MetaChunks {
     /// The unused rest of the current chunk (null before the first).
     next: *mut u8,
     end: usize,
@@ -21,7 +22,7 @@ struct MetaChunks {
 }
 
 impl MetaChunks {
-    const fn new() -> MetaChunks {
+    pub(crate) const fn new() -> MetaChunks {
         MetaChunks {
             next: core::ptr::null_mut(),
             end: 0,
@@ -42,6 +43,11 @@ impl MetaChunks {
         self.next = start.wrapping_add(size);
         // Fresh OS memory reads as zero; the pools initialise what they carve.
         NonNull::new(start)
+    }
+
+    /// Bytes reserved from the OS (for statistics).
+    pub(crate) fn reserved(&self) -> usize {
+        self.reserved
     }
 }
 
@@ -66,6 +72,16 @@ impl Pooled for Region {
     }
 }
 
+impl Pooled for crate::heap::thread_heap::Heap {
+    unsafe fn init(slot: *mut Self) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { slot.write(Self::new()) }
+    }
+    fn pool_link(&self) -> &AtomicPtr<Self> {
+        &self.registry_next
+    }
+}
+
 impl Pooled for PageTable {
     unsafe fn init(slot: *mut Self) {
         // SAFETY: guaranteed by the caller; fields are written one by one so the 50 KiB table
@@ -84,14 +100,14 @@ impl Pooled for PageTable {
 }
 
 /// A free list of objects that once created stay objects of this type forever.
-struct Pool<T: Pooled> {
+pub(crate) struct Pool<T: Pooled> {
     free: *mut T,
     /// Objects ever created (for statistics and tests).
     created: usize,
 }
 
 impl<T: Pooled> Pool<T> {
-    const fn new() -> Pool<T> {
+    pub(crate) const fn new() -> Pool<T> {
         Pool {
             free: core::ptr::null_mut(),
             created: 0,
@@ -99,11 +115,12 @@ impl<T: Pooled> Pool<T> {
     }
 
     /// An unused object, from the free list or newly carved from metadata chunks.
-    fn take(&mut self, meta: &mut MetaChunks, os: &impl Os) -> Option<&'static T> {
+    pub(crate) fn take(&mut self, meta: &mut MetaChunks, os: &impl Os) -> Option<&'static T> {
         if let Some(item) = NonNull::new(self.free) {
             // SAFETY: pooled objects are never freed.
             let item: &'static T = unsafe { item.as_ref() };
-            // Relaxed: the pool is only used under the arena write lock.
+            // Relaxed: a pool is only used under one lock (the arena write lock, or the heap
+            // registry's mutex for heaps).
             self.free = item
                 .pool_link()
                 .swap(core::ptr::null_mut(), Ordering::Relaxed);
@@ -122,8 +139,8 @@ impl<T: Pooled> Pool<T> {
 
     /// Returns an object the arena no longer uses. It stays a `T`: stale readers may still
     /// look at it and must check its identity.
-    fn give(&mut self, item: &'static T) {
-        // Relaxed: under the arena write lock.
+    pub(crate) fn give(&mut self, item: &'static T) {
+        // Relaxed: under the pool's lock.
         item.pool_link().store(self.free, Ordering::Relaxed);
         self.free = (item as *const T).cast_mut();
     }

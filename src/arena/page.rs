@@ -6,12 +6,13 @@
 //! moves between threads only through an Acquire/Release pair (the region's page bitmap, or the
 //! abandoned-page list's mutex), so the new owner sees everything the old one wrote. Other
 //! threads touch only the atomics: `xthread_free` (frees from other threads), `owner` (to tell
-//! whether a free is local) and `block_size` (to validate a pointer).
+//! whether a free is local), and `block_size`, `carved` and the block divisor (to validate a
+//! pointer).
 
 use core::cell::UnsafeCell;
 
 use super::region::Region;
-use crate::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// A free block: its first word links to the next free block of the same page.
 #[repr(C)]
@@ -116,7 +117,15 @@ pub(crate) struct Page {
     pub(crate) start: AtomicPtr<u8>,
     pub(crate) region: AtomicPtr<Region>,
     pub(crate) index: AtomicU32,
-    _pad2: [u8; 28],
+    /// Blocks carved from the page so far (the owner's `capacity`, for everyone to read), 0
+    /// while the page is not in use: a pointer is a block of the page only below this.
+    pub(crate) carved: AtomicU32,
+    /// The block size is `odd << block_shift`, and `block_inverse` is `odd`'s inverse modulo
+    /// 2^64: together they tell a block's start from any other address without a division
+    /// (`heap::pages::is_carved_block`). Fixed while the page is in use.
+    pub(crate) block_inverse: AtomicU64,
+    pub(crate) block_shift: AtomicU32,
+    _pad2: [u8; 12],
 
     // ---- line 3: written by other threads ----
     /// Blocks freed by other threads, pushed with a CAS, taken by the owner with a swap.
@@ -150,8 +159,11 @@ impl Page {
             start: AtomicPtr::new(core::ptr::null_mut()),
             region: AtomicPtr::new(core::ptr::null_mut()),
             index: AtomicU32::new(0),
+            carved: AtomicU32::new(0),
+            block_inverse: AtomicU64::new(0),
+            block_shift: AtomicU32::new(0),
             _pad1: [0; 16],
-            _pad2: [0; 28],
+            _pad2: [0; 12],
         }
     }
 }

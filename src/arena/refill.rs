@@ -86,10 +86,11 @@ impl<O: Os> Arena<O> {
         let region = page.region.load(Ordering::Relaxed);
         // SAFETY: descriptors are never freed; an owned page's region is attached.
         let region = unsafe { &*region };
-        // Relaxed: other threads compare `owner` only with their own id and never read
-        // `block_size` of a page without a live block; the bitmap's Release publishes both.
+        // Relaxed: other threads compare `owner` only with their own id and read `block_size`
+        // and `carved` only to validate a pointer; the bitmap's Release publishes all three.
         page.owner.store(NO_OWNER, Ordering::Relaxed);
         page.block_size.store(0, Ordering::Relaxed);
+        page.carved.store(0, Ordering::Relaxed); // no address is a block of a free page
         if let Some(kind) = region.page_kind() {
             adjust(&self.counters.pages_in_use[kind.index()], -1);
         }
@@ -128,6 +129,7 @@ impl<O: Os> WriteSession<'_, O> {
             page.index.store(index as u32, Ordering::Relaxed);
             page.owner.store(NO_OWNER, Ordering::Relaxed);
             page.block_size.store(0, Ordering::Relaxed);
+            page.carved.store(0, Ordering::Relaxed);
             page.xthread_free
                 .store(core::ptr::null_mut(), Ordering::Relaxed);
             page.used.set(0);

@@ -116,13 +116,25 @@ pub(crate) fn lock_for_fork() {
     }
 }
 
-/// Unlocks what [`lock_for_fork`] locked, in the parent or the child.
+/// Unlocks what [`lock_for_fork`] locked, in the parent.
 ///
 /// # Safety
 /// The calling thread called [`lock_for_fork`] and has not unlocked since.
-pub(crate) unsafe fn unlock_after_fork() {
+pub(crate) unsafe fn unlock_after_fork_parent() {
     for list in ABANDONED.iter().rev() {
         // SAFETY: guaranteed by the caller.
         unsafe { list.unlock_raw() };
+    }
+}
+
+/// Releases the locks in a forked child (the lists are consistent: the forking thread held
+/// every one of them).
+///
+/// # Safety
+/// The calling thread called [`lock_for_fork`] and is the only one in the process.
+pub(crate) unsafe fn reset_after_fork_child() {
+    for list in &ABANDONED {
+        // SAFETY: guaranteed by the caller.
+        unsafe { list.reset_after_fork() };
     }
 }

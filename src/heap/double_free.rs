@@ -31,14 +31,15 @@ pub(crate) fn free_key() -> usize {
         return key;
     }
     let mut fresh = 0usize;
-    // SAFETY: getrandom writes at most the given number of bytes into our buffer.
-    let got = unsafe {
+    // SAFETY: getrandom writes at most the given number of bytes into our buffer. (It may run
+    // inside a `free`, which must leave errno alone.)
+    let got = crate::os::errno_preserved(|| unsafe {
         libc::getrandom(
             (&raw mut fresh).cast(),
             core::mem::size_of::<usize>(),
             libc::GRND_NONBLOCK,
         )
-    };
+    });
     if got != core::mem::size_of::<usize>() as isize {
         // No entropy yet (very early boot): fall back to address-space randomisation.
         fresh = (&raw const fresh as usize).rotate_left(29) ^ (free_key as fn() -> usize as usize);
@@ -177,13 +178,13 @@ pub(crate) unsafe fn owner_confirms(page: &Page, block: *mut Block) -> bool {
 /// free.
 ///
 /// # Safety
-/// `block` is a block of `page`, of `block_size` bytes, that the caller just marked.
+/// `block` is a block of `page` that the caller just marked.
 #[cold]
-pub(crate) unsafe fn looks_free(page: &Page, block: *mut Block, block_size: usize) -> bool {
+pub(crate) unsafe fn looks_free(page: &Page, block: *mut Block) -> bool {
     // SAFETY: the caller frees the block, so it may read it. (If it is in fact a double free,
     // the word may be changing under us; any value read is only compared.)
     let link = unsafe { (*block).next } as usize;
-    link == 0 || super::pages::is_block_of(page, block_size, link)
+    link == 0 || super::pages::is_carved_block(page, link)
 }
 
 #[cfg(test)]
@@ -208,7 +209,7 @@ mod tests {
             push_remote(&t.page, blocks[1]); // on the remote list
             for &b in &blocks[..2] {
                 assert!(mark_freed(b, 32, key) && owner_confirms(&t.page, b));
-                assert!(looks_free(&t.page, b, 32));
+                assert!(looks_free(&t.page, b));
             }
             // Collected: now both are on `free` or `local_free`.
             t.page.free.set(core::ptr::null_mut());
@@ -258,13 +259,13 @@ mod tests {
             assert!(mark_freed(b, 48, key), "the data looks like a marker");
             assert!(!owner_confirms(&t.page, b));
             // Another thread: the first word is no free-list link, so no double free ...
-            assert!(!looks_free(&t.page, b, 48));
+            assert!(!looks_free(&t.page, b));
             // ... unless it is one too (null, or a block of this page): data that copies both
             // the secret marker and a link is reported, as a real double free would be.
             words.write(neighbour as usize);
-            assert!(looks_free(&t.page, b, 48));
+            assert!(looks_free(&t.page, b));
             words.write(0);
-            assert!(looks_free(&t.page, b, 48));
+            assert!(looks_free(&t.page, b));
         }
     }
 

@@ -4,11 +4,11 @@
 pub(crate) mod abandon;
 pub(crate) mod double_free;
 pub(crate) mod fallback;
+pub(crate) mod lifecycle;
 pub(crate) mod pages;
-pub(crate) mod registry;
 pub(crate) mod size_class;
+mod slot;
 pub(crate) mod thread_heap;
-pub(crate) mod tls;
 
 use crate::arena::page::{Block, Page};
 use crate::stats::Stats;
@@ -16,7 +16,7 @@ use crate::stats::Stats;
 /// Allocates a block of size class `class` for a request of `size` bytes.
 #[inline(always)]
 pub(crate) fn alloc<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
-    tls::with_heap(|heap| heap.alloc::<ZERO>(class, size))
+    slot::heap().alloc::<ZERO>(class, size)
 }
 
 /// Frees `ptr`, a block of `page`; `requested` is the size the user asked for (statistics).
@@ -26,7 +26,7 @@ pub(crate) fn alloc<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
 #[inline(always)]
 pub(crate) unsafe fn free(page: &'static Page, ptr: *mut u8, requested: usize) {
     // SAFETY: forwarded from the caller.
-    tls::with_heap(|heap| unsafe { heap.free(page, ptr.cast::<Block>(), requested) })
+    unsafe { slot::heap().free(page, ptr.cast::<Block>(), requested) }
 }
 
 /// 0: not decided yet; 1: requested bytes are not counted; 2: they are.
@@ -66,24 +66,26 @@ pub(crate) fn set_tracking_requested(on: bool) {
 
 /// Records a change of the requested-bytes statistic made outside the fast paths (large
 /// blocks, remote frees, reallocs in place) in this thread's counter, or the shared one if the
-/// thread has no usable heap.
+/// thread has no heap. Never brings a heap up: a free may be the last thing a thread does,
+/// after its exit hook has run.
 pub(crate) fn record(requested: isize) {
-    tls::with_heap(|heap| {
-        if heap.state() == thread_heap::HeapState::Alive || tls::bring_up(heap) {
-            heap.counters.add(requested);
-        } else {
-            registry::ORPHAN_COUNTERS.add_shared(requested);
-        }
-    })
+    let heap = slot::heap();
+    if heap.state() == thread_heap::HeapState::Alive {
+        heap.counters.add(requested);
+    } else {
+        lifecycle::ORPHAN_COUNTERS.add_shared(requested);
+    }
 }
 
-/// Gives this thread's empty pages, and empty abandoned pages, back to their regions.
+/// Gives this thread's empty pages, empty pages of the fallback heap and of exited threads, and
+/// the pages of threads that died without their exit hook, back to their regions.
 pub(crate) fn collect() {
-    tls::with_heap(|heap| {
-        if heap.state() == thread_heap::HeapState::Alive {
-            heap.collect();
-        }
-    });
+    let heap = slot::heap();
+    if heap.state() == thread_heap::HeapState::Alive {
+        heap.collect();
+    }
+    lifecycle::reap_dead_heaps();
+    fallback::collect();
     abandon::release_empty();
 }
 
@@ -91,5 +93,5 @@ pub(crate) fn fill_stats(stats: &mut Stats) {
     if tracking_requested() {
         stats.bytes_requested = Some(0);
     }
-    registry::fill_stats(stats);
+    lifecycle::fill_stats(stats);
 }

@@ -9,27 +9,30 @@
 //! Allocation clears a block's double-free marker (see `double_free`).
 
 use crate::arena::page::{Block, OWNER_FULL_FLAG, Page};
-use crate::config::{MAX_SMALL_SIZE, PageKind};
+use crate::config::PageKind;
 use crate::sync::atomic::Ordering;
 
-use super::size_class::{class_of, class_size, is_block_offset, page_kind};
+use super::size_class::{block_divisor, block_index, class_size, page_kind};
 
 /// Fresh blocks carved per extension: enough to make the slow path rare, few enough not to
 /// touch (and so commit) much memory the program may never use.
 const EXTEND_BYTES: usize = 16 << 10;
 const EXTEND_MIN_BLOCKS: u32 = 4;
 
-/// True if `addr` is the start of one of the page's blocks, given the page's block size
-/// (`block_size`, read by the caller). No division: remote frees check every pointer with it.
+/// True if `addr` is the start of a block the page has carved (and so may have handed out):
+/// every free checks its pointer with this, the owner's as well as other threads'. A
+/// multiply, a rotate and a compare on the page's shared line, no division.
 #[inline(always)]
-pub(crate) fn is_block_of(page: &Page, block_size: usize, addr: usize) -> bool {
-    // Relaxed: fixed while the page is in use, which it is for any caller holding a block.
+pub(crate) fn is_carved_block(page: &Page, addr: usize) -> bool {
+    // Relaxed: fixed while the page is in use, which it is for any caller holding one of its
+    // blocks (the owner wrote them before the block was handed out; the user's own
+    // synchronisation brought the block, and so them, to this thread). For a page not in use
+    // `carved` is 0 and nothing passes.
     let start = page.start.load(Ordering::Relaxed) as usize;
-    let offset = addr.wrapping_sub(start);
-    block_size != 0
-        && block_size <= MAX_SMALL_SIZE
-        && offset <= PageKind::for_block(block_size).page_size() - block_size
-        && is_block_offset(offset, class_of(block_size))
+    let shift = page.block_shift.load(Ordering::Relaxed);
+    let inverse = page.block_inverse.load(Ordering::Relaxed);
+    let carved = page.carved.load(Ordering::Relaxed);
+    block_index(addr.wrapping_sub(start), shift, inverse) < carved as u64
 }
 
 /// Debug builds (and so the fuzz targets) check every block that enters or leaves a free list
@@ -38,11 +41,9 @@ pub(crate) fn is_block_of(page: &Page, block_size: usize, addr: usize) -> bool {
 #[inline(always)]
 fn debug_assert_block_of(page: &Page, block: *mut Block) {
     if cfg!(debug_assertions) {
-        // Relaxed: the caller owns the page, which fixes its block size.
-        let size = page.block_size.load(Ordering::Relaxed);
         assert!(
-            is_block_of(page, size, block as usize),
-            "block {block:p} is not a block of page {:p} (blocks of {size} bytes)",
+            is_carved_block(page, block as usize),
+            "block {block:p} is not a carved block of page {:p}",
             page as *const Page
         );
     }
@@ -76,6 +77,10 @@ pub(crate) unsafe fn init(page: &Page, class: usize, fresh: bool, owner: usize) 
             && page.block_size.load(Ordering::Relaxed) == 0,
         "a page in use was handed out again"
     );
+    let (shift, inverse) = block_divisor(class);
+    page.block_shift.store(shift, Ordering::Relaxed);
+    page.block_inverse.store(inverse, Ordering::Relaxed);
+    page.carved.store(0, Ordering::Relaxed);
     page.block_size.store(size, Ordering::Relaxed);
     page.owner.store(owner, Ordering::Relaxed);
 }
@@ -106,6 +111,9 @@ pub(crate) unsafe fn extend(page: &Page) -> bool {
         (*block).next = core::ptr::null_mut();
         page.free.set(first);
         page.capacity.set(capacity + count);
+        // Relaxed: the new blocks reach other threads only through the user's synchronisation,
+        // which orders this store before their frees (see `is_carved_block`).
+        page.carved.store(capacity + count, Ordering::Relaxed);
         page.free_is_zero.set(page.fresh.get());
         true
     }

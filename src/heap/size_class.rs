@@ -103,14 +103,12 @@ pub(crate) fn page_kind(class: usize) -> PageKind {
     PageKind::for_block(class_size(class))
 }
 
-/// What it takes to test "is `x` a multiple of this class's size" without a division (which a
-/// free from another thread would otherwise pay to validate its pointer): the size is
-/// `odd << shift`, `inverse` is `odd`'s inverse modulo 2^64, and `x >> shift` is a multiple
-/// of `odd` exactly when multiplying it by `inverse` gives at most `u64::MAX / odd`.
+/// What it takes to test "is `x` a multiple of this class's size" without a division (every
+/// free validates its pointer with it): the size is `odd << shift`, and `inverse` is `odd`'s
+/// inverse modulo 2^64 (see [`block_index`]).
 struct Divisor {
     shift: u32,
     inverse: u64,
-    limit: u64,
 }
 
 static DIVISORS: [Divisor; NUM_CLASSES] = {
@@ -118,7 +116,6 @@ static DIVISORS: [Divisor; NUM_CLASSES] = {
         Divisor {
             shift: 0,
             inverse: 0,
-            limit: 0,
         }
     }; NUM_CLASSES];
     let mut c = 0;
@@ -133,22 +130,26 @@ static DIVISORS: [Divisor; NUM_CLASSES] = {
             inverse = inverse.wrapping_mul(2u64.wrapping_sub(odd.wrapping_mul(inverse)));
             i += 1;
         }
-        table[c] = Divisor {
-            shift,
-            inverse,
-            limit: u64::MAX / odd,
-        };
+        table[c] = Divisor { shift, inverse };
         c += 1;
     }
     table
 };
 
-/// True if `offset` is a multiple of the block size of `class`.
-#[inline]
-pub(crate) fn is_block_offset(offset: usize, class: usize) -> bool {
-    let d = &DIVISORS[class];
-    let x = offset as u64;
-    x.trailing_zeros() >= d.shift && (x >> d.shift).wrapping_mul(d.inverse) <= d.limit
+/// The block size of `class` as `odd << shift`: `(shift, inverse of odd modulo 2^64)`, what
+/// [`block_index`] needs.
+pub(crate) fn block_divisor(class: usize) -> (u32, u64) {
+    (DIVISORS[class].shift, DIVISORS[class].inverse)
+}
+
+/// `offset / size` if `offset` is a multiple of the block size `size = odd << shift`, else a
+/// number above `u64::MAX >> shift / odd` (far beyond any page's block count): one multiply
+/// and one rotate instead of a division. Multiplying by `odd`'s inverse gives `offset / size`
+/// shifted left by `shift` exactly for the multiples, and for anything else either low bits
+/// (which the rotate sends to the top) or a value no multiple gives.
+#[inline(always)]
+pub(crate) fn block_index(offset: usize, shift: u32, inverse: u64) -> u64 {
+    (offset as u64).wrapping_mul(inverse).rotate_right(shift)
 }
 
 #[cfg(test)]
@@ -201,12 +202,16 @@ mod tests {
                 size,
                 2 * size,
                 page - size,
+                usize::MAX - size + 1, // addresses below the page wrap around
+                usize::MAX,
             ]) {
-                assert_eq!(
-                    is_block_offset(offset, c),
-                    offset % size == 0,
-                    "class {c} offset {offset}"
-                );
+                let (shift, inverse) = block_divisor(c);
+                let index = block_index(offset, shift, inverse);
+                if offset % size == 0 {
+                    assert_eq!(index, (offset / size) as u64, "class {c} offset {offset}");
+                } else {
+                    assert!(index > (page / size) as u64, "class {c} offset {offset}");
+                }
             }
         }
     }

@@ -17,7 +17,7 @@ use super::size_class::{NUM_CLASSES, page_kind};
 use crate::arena::ARENA;
 use crate::arena::page::{Block, NO_OWNER, OWNER_FULL_FLAG, Page};
 use crate::config::PageKind;
-use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 
 /// The page every empty queue points at: its free list is always empty, so the fast path
 /// needs no separate "no page yet" test. Nobody ever writes to it.
@@ -180,25 +180,35 @@ pub(crate) struct Heap {
     /// Per class, pages with nothing left to hand out.
     full: [PageList; NUM_CLASSES],
     pub(crate) counters: HeapCounters,
-    /// Links in the registry of live heaps (changed under the registry lock).
+    /// The kernel's id of the owning thread (to tell whether it still runs; see `lifecycle`).
+    os_tid: AtomicI32,
+    /// Links in the registry of live heaps, or (`registry_next`) in the pool of unused ones;
+    /// changed under the registry lock.
     pub(crate) registry_next: AtomicPtr<Heap>,
     pub(crate) registry_prev: AtomicPtr<Heap>,
 }
 
-// SAFETY: a heap is used by one thread at a time: its own thread, or the holder of the
-// fallback heap's mutex. Other threads only touch its atomics (counters, registry links).
+// SAFETY: a heap is used by one thread at a time: its own thread, the holder of the fallback
+// heap's mutex, or (for a heap whose thread is gone) the thread that reaps it. Other threads
+// only touch its atomics (counters, thread id, registry links).
 unsafe impl Send for Heap {}
 
 impl Heap {
     pub(crate) const fn new() -> Heap {
+        Heap::sentinel(HeapState::Uninit)
+    }
+
+    /// An empty heap in `state`: the shared sentinels (see `lifecycle`), or a fresh heap.
+    pub(crate) const fn sentinel(state: HeapState) -> Heap {
         Heap {
             current: [const { Cell::new(&raw const EMPTY_PAGE) }; NUM_CLASSES],
             tid: Cell::new(NO_THREAD),
             free_key: Cell::new(0),
-            state: Cell::new(HeapState::Uninit),
+            state: Cell::new(state),
             queues: [const { PageList::new() }; NUM_CLASSES],
             full: [const { PageList::new() }; NUM_CLASSES],
             counters: HeapCounters::new(),
+            os_tid: AtomicI32::new(0),
             registry_next: AtomicPtr::new(core::ptr::null_mut()),
             registry_prev: AtomicPtr::new(core::ptr::null_mut()),
         }
@@ -208,16 +218,41 @@ impl Heap {
         self.state.get()
     }
 
-    /// Makes the heap usable by the thread whose id is `tid`.
-    pub(crate) fn start(&self, tid: usize) {
+    /// Makes the heap usable by the thread whose id is `tid` (kernel id `os_tid`).
+    pub(crate) fn start(&self, tid: usize, os_tid: i32) {
         self.tid.set(tid);
+        self.set_os_tid(os_tid);
         self.free_key.set(double_free::free_key());
         super::tracking_requested(); // reads VMARENA_STATS once, for `counting_requested`
         self.state.set(HeapState::Alive);
     }
 
-    pub(crate) fn set_state(&self, state: HeapState) {
-        self.state.set(state);
+    pub(crate) fn os_tid(&self) -> i32 {
+        // Relaxed: written before the heap is registered and read under the registry lock.
+        self.os_tid.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_os_tid(&self, os_tid: i32) {
+        // Relaxed: see `os_tid`.
+        self.os_tid.store(os_tid, Ordering::Relaxed);
+    }
+
+    /// Back to the state of [`Heap::new`], for reuse by another thread. The heap holds no pages
+    /// (they were handed over), or holds pages it must forget (a forked child's dead heaps).
+    pub(crate) fn reset(&self) {
+        for class in 0..NUM_CLASSES {
+            self.current[class].set(&raw const EMPTY_PAGE);
+            for list in [&self.queues[class], &self.full[class]] {
+                list.first.set(core::ptr::null());
+                list.last.set(core::ptr::null());
+            }
+        }
+        self.tid.set(NO_THREAD);
+        self.free_key.set(0);
+        self.state.set(HeapState::Uninit);
+        // Relaxed: statistics; the heap is not registered.
+        self.counters.requested.store(0, Ordering::Relaxed);
+        self.set_os_tid(0);
     }
 
     // ------------------------------------------------------------------ allocation
@@ -246,8 +281,12 @@ impl Heap {
 
     #[inline(never)]
     fn alloc_generic<const ZERO: bool>(&self, class: usize, size: usize) -> *mut u8 {
-        if self.state.get() != HeapState::Alive && !super::tls::bring_up(self) {
-            return super::fallback::alloc::<ZERO>(class, size);
+        if self.state.get() != HeapState::Alive {
+            // A sentinel: the thread has no heap (yet, or any more).
+            return match super::lifecycle::bring_up(self) {
+                Some(heap) => heap.alloc::<ZERO>(class, size),
+                None => super::fallback::alloc::<ZERO>(class, size),
+            };
         }
         if self.find_page(class).is_none() {
             return core::ptr::null_mut(); // out of memory
@@ -357,7 +396,13 @@ impl Heap {
         // Relaxed: see the `Page` docs; a page whose owner reads as us is ours and stays ours.
         let size = page.block_size.load(Ordering::Relaxed);
         if page.owner.load(Ordering::Relaxed) == self.tid.get() {
-            // SAFETY: we own the page; the block is one of its live blocks (caller).
+            // A pointer into a block, or past what the page carved, would be linked into the
+            // free list and handed out again over live data.
+            if !pages::is_carved_block(page, block as usize) {
+                crate::abort::invalid_free(block.cast());
+            }
+            // SAFETY: we own the page; the block is one of its live blocks (caller, checked
+            // above as far as it can be).
             unsafe {
                 if double_free::mark_freed(block, size, self.free_key.get()) {
                     // A call in tail position: the fast path keeps nothing alive across it,
@@ -406,6 +451,11 @@ impl Heap {
         size: usize,
     ) {
         let tid = self.tid.get();
+        // Every pointer must be a block the page carved (without a division: this path is hot
+        // in producer/consumer programs).
+        if !pages::is_carved_block(page, block as usize) {
+            crate::abort::invalid_free(block.cast());
+        }
         // Relaxed: as in `free`.
         if page.owner.load(Ordering::Relaxed) == tid | OWNER_FULL_FLAG {
             // SAFETY: our page; the block is a live block of it (caller).
@@ -428,21 +478,14 @@ impl Heap {
             self.counters.add(-(requested as isize));
             return;
         }
-        // Another thread's page, an abandoned one, or the fallback heap's. Check the pointer
-        // is one of its blocks (without a division: this path is hot in producer/consumer
-        // programs).
-        if !pages::is_block_of(page, size, block as usize) {
-            crate::abort::invalid_free(block.cast());
-        }
+        // Another thread's page, an abandoned one, or the fallback heap's.
         let key = match self.free_key.get() {
             0 => double_free::free_key(),
             key => key,
         };
         // SAFETY: the caller gives up a live block of `page`.
         let adopted = unsafe {
-            if double_free::mark_freed(block, size, key)
-                && double_free::looks_free(page, block, size)
-            {
+            if double_free::mark_freed(block, size, key) && double_free::looks_free(page, block) {
                 crate::abort::double_free(block.cast());
             }
             pages::push_remote(page, block)

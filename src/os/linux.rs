@@ -9,7 +9,7 @@
 
 use core::ptr::NonNull;
 
-use super::{Os, Remap};
+use super::{Os, Remap, errno_preserved};
 use crate::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 pub(crate) struct LinuxOs {
@@ -28,20 +28,6 @@ impl LinuxOs {
             no_dontunmap: AtomicU8::new(0),
         }
     }
-}
-
-/// Runs `f` and puts `errno` back as it was. Every system call of the back end goes through
-/// this: they run inside `free` and `realloc` too, and C programs (gnulib's among them) rely
-/// on `free` never changing `errno` (POSIX.1-2024; glibc since 2.33).
-pub(crate) fn errno_preserved<R>(f: impl FnOnce() -> R) -> R {
-    // SAFETY: `__errno_location` returns this thread's errno, valid for the thread's life.
-    let errno = unsafe { libc::__errno_location() };
-    // SAFETY: as above.
-    let saved = unsafe { *errno };
-    let result = f();
-    // SAFETY: as above.
-    unsafe { *errno = saved };
-    result
 }
 
 impl Os for LinuxOs {

@@ -11,6 +11,20 @@ pub(crate) mod linux;
 
 use core::ptr::NonNull;
 
+/// Runs `f` and puts `errno` back as it was. Every system call the allocator makes goes
+/// through this: they run inside `free` and `realloc` too, and C programs (gnulib's among
+/// them) rely on `free` never changing `errno` (POSIX.1-2024; glibc since 2.33).
+pub(crate) fn errno_preserved<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: `__errno_location` returns this thread's errno, valid for the thread's life.
+    let errno = unsafe { libc::__errno_location() };
+    // SAFETY: as above.
+    let saved = unsafe { *errno };
+    let result = f();
+    // SAFETY: as above.
+    unsafe { *errno = saved };
+    result
+}
+
 /// The outcome of [`Os::remap`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Remap {

@@ -62,6 +62,16 @@ impl ArenaLock {
         ArenaReadGuard { arena: self }
     }
 
+    /// In a forked child, after the forking thread's session ended: forgets the holders and
+    /// waiters that were other threads (see [`RawRwLock::reset_after_fork`]).
+    ///
+    /// # Safety
+    /// The calling thread is the only one in the process and holds no guard of this lock.
+    pub(crate) unsafe fn reset_after_fork(&self) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { self.lock.reset_after_fork() };
+    }
+
     /// The sequence as a racy hint (the early bail-out of `vma_start_read`).
     #[inline]
     pub(crate) fn seq_hint(&self) -> u64 {

@@ -18,8 +18,9 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32) {
     #[cfg(not(vmarena_loom))]
     // SAFETY: FUTEX_WAIT only reads the 32-bit word, which `word` keeps alive and aligned for the
     // duration of the call; a null timeout means "no timeout". A failure (EAGAIN when the value
-    // already changed, EINTR) is fine because every caller re-checks its condition.
-    unsafe {
+    // already changed, EINTR) is fine because every caller re-checks its condition; the errno
+    // it sets is put back (a `free` that waited must not change errno).
+    crate::os::errno_preserved(|| unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
@@ -27,7 +28,7 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32) {
             expected,
             core::ptr::null::<libc::timespec>(),
         );
-    }
+    });
 }
 
 /// Wakes every thread sleeping on `word`.

@@ -1,8 +1,10 @@
 //! A small futex mutex for the allocator's bookkeeping that must be serialised but never sits
 //! on a malloc/free fast path: the heap registry, the abandoned-page lists, the fallback heap.
 //!
-//! States: 0 unlocked, 1 locked, 2 locked with (possible) sleepers. The holder never allocates
-//! or takes another lock of this kind while holding one, so there is no re-entry and no cycle.
+//! States: 0 unlocked, 1 locked, 2 locked with (possible) sleepers. A holder never allocates
+//! (so there is no re-entry); the few that nest (the fallback heap's holder may take an
+//! abandoned list's) always nest in the one order `crate::fork` takes them in, so there is no
+//! cycle.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
@@ -60,6 +62,16 @@ impl RawMutex {
         }
     }
 
+    /// Forgets every holder and waiter: for a forked child, where the holder is the calling
+    /// thread and the waiters do not exist.
+    ///
+    /// # Safety
+    /// The calling thread is the only one in the process.
+    pub(crate) unsafe fn reset_after_fork(&self) {
+        // Relaxed: one thread.
+        self.state.store(UNLOCKED, Ordering::Relaxed);
+    }
+
     #[inline]
     pub(crate) fn unlock(&self) {
         // Release: publishes the critical section to the next holder's Acquire.
@@ -105,6 +117,25 @@ impl<T> Mutex<T> {
     /// The calling thread holds the lock through `lock_raw`, and no guard exists.
     pub(crate) unsafe fn unlock_raw(&self) {
         self.raw.unlock();
+    }
+
+    /// The value, for a thread that holds the lock through [`Mutex::lock_raw`].
+    ///
+    /// # Safety
+    /// As for [`Mutex::unlock_raw`], and the reference is not used after the unlock.
+    #[allow(clippy::mut_from_ref)] // the lock makes it unique
+    pub(crate) unsafe fn get_locked(&self) -> &mut T {
+        // SAFETY: the caller holds the lock, so no other reference to the value exists.
+        unsafe { &mut *self.value.get() }
+    }
+
+    /// In a forked child: releases the lock whoever held it (see [`RawMutex::reset_after_fork`]).
+    ///
+    /// # Safety
+    /// The calling thread is the only one in the process and uses no guard of this mutex.
+    pub(crate) unsafe fn reset_after_fork(&self) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { self.raw.reset_after_fork() };
     }
 }
 

@@ -111,6 +111,17 @@ impl RawRwLock {
         }
     }
 
+    /// Forgets every holder and waiter: for a forked child, where a writer that queued while
+    /// the forking thread held the lock left `WRITER_WAITING` set, and no longer exists to
+    /// clear it (readers would wait for it forever).
+    ///
+    /// # Safety
+    /// The calling thread is the only one in the process and holds no guard of this lock.
+    pub(crate) unsafe fn reset_after_fork(&self) {
+        // Relaxed: one thread.
+        self.state.store(0, Ordering::Relaxed);
+    }
+
     /// Marks that a thread sleeps and sleeps while the state is unchanged. The futex re-checks
     /// the value atomically with going to sleep, so an unlock between our load and the sleep is
     /// never lost.

@@ -1,12 +1,15 @@
 /* A host that loads a Rust plugin built on vmarena (tests/plugin), calls it from threads,
- * unloads it while those threads still run, and then lets them exit. A thread-exit hook the
- * plugin left behind would run in unmapped code. Prints "ok" and exits 0 on success. */
+ * unloads it while those threads still run, lets them exit, and forks. A thread-exit hook or
+ * fork handler the plugin left behind would run in unmapped code. Prints "ok" and exits 0 on
+ * success. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define CHECK(c)                                                                   \
     do {                                                                           \
@@ -53,6 +56,13 @@ int main(int argc, char **argv) {
         pthread_barrier_destroy(&worked);
         pthread_barrier_destroy(&unloaded);
     }
+    /* The plugin registered fork handlers; unloading it must have removed them. */
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) _exit(0);
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
     puts("ok");
     return 0;
 }

@@ -1,0 +1,390 @@
+//! A thread's heap from birth to death, and across `fork`.
+//!
+//! Heaps live in a type-stable pool (metadata chunks that are never unmapped), not in
+//! thread-local storage: the thread's TLS holds only a pointer to its heap ([`super::slot`]).
+//! So a pointer to a heap never dangles, whatever happens to the thread: the registry of live
+//! heaps (for statistics) can always be walked, even in a forked child or after a thread died
+//! without its exit hook.
+//!
+//! A thread's slot points at one of three sentinel heaps until it has a heap of its own, and
+//! again after it gave its heap up; a sentinel has no pages, so the allocation fast path falls
+//! through to the generic path, and its id matches no page, so every free is a remote free:
+//!
+//! * [`UNINIT`]: the thread has not allocated yet. Its first allocation brings a heap up:
+//!   takes one from the pool, registers it and arms a pthread key whose destructor runs at
+//!   thread exit.
+//! * [`INITIALISING`]: during that bring-up. Allocations made meanwhile (`pthread_setspecific`
+//!   may call `calloc`, which under `LD_PRELOAD` is us) use the fallback heap.
+//! * [`DESTROYED`]: after the key destructor handed the heap's pages over (other threads take
+//!   them, see `abandon`) and returned the heap to the pool. Later allocations (from other key
+//!   destructors, glibc's own thread teardown) use the fallback heap.
+//!
+//! A pthread key rather than a Rust TLS destructor, because glibc runs key destructors after
+//! C++/Rust TLS destructors, which may still free into our pages, and because registering a
+//! TLS destructor calls `calloc`: the same code serves the C library.
+//!
+//! A heap can outlive its thread without the destructor ever running: if it came up during the
+//! last round of key destructors (glibc runs at most four), nothing runs our destructor. Such
+//! heaps are found by their thread id ([`reap_dead_heaps`], run by `collect()` and every so
+//! often when threads start) and handed over as if their thread had exited normally.
+
+use core::ptr::null_mut;
+
+use super::slot;
+use super::thread_heap::{Heap, HeapCounters, HeapState};
+use crate::arena::ARENA;
+use crate::arena::meta::{MetaChunks, Pool};
+use crate::stats::Stats;
+use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::mutex::Mutex;
+
+/// A heap that no thread owns and no one writes: see the module docs.
+#[repr(transparent)]
+pub(crate) struct Sentinel(pub(crate) Heap);
+
+// SAFETY: a sentinel is never written. Its free lists are empty pages (`EMPTY_PAGE`), so the
+// allocation fast path never pops from it; its id is `NO_THREAD`, which no page's owner equals,
+// so no free treats one of its pages as local; every other path checks its state first.
+unsafe impl Sync for Sentinel {}
+
+pub(crate) static UNINIT: Sentinel = Sentinel(Heap::sentinel(HeapState::Uninit));
+pub(crate) static INITIALISING: Sentinel = Sentinel(Heap::sentinel(HeapState::Initialising));
+pub(crate) static DESTROYED: Sentinel = Sentinel(Heap::sentinel(HeapState::Destroyed));
+
+/// Thread ids are multiples of 4 (the low bits of a page's `owner` are flags); 0 means "no
+/// owner" and 4 is the fallback heap.
+pub(crate) const FALLBACK_TID: usize = 4;
+const TID_STEP: usize = 4;
+static NEXT_TID: AtomicUsize = AtomicUsize::new(2 * TID_STEP);
+
+// ------------------------------------------------------------------ the registry
+
+/// The live heaps (for statistics), the pool of unused ones, and the totals of heaps gone.
+struct Registry {
+    /// Heaps in use, linked through `registry_next`/`registry_prev`.
+    live: *mut Heap,
+    live_count: usize,
+    /// Look for dead heaps once this many are live (see [`bring_up`]).
+    reap_at: usize,
+    pool: Pool<Heap>,
+    chunks: MetaChunks,
+    started: u64,
+    exited: u64,
+}
+
+// SAFETY: the registry holds pointers to pool heaps (never freed), used under its mutex.
+unsafe impl Send for Registry {}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    live: null_mut(),
+    live_count: 0,
+    reap_at: REAP_MIN,
+    pool: Pool::new(),
+    chunks: MetaChunks::new(),
+    started: 0,
+    exited: 0,
+});
+
+/// Dead heaps are looked for when the live count doubles, and not below this many.
+const REAP_MIN: usize = 64;
+
+/// Counters of exited heaps, and of frees made by threads without a usable heap.
+pub(crate) static ORPHAN_COUNTERS: HeapCounters = HeapCounters::new();
+
+impl Registry {
+    fn link(&mut self, heap: &'static Heap) {
+        let this = (heap as *const Heap).cast_mut();
+        // Relaxed: links are only used under the registry mutex.
+        heap.registry_prev.store(null_mut(), Ordering::Relaxed);
+        heap.registry_next.store(self.live, Ordering::Relaxed);
+        // SAFETY: live heaps are pool heaps, never freed.
+        if let Some(head) = unsafe { self.live.as_ref() } {
+            head.registry_prev.store(this, Ordering::Relaxed);
+        }
+        self.live = this;
+        self.live_count += 1;
+        self.started += 1;
+    }
+
+    fn unlink(&mut self, heap: &Heap) {
+        // Relaxed: links are only used under the registry mutex.
+        let (prev, next) = (
+            heap.registry_prev.load(Ordering::Relaxed),
+            heap.registry_next.load(Ordering::Relaxed),
+        );
+        // SAFETY: neighbours are live pool heaps, never freed.
+        unsafe {
+            match prev.as_ref() {
+                Some(p) => p.registry_next.store(next, Ordering::Relaxed),
+                None => self.live = next,
+            }
+            if let Some(n) = next.as_ref() {
+                n.registry_prev.store(prev, Ordering::Relaxed);
+            }
+        }
+        self.live_count -= 1;
+        self.exited += 1;
+        // Fold the heap's counter into the orphans' (Relaxed: statistics).
+        ORPHAN_COUNTERS.add_shared(heap.counters.requested.swap(0, Ordering::Relaxed) as isize);
+    }
+
+    /// Returns an unlinked heap to the pool, reset.
+    fn recycle(&mut self, heap: &'static Heap) {
+        heap.reset();
+        self.pool.give(heap);
+    }
+
+    fn live_heaps(&self) -> impl Iterator<Item = &'static Heap> {
+        let mut cursor = self.live;
+        core::iter::from_fn(move || {
+            // SAFETY: live heaps are pool heaps, never freed; links change under the mutex,
+            // which the caller holds for as long as it borrows the registry.
+            let heap = unsafe { cursor.as_ref()? };
+            cursor = heap.registry_next.load(Ordering::Relaxed);
+            Some(heap)
+        })
+    }
+}
+
+// ------------------------------------------------------------------ birth
+
+/// Brings up a heap for the calling thread, whose slot holds `current`. `None` if it cannot
+/// have one now (it is being set up, or exiting, or memory ran out): the caller then uses the
+/// fallback heap.
+#[cold]
+#[inline(never)]
+pub(crate) fn bring_up(current: &Heap) -> Option<&'static Heap> {
+    if current.state() != HeapState::Uninit {
+        return None;
+    }
+    slot::set(&INITIALISING.0);
+    let Some(heap) = take_heap() else {
+        slot::set(&UNINIT.0);
+        return None;
+    };
+    let Some(key) = exit_key() else {
+        give_back(heap);
+        slot::set(&DESTROYED.0);
+        return None;
+    };
+    // SAFETY: `key` is a live key; the value is a pool heap, valid forever.
+    if unsafe { libc::pthread_setspecific(key, (heap as *const Heap).cast()) } != 0 {
+        // No hook would run at exit (ENOMEM, or the key was deleted at unload).
+        give_back(heap);
+        slot::set(&DESTROYED.0);
+        return None;
+    }
+    // Relaxed: ids only need to be unique.
+    heap.start(
+        NEXT_TID.fetch_add(TID_STEP, Ordering::Relaxed),
+        os_thread_id(),
+    );
+    let reap = {
+        let mut registry = REGISTRY.lock();
+        registry.link(heap);
+        registry.live_count >= registry.reap_at
+    };
+    #[cfg(not(miri))]
+    crate::fork::install();
+    slot::set(heap);
+    if reap {
+        reap_dead_heaps();
+    }
+    Some(heap)
+}
+
+/// An unused heap from the pool.
+fn take_heap() -> Option<&'static Heap> {
+    let mut registry = REGISTRY.lock();
+    let Registry { pool, chunks, .. } = &mut *registry;
+    pool.take(chunks, &ARENA.os)
+}
+
+/// Returns a heap that never went live.
+fn give_back(heap: &'static Heap) {
+    REGISTRY.lock().recycle(heap);
+}
+
+/// The kernel's id of the calling thread (to tell later whether it still runs).
+fn os_thread_id() -> i32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+// ------------------------------------------------------------------ death
+
+/// The pthread key whose destructor runs at thread exit, plus one; 0: not created yet;
+/// `KEY_DELETED`: deleted when this copy of vmarena was unloaded.
+static EXIT_KEY: AtomicUsize = AtomicUsize::new(0);
+const KEY_DELETED: usize = usize::MAX;
+static EXIT_KEY_INIT: Mutex<()> = Mutex::new(());
+
+fn exit_key() -> Option<libc::pthread_key_t> {
+    // Acquire: pairs with the Release below, so the key is created before we use it.
+    match EXIT_KEY.load(Ordering::Acquire) {
+        0 => {}
+        KEY_DELETED => return None,
+        key => return Some((key - 1) as libc::pthread_key_t),
+    }
+    let _once = EXIT_KEY_INIT.lock();
+    match EXIT_KEY.load(Ordering::Acquire) {
+        0 => {}
+        KEY_DELETED => return None,
+        key => return Some((key - 1) as libc::pthread_key_t),
+    }
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer; the destructor is an `extern "C"` fn.
+    if unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) } != 0 {
+        return None;
+    }
+    // Release: publishes the created key.
+    EXIT_KEY.store(key as usize + 1, Ordering::Release);
+    Some(key)
+}
+
+/// The pthread key destructor: hands the exiting thread's pages over.
+unsafe extern "C" fn on_thread_exit(value: *mut libc::c_void) {
+    // SAFETY: the value is the exiting thread's heap, a pool heap (set in `bring_up`).
+    let heap: &'static Heap = unsafe { &*value.cast::<Heap>() };
+    slot::set(&DESTROYED.0);
+    heap.abandon_all();
+    let mut registry = REGISTRY.lock();
+    registry.unlink(heap);
+    registry.recycle(heap);
+}
+
+/// Hands over the heaps of threads that are gone although their heap is still registered
+/// (see the module docs). The calling thread's own heap is never one of them.
+pub(crate) fn reap_dead_heaps() {
+    let me: *const Heap = slot::heap();
+    // Unlink under the lock, hand the pages over without it (that takes the abandoned lists'
+    // and the arena's locks, which must not nest inside the registry's; see `crate::fork`).
+    let mut dead: *mut Heap = null_mut();
+    {
+        let mut registry = REGISTRY.lock();
+        let mut cursor = registry.live;
+        // SAFETY: live heaps are pool heaps, never freed; we hold the registry lock.
+        while let Some(heap) = unsafe { cursor.as_ref() } {
+            cursor = heap.registry_next.load(Ordering::Relaxed);
+            if !core::ptr::eq(heap, me) && !thread_runs(heap.os_tid()) {
+                registry.unlink(heap);
+                // Relaxed: a private list, under the lock.
+                heap.registry_next.store(dead, Ordering::Relaxed);
+                dead = (heap as *const Heap).cast_mut();
+            }
+        }
+        registry.reap_at = (registry.live_count * 2).max(REAP_MIN);
+    }
+    // SAFETY: pool heaps, unlinked above, now ours alone: their threads are gone (the kernel
+    // has no thread of that id in this process), so nothing else touches them or their pages.
+    // The kernel's thread exit orders the dead thread's last writes before our reads.
+    while let Some(heap) = unsafe { dead.as_ref() } {
+        dead = heap.registry_next.load(Ordering::Relaxed);
+        heap.abandon_all();
+        REGISTRY.lock().recycle(heap);
+    }
+}
+
+/// True if a thread with kernel id `tid` runs in this process. (A thread that is gone may see
+/// its id reused by a new thread; then its heap is only found at a later look.)
+fn thread_runs(tid: i32) -> bool {
+    crate::os::errno_preserved(|| {
+        // SAFETY: signal 0 only checks that the thread exists; nothing is delivered.
+        let r = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, 0) };
+        // SAFETY: this thread's errno, set by the failed call.
+        r == 0 || unsafe { *libc::__errno_location() } != libc::ESRCH
+    })
+}
+
+/// When this copy of vmarena is unloaded (a plugin's `dlclose`, or process exit), deletes the
+/// exit key: a destructor left registered would run in unmapped code when threads that used
+/// the plugin exit. Threads that still have heaps keep them (their pages are leaked with the
+/// plugin); later bring-ups fail and use the fallback heap.
+extern "C" fn on_unload() {
+    let _once = EXIT_KEY_INIT.lock();
+    // Relaxed: under the mutex; readers that miss the deletion fail in pthread_setspecific.
+    let key = EXIT_KEY.swap(KEY_DELETED, Ordering::Relaxed);
+    if key != 0 && key != KEY_DELETED {
+        // SAFETY: a key we created and have not deleted.
+        unsafe { libc::pthread_key_delete((key - 1) as libc::pthread_key_t) };
+    }
+}
+
+#[used]
+#[unsafe(link_section = ".fini_array")]
+static ON_UNLOAD: extern "C" fn() = on_unload;
+
+// ------------------------------------------------------------------ statistics
+
+/// Adds every live heap's counters, and the totals of gone ones, into `stats`.
+pub(crate) fn fill_stats(stats: &mut Stats) {
+    {
+        let registry = REGISTRY.lock();
+        for heap in registry.live_heaps() {
+            heap.counters.add_to(stats);
+        }
+        stats.threads_started = registry.started;
+        stats.threads_exited = registry.exited;
+        stats.bytes_metadata += registry.chunks.reserved();
+    }
+    ORPHAN_COUNTERS.add_to(stats);
+    super::fallback::add_counters(stats);
+}
+
+// ------------------------------------------------------------------ fork
+
+/// Locks what bring-up and teardown share, before `fork` (see `crate::fork`).
+pub(crate) fn lock_for_fork() {
+    REGISTRY.lock_raw();
+    EXIT_KEY_INIT.lock_raw();
+}
+
+/// After `fork`, in the parent: unlocks what [`lock_for_fork`] locked.
+///
+/// # Safety
+/// The calling thread called [`lock_for_fork`] and has not unlocked since.
+pub(crate) unsafe fn unlock_after_fork_parent() {
+    // SAFETY: guaranteed by the caller; reverse order.
+    unsafe {
+        EXIT_KEY_INIT.unlock_raw();
+        REGISTRY.unlock_raw();
+    }
+}
+
+/// After `fork`, in the child, where only the calling thread exists. Every other live heap
+/// belonged to a thread that is gone, and that may have been in the middle of changing it: its
+/// pages are left as they are (leaked: the child can never know which of their blocks are
+/// live) and the heap goes back to the pool, reset, with its counters folded in.
+///
+/// # Safety
+/// The calling thread called [`lock_for_fork`] and has not unlocked since; it is the only
+/// thread of the process.
+pub(crate) unsafe fn reset_after_fork_child() {
+    // SAFETY: we hold the lock (caller), and nothing else runs.
+    let registry = unsafe { REGISTRY.get_locked() };
+    let me: *const Heap = slot::heap();
+    let mut cursor = registry.live;
+    registry.live = null_mut();
+    registry.live_count = 0;
+    let started = registry.started;
+    // SAFETY: live heaps are pool heaps, never freed.
+    while let Some(heap) = unsafe { cursor.as_ref() } {
+        cursor = heap.registry_next.load(Ordering::Relaxed);
+        if !core::ptr::eq(heap, me) {
+            ORPHAN_COUNTERS.add_shared(heap.counters.requested.load(Ordering::Relaxed) as isize);
+            registry.recycle(heap);
+        }
+    }
+    if slot::heap().state() == HeapState::Alive {
+        registry.link(slot::heap());
+        slot::heap().set_os_tid(os_thread_id());
+    }
+    // The gone threads count as exited; the calling thread's heap (if any) as started once.
+    registry.started = started;
+    registry.exited = started - registry.live_count as u64;
+    // SAFETY: the child's only thread holds both locks and nobody waits for them.
+    unsafe {
+        EXIT_KEY_INIT.reset_after_fork();
+        REGISTRY.reset_after_fork();
+    }
+}
