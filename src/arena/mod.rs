@@ -202,8 +202,10 @@ impl<O: Os> Arena<O> {
             Entry::Page(page) => {
                 // Relaxed: validated by the caller.
                 let size = page.block_size.load(Ordering::Relaxed);
-                let start = page.start.load(Ordering::Relaxed) as usize;
-                (size != 0 && addr >= start).then(|| size - (addr - start) % size)
+                let offset = addr.wrapping_sub(page.start.load(Ordering::Relaxed) as usize);
+                let page_size = crate::config::PageKind::for_block(size).page_size();
+                (size != 0 && size <= crate::config::MAX_SMALL_SIZE && offset < page_size)
+                    .then(|| size - offset % size)
             }
             Entry::Large(region) => {
                 let start = region.start() as usize;

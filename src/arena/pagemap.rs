@@ -3,8 +3,15 @@
 //! A two-level table over the 48-bit address space at slice (64 KiB) granularity: a fixed
 //! top level of 4096 leaf pointers, each leaf covering 64 GiB with one word per slice. Leaves
 //! are reserved address space (8 MiB each, only the touched parts become resident) and are
-//! never freed. An entry holds a `&Page` for slices of small-object pages, a `&Region` tagged
-//! with [`LARGE_TAG`] for slices of a large block, or null.
+//! never freed; top-level entries without a leaf point at a shared leaf of zeros, so a lookup
+//! never tests for a missing leaf. An entry holds a `&Page` for slices of small-object pages, a
+//! `&Region` tagged with [`LARGE_TAG`] (the top bit) for the first slice of a large block, or
+//! null: so "a page" is one signed test (`entry > 0`) on the free path.
+//!
+//! The top-level index is masked, not bounds-checked: an address beyond 48 bits (never a
+//! pointer vmarena handed out) finds the entry of the address 2^48 below it, so every caller
+//! checks the full address against what the entry describes (`is_carved_block` for pages,
+//! the region's start for large blocks).
 //!
 //! Entries change only under the arena write lock, when a region is created or removed, and are
 //! stored with Release after the descriptor they point to is initialised. Lookups load with
@@ -26,10 +33,18 @@ const TOP_ENTRIES: usize = 1 << (ADDRESS_BITS - LEAF_SHIFT);
 const LEAF_ENTRIES: usize = 1 << (LEAF_SHIFT - SLICE_SHIFT);
 pub(crate) const LEAF_BYTES: usize = LEAF_ENTRIES * core::mem::size_of::<usize>();
 
-/// Low bit of an entry that points to a large block's region rather than a page.
-const LARGE_TAG: usize = 1;
+/// Top bit of an entry that points to a large block's region rather than a page (user-space
+/// addresses never have it).
+const LARGE_TAG: usize = 1 << (usize::BITS - 1);
 
 type Leaf = [AtomicPtr<u8>; LEAF_ENTRIES];
+
+/// The leaf of every top-level entry that has none: all null, never written.
+static EMPTY_LEAF: Leaf = [const { AtomicPtr::new(core::ptr::null_mut()) }; LEAF_ENTRIES];
+
+fn empty_leaf() -> *mut Leaf {
+    (&raw const EMPTY_LEAF).cast_mut()
+}
 
 /// What a map entry says about an address.
 #[derive(Clone, Copy)]
@@ -46,7 +61,7 @@ pub(crate) struct PageMap {
 impl PageMap {
     pub(crate) const fn new() -> PageMap {
         PageMap {
-            top: [const { AtomicPtr::new(core::ptr::null_mut()) }; TOP_ENTRIES],
+            top: [const { AtomicPtr::new((&raw const EMPTY_LEAF).cast_mut()) }; TOP_ENTRIES],
         }
     }
 
@@ -54,15 +69,12 @@ impl PageMap {
     #[inline(always)]
     pub(crate) fn lookup(&self, addr: usize) -> Entry {
         let raw = self.raw(addr);
-        if raw.addr() & LARGE_TAG == 0 {
+        match (raw.addr() as isize).signum() {
             // SAFETY: untagged non-null entries are page descriptors, which are never freed.
-            match unsafe { raw.cast::<Page>().as_ref() } {
-                Some(page) => Entry::Page(page),
-                None => Entry::None,
-            }
-        } else {
+            1 => Entry::Page(unsafe { &*raw.cast::<Page>() }),
+            0 => Entry::None,
             // SAFETY: tagged entries are region descriptors, which are never freed.
-            Entry::Large(unsafe { &*raw.map_addr(|a| a & !LARGE_TAG).cast::<Region>() })
+            _ => Entry::Large(unsafe { &*raw.map_addr(|a| a & !LARGE_TAG).cast::<Region>() }),
         }
     }
 
@@ -71,26 +83,16 @@ impl PageMap {
     #[inline(always)]
     pub(crate) fn lookup_page(&self, addr: usize) -> Option<&'static Page> {
         let raw = self.raw(addr);
-        if raw.addr() & LARGE_TAG != 0 {
-            return None;
-        }
-        // SAFETY: untagged non-null entries are page descriptors, which are never freed.
-        unsafe { raw.cast::<Page>().as_ref() }
+        // SAFETY: positive entries are page descriptors, which are never freed.
+        ((raw.addr() as isize) > 0).then(|| unsafe { &*raw.cast::<Page>() })
     }
 
     #[inline(always)]
     fn raw(&self, addr: usize) -> *mut u8 {
-        let top = addr >> LEAF_SHIFT;
-        if top >= TOP_ENTRIES {
-            return core::ptr::null_mut();
-        }
         // Acquire: pairs with the Release that published the (zeroed) leaf.
-        let leaf = self.top[top].load(Ordering::Acquire);
-        if leaf.is_null() {
-            return core::ptr::null_mut();
-        }
+        let leaf = self.top[(addr >> LEAF_SHIFT) & (TOP_ENTRIES - 1)].load(Ordering::Acquire);
         let index = (addr >> SLICE_SHIFT) & (LEAF_ENTRIES - 1);
-        // SAFETY: leaves are never freed and `index` is within the leaf.
+        // SAFETY: leaves (and the empty leaf) are never freed and `index` is within the leaf.
         // Acquire: pairs with the Release in `set` (see the module docs).
         unsafe { (*leaf)[index].load(Ordering::Acquire) }
     }
@@ -106,7 +108,7 @@ impl PageMap {
         let mut added = 0;
         for top in (start >> LEAF_SHIFT)..=(last >> LEAF_SHIFT) {
             // Relaxed: only the write-lock holder stores leaves.
-            if self.top[top].load(Ordering::Relaxed).is_null() {
+            if self.top[top].load(Ordering::Relaxed) == empty_leaf() {
                 let leaf = os.reserve(LEAF_BYTES, crate::config::SLICE_SIZE)?;
                 // Release: the (zeroed) leaf is complete before anyone can reach it.
                 self.top[top].store(leaf.as_ptr().cast(), Ordering::Release);
@@ -141,6 +143,7 @@ impl PageMap {
         while addr < start + len {
             // Relaxed: leaves for this range were ensured by the same lock holder.
             let leaf = self.top[addr >> LEAF_SHIFT].load(Ordering::Relaxed);
+            assert!(leaf != empty_leaf(), "page-map leaf ensured before use");
             let leaf = NonNull::new(leaf).expect("page-map leaf ensured before use");
             let index = (addr >> SLICE_SHIFT) & (LEAF_ENTRIES - 1);
             // Release: the descriptor's initialisation is visible to whoever reads the entry
@@ -182,7 +185,11 @@ mod tests {
         assert!(matches!(map.lookup(base - 1), Entry::None), "no leaf there");
         assert!(
             matches!(map.lookup(usize::MAX), Entry::None),
-            "beyond 48 bits"
+            "beyond 48 bits, where nothing is mapped"
+        );
+        assert!(
+            matches!(map.lookup(base + (1 << 48)), Entry::Page(_)),
+            "beyond 48 bits the map aliases (callers check the full address)"
         );
         map.clear(base, 5 * SLICE_SIZE);
         assert!(matches!(map.lookup(base), Entry::None));

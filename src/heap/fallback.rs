@@ -26,6 +26,15 @@ pub(crate) fn collect() {
     }
 }
 
+pub(crate) fn set_counting(on: bool) {
+    // Relaxed: a configuration flag.
+    FALLBACK
+        .lock()
+        .counters
+        .counting
+        .store(on, crate::sync::atomic::Ordering::Relaxed);
+}
+
 pub(crate) fn add_counters(stats: &mut crate::stats::Stats) {
     FALLBACK.lock().counters.add_to(stats);
 }

@@ -331,6 +331,15 @@ pub(crate) fn fill_stats(stats: &mut Stats) {
     super::fallback::add_counters(stats);
 }
 
+/// Turns counting of requested bytes on or off in every live heap.
+pub(crate) fn set_counting(on: bool) {
+    let registry = REGISTRY.lock();
+    for heap in registry.live_heaps() {
+        // Relaxed: a configuration flag each owner reads on its fast paths.
+        heap.counters.counting.store(on, Ordering::Relaxed);
+    }
+}
+
 // ------------------------------------------------------------------ fork
 
 /// Locks what bring-up and teardown share, before `fork` (see `crate::fork`).

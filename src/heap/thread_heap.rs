@@ -17,7 +17,7 @@ use super::size_class::{NUM_CLASSES, page_kind};
 use crate::arena::ARENA;
 use crate::arena::page::{Block, NO_OWNER, OWNER_FULL_FLAG, Page};
 use crate::config::PageKind;
-use crate::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 
 /// The page every empty queue points at: its free list is always empty, so the fast path
 /// needs no separate "no page yet" test. Nobody ever writes to it.
@@ -60,21 +60,29 @@ pub(crate) enum HeapState {
 /// from other threads make a heap's count go "negative"; only the sum over all heaps is
 /// meaningful, so it wraps. (Bytes in use are not counted per operation at all: `stats()`
 /// derives them from the pages' `used` counts, which the fast paths maintain anyway.)
+///
+/// Whether to count is a flag of the heap's own (on the cache line the fast paths read anyway,
+/// so the test costs a compare with memory, not a load through the GOT of a shared static).
 pub(crate) struct HeapCounters {
     pub(crate) requested: AtomicUsize,
+    /// Set from the process's setting when the heap comes up, and by
+    /// `vmarena::track_requested_bytes` for live heaps.
+    pub(crate) counting: AtomicBool,
 }
 
 impl HeapCounters {
     pub(crate) const fn new() -> HeapCounters {
         HeapCounters {
             requested: AtomicUsize::new(0),
+            counting: AtomicBool::new(false),
         }
     }
 
     /// Owner-only update (Relaxed load + store: statistics read by `stats()`).
     #[inline(always)]
     pub(crate) fn add(&self, delta: isize) {
-        if super::counting_requested() {
+        // Relaxed: a configuration flag.
+        if self.counting.load(Ordering::Relaxed) {
             let c = &self.requested;
             c.store(
                 c.load(Ordering::Relaxed).wrapping_add(delta as usize),
@@ -223,7 +231,10 @@ impl Heap {
         self.tid.set(tid);
         self.set_os_tid(os_tid);
         self.free_key.set(double_free::free_key());
-        super::tracking_requested(); // reads VMARENA_STATS once, for `counting_requested`
+        // Relaxed: a configuration flag (see `HeapCounters`).
+        self.counters
+            .counting
+            .store(super::tracking_requested(), Ordering::Relaxed);
         self.state.set(HeapState::Alive);
     }
 
@@ -252,6 +263,7 @@ impl Heap {
         self.state.set(HeapState::Uninit);
         // Relaxed: statistics; the heap is not registered.
         self.counters.requested.store(0, Ordering::Relaxed);
+        self.counters.counting.store(false, Ordering::Relaxed);
         self.set_os_tid(0);
     }
 
@@ -396,6 +408,8 @@ impl Heap {
         // Relaxed: see the `Page` docs; a page whose owner reads as us is ours and stays ours.
         let size = page.block_size.load(Ordering::Relaxed);
         if page.owner.load(Ordering::Relaxed) == self.tid.get() {
+            // Counted first, so `requested` is dead before the checks below need registers.
+            self.counters.add(-(requested as isize));
             // A pointer into a block, or past what the page carved, would be linked into the
             // free list and handed out again over live data.
             if !pages::is_carved_block(page, block as usize) {
@@ -407,13 +421,12 @@ impl Heap {
                 if double_free::mark_freed(block, size, self.free_key.get()) {
                     // A call in tail position: the fast path keeps nothing alive across it,
                     // so it saves no more registers than it did before suspects existed.
-                    return self.free_suspect(page, block, requested);
+                    return self.free_suspect(page, block);
                 }
                 if pages::push_local(page, block) {
                     self.page_emptied(page);
                 }
             }
-            self.counters.add(-(requested as isize));
         } else {
             // SAFETY: forwarded from the caller.
             unsafe { self.free_slow(page, block, requested, size) };
@@ -428,7 +441,7 @@ impl Heap {
     /// As for `free`; we own the page.
     #[cold]
     #[inline(never)]
-    unsafe fn free_suspect(&self, page: &'static Page, block: *mut Block, requested: usize) {
+    unsafe fn free_suspect(&self, page: &'static Page, block: *mut Block) {
         // SAFETY: owner (caller); the block is a block of the page.
         unsafe {
             if double_free::owner_confirms(page, block) {
@@ -438,7 +451,6 @@ impl Heap {
                 self.page_emptied(page);
             }
         }
-        self.counters.add(-(requested as isize));
     }
 
     /// A free into a page of ours that is in the full list, or into another thread's page.
