@@ -22,26 +22,27 @@
 use core::ffi::{c_int, c_void};
 
 use vmarena_core::raw;
-
-/// glibc's `malloc` alignment on 64-bit targets (`2 * sizeof(size_t)`); C code relies on it.
-const MALLOC_ALIGN: usize = 16;
+use vmarena_core::raw::c::{self, CResult};
 
 fn set_errno(code: i32) {
     // SAFETY: `__errno_location` returns this thread's errno.
     unsafe { *libc::__errno_location() = code };
 }
 
-/// A result pointer, with `errno = ENOMEM` when null.
-fn or_enomem(p: *mut u8) -> *mut c_void {
-    if p.is_null() {
-        set_errno(libc::ENOMEM);
+/// A C result: the block, or null with `errno` set.
+fn c_result(result: CResult) -> *mut c_void {
+    match result {
+        Ok(p) => p.cast(),
+        Err(code) => {
+            set_errno(code);
+            core::ptr::null_mut()
+        }
     }
-    p.cast()
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
-    or_enomem(raw::alloc(size, MALLOC_ALIGN, false))
+    c_result(c::malloc(size))
 }
 
 /// # Safety
@@ -54,10 +55,7 @@ pub unsafe extern "C" fn free(ptr: *mut c_void) {
 
 #[unsafe(no_mangle)]
 pub extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
-    match count.checked_mul(size) {
-        Some(total) => or_enomem(raw::alloc(total, MALLOC_ALIGN, true)),
-        None => or_enomem(core::ptr::null_mut()),
-    }
+    c_result(c::calloc(count, size))
 }
 
 /// `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)` frees `p` and returns null, as glibc does.
@@ -66,85 +64,57 @@ pub extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
 /// `ptr` is null or a live block from this allocator.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
-    if ptr.is_null() {
-        return malloc(size);
-    }
-    if size == 0 {
-        // SAFETY: forwarded from the caller.
-        unsafe { raw::free(ptr.cast()) };
-        return core::ptr::null_mut();
-    }
-    // SAFETY: forwarded from the caller; C blocks are aligned to at most their request, and
-    // realloc only promises malloc's alignment.
-    or_enomem(unsafe { raw::realloc(ptr.cast(), size, MALLOC_ALIGN) })
+    // SAFETY: forwarded from the caller.
+    c_result(unsafe { c::realloc(ptr.cast(), size) })
 }
 
 /// # Safety
 /// As for `realloc`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn reallocarray(ptr: *mut c_void, count: usize, size: usize) -> *mut c_void {
-    match count.checked_mul(size) {
-        // SAFETY: forwarded from the caller.
-        Some(total) => unsafe { realloc(ptr, total) },
-        None => or_enomem(core::ptr::null_mut()),
-    }
+    // SAFETY: forwarded from the caller.
+    c_result(unsafe { c::reallocarray(ptr.cast(), count, size) })
 }
 
 /// # Safety
 /// `out` is valid for a write of a pointer.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> i32 {
-    if !align.is_power_of_two() || align % core::mem::size_of::<*mut c_void>() != 0 {
-        return libc::EINVAL;
+    match c::posix_memalign(align, size) {
+        Ok(p) => {
+            // SAFETY: guaranteed by the caller.
+            unsafe { *out = p.cast() };
+            0
+        }
+        Err(code) => code,
     }
-    let p = raw::alloc(size, align.max(MALLOC_ALIGN), false);
-    if p.is_null() {
-        return libc::ENOMEM;
-    }
-    // SAFETY: guaranteed by the caller.
-    unsafe { *out = p.cast() };
-    0
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
-    if !align.is_power_of_two() {
-        set_errno(libc::EINVAL);
-        return core::ptr::null_mut();
-    }
-    or_enomem(raw::alloc(size, align.max(MALLOC_ALIGN), false))
+    c_result(c::aligned_alloc(align, size))
 }
 
-/// glibc rounds an alignment that is not a power of two up to the next one.
 #[unsafe(no_mangle)]
 pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
-    let Some(align) = align.max(MALLOC_ALIGN).checked_next_power_of_two() else {
-        set_errno(libc::EINVAL);
-        return core::ptr::null_mut();
-    };
-    or_enomem(raw::alloc(size, align, false))
+    c_result(c::memalign(align, size))
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn valloc(size: usize) -> *mut c_void {
-    or_enomem(raw::alloc(size, raw::page_size(), false))
+    c_result(c::valloc(size))
 }
 
-/// Like `valloc`, with the size rounded up to whole pages (0 becomes one page).
 #[unsafe(no_mangle)]
 pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    let page = raw::page_size();
-    match size.max(1).checked_next_multiple_of(page) {
-        Some(rounded) => or_enomem(raw::alloc(rounded, page, false)),
-        None => or_enomem(core::ptr::null_mut()),
-    }
+    c_result(c::pvalloc(size))
 }
 
 /// # Safety
 /// `ptr` is null or a live block from this allocator.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
-    raw::usable_size(ptr.cast())
+    c::malloc_usable_size(ptr.cast())
 }
 
 /// C23 `free_sized`: the size is only a hint here.
@@ -245,27 +215,20 @@ pub extern "C" fn vmarena_print_stats() {
     buf.write_to_stderr();
 }
 
-/// glibc's `mallinfo2`, with vmarena's figures: `arena` is the committed memory of small-block
-/// pages and `uordblks` the small blocks in use (`fordblks` the rest); `hblks` and `hblkhd`
-/// count large blocks (vmarena's regions of their own, glibc's mmapped chunks).
+/// glibc's `mallinfo2`, with vmarena's figures (see `vmarena::raw::c::MallInfo`).
 #[unsafe(no_mangle)]
 pub extern "C" fn mallinfo2() -> libc::mallinfo2 {
-    let stats = vmarena_core::stats();
-    let small_in_use = stats.bytes_in_use.saturating_sub(stats.large_bytes);
-    let small_committed = stats
-        .bytes_committed
-        .saturating_sub(stats.large_bytes)
-        .max(small_in_use);
+    let m = c::mallinfo();
     libc::mallinfo2 {
-        arena: small_committed,
+        arena: m.arena,
         ordblks: 0,
         smblks: 0,
-        hblks: stats.large_regions,
-        hblkhd: stats.large_bytes,
+        hblks: m.hblks,
+        hblkhd: m.hblkhd,
         usmblks: 0,
         fsmblks: 0,
-        uordblks: small_in_use,
-        fordblks: small_committed - small_in_use,
+        uordblks: m.uordblks,
+        fordblks: m.fordblks,
         keepcost: 0,
     }
 }
@@ -300,8 +263,8 @@ pub extern "C" fn mallopt(_param: c_int, _value: c_int) -> c_int {
 /// glibc's `malloc_stats`: its totals in its format, then vmarena's report, on stderr.
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc_stats() {
-    let m = mallinfo2();
     let stats = vmarena_core::stats();
+    let m = c::mallinfo_of(&stats);
     let mut buf = Buffer::new();
     let _ = core::fmt::write(
         &mut buf,
@@ -328,8 +291,8 @@ pub unsafe extern "C" fn malloc_info(options: c_int, stream: *mut libc::FILE) ->
     if options != 0 {
         return libc::EINVAL;
     }
-    let m = mallinfo2();
     let s = vmarena_core::stats();
+    let m = c::mallinfo_of(&s);
     let mut buf = Buffer::new();
     let _ = core::fmt::write(
         &mut buf,

@@ -1,6 +1,6 @@
-//! The model the `ops` and `threads` targets check vmarena against: every live block with its
-//! layout and fill pattern, kept in address order so overlaps show up at once.
-// Shared by two targets, each of which uses part of it.
+//! The model the `ops`, `threads`, `c_api` and `fork` targets check vmarena against: every live
+//! block with its layout and fill pattern, kept in address order so overlaps show up at once.
+// Shared by several targets, each of which uses part of it.
 #![allow(dead_code)]
 
 use std::alloc::{GlobalAlloc, Layout};
@@ -189,6 +189,11 @@ impl Model {
 
     pub fn full(&self) -> bool {
         self.bytes > MAX_LIVE_BYTES
+    }
+
+    /// Bytes of the live blocks' layouts.
+    pub fn live_bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn check_all(&self) {

@@ -7,6 +7,8 @@
 //! counter. The caller owns the block, so its page's block size (and a large block's length)
 //! cannot change under it.
 
+pub mod c;
+
 use crate::arena::ARENA;
 use crate::arena::pagemap::Entry;
 use crate::heap::pages::is_carved_block;

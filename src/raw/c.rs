@@ -1,0 +1,141 @@
+//! The C allocation functions with glibc's semantics, as Rust functions: what `libvmarena.so`
+//! exports (`capi/`, which only adds the symbol names and `errno`) and what the `c_api` fuzz
+//! target drives. A failure is `Err(errno)`: `ENOMEM` when memory cannot be had, `EINVAL` for
+//! an impossible alignment, as glibc reports them.
+
+use super::{alloc, free, page_size, realloc as resize, usable_size};
+use crate::Stats;
+
+/// glibc's `malloc` alignment on 64-bit targets (`2 * sizeof(size_t)`); C code relies on it.
+pub const MALLOC_ALIGN: usize = 16;
+
+/// An allocation's outcome: the block, or the `errno` of the failure.
+pub type CResult = Result<*mut u8, i32>;
+
+fn or_enomem(p: *mut u8) -> CResult {
+    if p.is_null() {
+        Err(libc::ENOMEM)
+    } else {
+        Ok(p)
+    }
+}
+
+/// `malloc(size)`: a unique block even for 0.
+pub fn malloc(size: usize) -> CResult {
+    or_enomem(alloc(size, MALLOC_ALIGN, false))
+}
+
+/// `calloc(count, size)`: zeroed, `ENOMEM` if the product overflows.
+pub fn calloc(count: usize, size: usize) -> CResult {
+    let total = count.checked_mul(size).ok_or(libc::ENOMEM)?;
+    or_enomem(alloc(total, MALLOC_ALIGN, true))
+}
+
+/// `realloc(ptr, size)`: `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)` frees `p` and
+/// returns null (`Ok(null)`), as glibc does. On failure the block is unchanged.
+///
+/// # Safety
+/// `ptr` is null or a live block from vmarena (not used again unless this fails).
+pub unsafe fn realloc(ptr: *mut u8, size: usize) -> CResult {
+    if ptr.is_null() {
+        return malloc(size);
+    }
+    if size == 0 {
+        // SAFETY: forwarded from the caller.
+        unsafe { free(ptr) };
+        return Ok(core::ptr::null_mut());
+    }
+    // SAFETY: forwarded from the caller; C blocks are aligned to at most their request, and
+    // realloc only promises malloc's alignment.
+    or_enomem(unsafe { resize(ptr, size, MALLOC_ALIGN) })
+}
+
+/// `reallocarray(ptr, count, size)`: `realloc` with an overflow-checked size.
+///
+/// # Safety
+/// As for [`realloc`].
+pub unsafe fn reallocarray(ptr: *mut u8, count: usize, size: usize) -> CResult {
+    let total = count.checked_mul(size).ok_or(libc::ENOMEM)?;
+    // SAFETY: forwarded from the caller.
+    unsafe { realloc(ptr, total) }
+}
+
+/// `posix_memalign`: `EINVAL` unless `align` is a power of two and a multiple of
+/// `sizeof(void *)`.
+pub fn posix_memalign(align: usize, size: usize) -> CResult {
+    if !align.is_power_of_two() || align % core::mem::size_of::<*mut u8>() != 0 {
+        return Err(libc::EINVAL);
+    }
+    or_enomem(alloc(size, align.max(MALLOC_ALIGN), false))
+}
+
+/// `aligned_alloc`: `EINVAL` unless `align` is a power of two (as glibc 2.38 and later).
+pub fn aligned_alloc(align: usize, size: usize) -> CResult {
+    if !align.is_power_of_two() {
+        return Err(libc::EINVAL);
+    }
+    or_enomem(alloc(size, align.max(MALLOC_ALIGN), false))
+}
+
+/// `memalign`: glibc rounds an alignment that is not a power of two up to the next one.
+pub fn memalign(align: usize, size: usize) -> CResult {
+    let align = align
+        .max(MALLOC_ALIGN)
+        .checked_next_power_of_two()
+        .ok_or(libc::EINVAL)?;
+    or_enomem(alloc(size, align, false))
+}
+
+/// `valloc`: aligned to the OS page.
+pub fn valloc(size: usize) -> CResult {
+    or_enomem(alloc(size, page_size(), false))
+}
+
+/// `pvalloc`: like `valloc`, with the size rounded up to whole pages (0 becomes one page).
+pub fn pvalloc(size: usize) -> CResult {
+    let page = page_size();
+    let rounded = size
+        .max(1)
+        .checked_next_multiple_of(page)
+        .ok_or(libc::ENOMEM)?;
+    or_enomem(alloc(rounded, page, false))
+}
+
+/// `malloc_usable_size`: 0 for null; aborts on a pointer that is not a live block's start.
+pub fn malloc_usable_size(ptr: *mut u8) -> usize {
+    usable_size(ptr)
+}
+
+/// glibc's `struct mallinfo2` with vmarena's figures: `arena` is the committed memory of
+/// small-block pages and `uordblks` the small blocks in use (`fordblks` the rest); `hblks`
+/// and `hblkhd` count large blocks (vmarena's regions of their own, glibc's mmapped chunks).
+/// The fields glibc uses for its own structures (free chunks, fastbins, the top chunk) are 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MallInfo {
+    pub arena: usize,
+    pub hblks: usize,
+    pub hblkhd: usize,
+    pub uordblks: usize,
+    pub fordblks: usize,
+}
+
+/// `mallinfo2()`.
+pub fn mallinfo() -> MallInfo {
+    mallinfo_of(&crate::stats())
+}
+
+/// [`mallinfo`] of a given snapshot.
+pub fn mallinfo_of(stats: &Stats) -> MallInfo {
+    let small_in_use = stats.bytes_in_use.saturating_sub(stats.large_bytes);
+    let small_committed = stats
+        .bytes_committed
+        .saturating_sub(stats.large_bytes)
+        .max(small_in_use);
+    MallInfo {
+        arena: small_committed,
+        hblks: stats.large_regions,
+        hblkhd: stats.large_bytes,
+        uordblks: small_in_use,
+        fordblks: small_committed - small_in_use,
+    }
+}
