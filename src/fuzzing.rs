@@ -12,6 +12,7 @@ use crate::arena::pagemap::Entry;
 use crate::arena::region::Region;
 use crate::config::PageKind;
 use crate::os::fake::FakeOs;
+use crate::stats::Tally;
 use crate::sync::arena_lock::{ArenaLock, ArenaWriteGuard};
 use crate::sync::region_lock::{ReadFail, RegionLock, RegionReadGuard};
 
@@ -232,6 +233,7 @@ fn concurrent_protocol(data: &[u8]) {
 /// survive resizing and moving, and that everything freed merges back into free ranges.
 pub fn regions(data: &[u8]) {
     static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(1 << 40));
+    static TALLY: Tally = Tally::shared();
     const MS: u64 = 1_000_000;
     ARENA.set_purge_delay(10 * MS);
     let mut pages: Vec<&'static Page> = Vec::new();
@@ -241,7 +243,7 @@ pub fn regions(data: &[u8]) {
         match op {
             0 | 1 => {
                 let kind = PageKind::ALL[input.below(3).unwrap_or(0)];
-                let claim = ARENA.claim_page(kind).expect("fake OS has room");
+                let claim = ARENA.claim_page(kind, &TALLY).expect("fake OS has room");
                 let start = claim.page.start.load(Ordering::Relaxed);
                 assert!(
                     pages.iter().all(|p| !core::ptr::eq(*p, claim.page)),
@@ -254,7 +256,7 @@ pub fn regions(data: &[u8]) {
             }
             2 if !pages.is_empty() => {
                 let page = pages.swap_remove(input.below(pages.len()).unwrap_or(0));
-                ARENA.release_page(page);
+                ARENA.release_page(page, &TALLY);
             }
             3 => {
                 let size = (1 + input.below(64).unwrap_or(0)) << 16;
@@ -281,7 +283,7 @@ pub fn regions(data: &[u8]) {
                 let i = input.below(blocks.len()).unwrap_or(0);
                 let (region, ptr, tag) = blocks[i];
                 let new_size = (1 + input.below(128).unwrap_or(0)) << 16;
-                let moved = if ARENA.resize_large_in_place(region, ptr, new_size) {
+                let moved = if ARENA.resize_large_in_place(region, ptr, new_size, &TALLY) {
                     ptr
                 } else if new_size > region.len() {
                     match ARENA.remap_large(region, ptr, new_size, 8) {
@@ -311,7 +313,7 @@ pub fn regions(data: &[u8]) {
     }
     // Leave the arena as we found it, so every run starts clean and can check the merge.
     for page in pages {
-        ARENA.release_page(page);
+        ARENA.release_page(page, &TALLY);
     }
     for (region, ptr, _) in blocks {
         ARENA.free_large(region, ptr);

@@ -67,7 +67,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, layout: Layout, new_size: usize) -> *
         }
         None => match ARENA.lookup(ptr as usize) {
             Entry::Large(region) => {
-                if let Some(moved) = large::realloc(region, ptr, new_size, align) {
+                if let Some(moved) = large::realloc(region, ptr, new_size, align, heap::tally()) {
                     return moved;
                 }
             }

@@ -4,6 +4,7 @@
 use crate::arena::ARENA;
 use crate::arena::region::Region;
 use crate::config::{MAX_SMALL_SIZE, REMAP_MIN_SIZE};
+use crate::stats::Tally;
 use crate::sync::atomic::Ordering;
 
 /// Allocates a large block of `size` bytes aligned to `align`; null if impossible.
@@ -34,12 +35,13 @@ pub(crate) fn free(region: &'static Region, ptr: *mut u8) {
 
 /// Reallocates a large block without copying if possible: in place when it still fits (or the
 /// arena can grow or shrink it there), else by moving its pages. `None` means the caller must
-/// allocate, copy and free.
+/// allocate, copy and free. Counts speculations in `tally` (the calling thread's).
 pub(crate) fn realloc(
     region: &'static Region,
     ptr: *mut u8,
     new_size: usize,
     align: usize,
+    tally: &Tally,
 ) -> Option<*mut u8> {
     if new_size > isize::MAX as usize {
         return None;
@@ -55,7 +57,7 @@ pub(crate) fn realloc(
     // (returning the tail) when less is needed; grow into a free neighbour.
     let resized = stays_large
         && ((new_size <= old_len && new_size >= old_len / 2)
-            || ARENA.resize_large_in_place(region, ptr, new_size));
+            || ARENA.resize_large_in_place(region, ptr, new_size, tally));
     if resized {
         region.requested.store(new_size, Ordering::Relaxed);
         crate::heap::record(new_size as isize - old_requested as isize);

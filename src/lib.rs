@@ -120,5 +120,5 @@ pub fn set_purge_delay(delay: core::time::Duration) {
 /// `None` for pointers vmarena does not manage.
 #[cfg(not(vmarena_loom))]
 pub fn usable_size(ptr: *const u8) -> Option<usize> {
-    arena::ARENA.usable_size(ptr as usize)
+    arena::ARENA.usable_size(ptr as usize, heap::tally())
 }

@@ -1,9 +1,10 @@
 //! Counters and the [`Stats`] snapshot returned by [`crate::stats`].
 //!
-//! Counters that change on the malloc/free fast path live in each thread's heap and are updated
-//! with a plain load and store (no read-modify-write); a snapshot sums them. Counters of the
-//! refill, slow and remap paths are shared atomics updated with Relaxed `fetch_add`: they are
-//! statistics, never used to synchronise anything.
+//! Counters that change on the malloc and free paths (fast, refill and slow) live in each
+//! thread's heap ([`Tally`], and the requested-bytes count) and are updated with a plain load
+//! and store (no read-modify-write, no cache line another thread writes); a snapshot sums
+//! them. Counters of the remap paths ([`ArenaCounters`]) are written inside write sessions,
+//! by one thread at a time. All are statistics, never used to synchronise anything.
 
 use core::fmt;
 
@@ -30,21 +31,138 @@ fn read64(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
 
-/// Arena-wide counters (refill, slow and remap paths).
-pub(crate) struct ArenaCounters {
-    pub(crate) reserved: AtomicUsize,
-    pub(crate) committed: AtomicUsize,
-    pub(crate) metadata: AtomicUsize,
-    pub(crate) page_regions: [AtomicUsize; PageKind::COUNT],
-    pub(crate) pages_in_use: [AtomicUsize; PageKind::COUNT],
-    pub(crate) large_regions: AtomicUsize,
-    pub(crate) large_bytes: AtomicUsize,
-    pub(crate) abandoned_pages: AtomicUsize,
+/// What the malloc and free paths count (page claims and releases, the region read path, the
+/// speculations), per thread: each heap keeps one, updated by its owner with a plain load and
+/// store, so no two threads ever write one counter's cache line; `stats()` sums them. Paths
+/// without a heap (a thread's last frees after its teardown) use a shared one, updated with
+/// read-modify-writes.
+pub(crate) struct Tally {
+    /// Read-modify-writes instead of load + store (several threads write this one).
+    shared: bool,
+    pages_claimed: [AtomicUsize; PageKind::COUNT],
+    pages_released: [AtomicUsize; PageKind::COUNT],
+    /// Bytes of fresh (never touched or purged) pages claimed: they become committed.
+    fresh_bytes: AtomicUsize,
     pub(crate) read_fast: AtomicU64,
     pub(crate) read_fallback: AtomicU64,
     pub(crate) read_retry: AtomicU64,
     pub(crate) spec_success: AtomicU64,
     pub(crate) spec_retry: AtomicU64,
+}
+
+impl Tally {
+    /// A tally one thread at a time writes.
+    pub(crate) const fn owned() -> Tally {
+        Tally::new(false)
+    }
+
+    /// A tally any thread may write.
+    pub(crate) const fn shared() -> Tally {
+        Tally::new(true)
+    }
+
+    const fn new(shared: bool) -> Tally {
+        Tally {
+            shared,
+            pages_claimed: [const { AtomicUsize::new(0) }; PageKind::COUNT],
+            pages_released: [const { AtomicUsize::new(0) }; PageKind::COUNT],
+            fresh_bytes: AtomicUsize::new(0),
+            read_fast: AtomicU64::new(0),
+            read_fallback: AtomicU64::new(0),
+            read_retry: AtomicU64::new(0),
+            spec_success: AtomicU64::new(0),
+            spec_retry: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds one to an event counter.
+    #[inline]
+    pub(crate) fn count(&self, counter: &AtomicU64) {
+        if self.shared {
+            bump(counter, 1);
+        } else {
+            // Relaxed: statistics; only the owner writes.
+            counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        }
+    }
+
+    fn add(&self, counter: &AtomicUsize, n: usize) {
+        if self.shared {
+            counter.fetch_add(n, Ordering::Relaxed); // Relaxed: statistics
+        } else {
+            // Relaxed: statistics; only the owner writes.
+            counter.store(
+                counter.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// A page of `kind` was claimed (`fresh`: never touched or purged since).
+    pub(crate) fn page_claimed(&self, kind: PageKind, fresh: bool) {
+        self.add(&self.pages_claimed[kind.index()], 1);
+        if fresh {
+            self.add(&self.fresh_bytes, kind.page_size());
+        }
+    }
+
+    /// A page of `kind` went back to its region.
+    pub(crate) fn page_released(&self, kind: PageKind) {
+        self.add(&self.pages_released[kind.index()], 1);
+    }
+
+    /// Adds this tally into `stats` (pages in use as claimed minus released: pages change
+    /// hands between threads, so only the sum over all tallies means anything).
+    pub(crate) fn add_to(&self, stats: &mut Stats) {
+        for kind in PageKind::ALL {
+            let i = kind.index();
+            let net = read(&self.pages_claimed[i]).wrapping_sub(read(&self.pages_released[i]));
+            stats.pages_in_use[i] = stats.pages_in_use[i].wrapping_add(net);
+        }
+        stats.bytes_committed = stats.bytes_committed.wrapping_add(read(&self.fresh_bytes));
+        stats.region_read_fast += read64(&self.read_fast);
+        stats.region_read_fallback += read64(&self.read_fallback);
+        stats.region_read_retry += read64(&self.read_retry);
+        stats.speculation_success += read64(&self.spec_success);
+        stats.speculation_retry += read64(&self.spec_retry);
+    }
+
+    /// Moves everything into `into` (a shared tally) and zeroes this one: for a heap going
+    /// back to the pool, whose owner is gone.
+    pub(crate) fn fold_into(&self, into: &Tally) {
+        for i in 0..PageKind::COUNT {
+            into.add(&into.pages_claimed[i], take(&self.pages_claimed[i]));
+            into.add(&into.pages_released[i], take(&self.pages_released[i]));
+        }
+        into.add(&into.fresh_bytes, take(&self.fresh_bytes));
+        for (from, to) in [
+            (&self.read_fast, &into.read_fast),
+            (&self.read_fallback, &into.read_fallback),
+            (&self.read_retry, &into.read_retry),
+            (&self.spec_success, &into.spec_success),
+            (&self.spec_retry, &into.spec_retry),
+        ] {
+            // Relaxed: statistics.
+            bump(to, from.swap(0, Ordering::Relaxed));
+        }
+    }
+}
+
+fn take(counter: &AtomicUsize) -> usize {
+    // Relaxed: statistics.
+    counter.swap(0, Ordering::Relaxed)
+}
+
+/// Arena-wide counters of the remap paths: written inside write sessions (one writer at a
+/// time, the holder of the arena write lock) or, for `abandoned_pages`, under the abandoned
+/// lists' mutexes.
+pub(crate) struct ArenaCounters {
+    pub(crate) reserved: AtomicUsize,
+    pub(crate) committed: AtomicUsize,
+    pub(crate) metadata: AtomicUsize,
+    pub(crate) page_regions: [AtomicUsize; PageKind::COUNT],
+    pub(crate) large_regions: AtomicUsize,
+    pub(crate) large_bytes: AtomicUsize,
     pub(crate) write_sessions: AtomicU64,
     pub(crate) purged_bytes: AtomicU64,
     pub(crate) remaps: AtomicU64,
@@ -61,15 +179,8 @@ impl ArenaCounters {
             committed: AtomicUsize::new(0),
             metadata: AtomicUsize::new(0),
             page_regions: [const { AtomicUsize::new(0) }; PageKind::COUNT],
-            pages_in_use: [const { AtomicUsize::new(0) }; PageKind::COUNT],
             large_regions: AtomicUsize::new(0),
             large_bytes: AtomicUsize::new(0),
-            abandoned_pages: AtomicUsize::new(0),
-            read_fast: AtomicU64::new(0),
-            read_fallback: AtomicU64::new(0),
-            read_retry: AtomicU64::new(0),
-            spec_success: AtomicU64::new(0),
-            spec_retry: AtomicU64::new(0),
             write_sessions: AtomicU64::new(0),
             purged_bytes: AtomicU64::new(0),
             remaps: AtomicU64::new(0),
@@ -83,21 +194,14 @@ impl ArenaCounters {
     /// Copies the arena counters into `stats`.
     pub(crate) fn fill(&self, stats: &mut Stats) {
         stats.bytes_reserved = read(&self.reserved);
-        stats.bytes_committed = read(&self.committed);
-        stats.bytes_metadata = read(&self.metadata);
+        stats.bytes_committed = stats.bytes_committed.wrapping_add(read(&self.committed));
+        stats.bytes_metadata += read(&self.metadata);
         for kind in PageKind::ALL {
             stats.page_regions[kind.index()] = read(&self.page_regions[kind.index()]);
-            stats.pages_in_use[kind.index()] = read(&self.pages_in_use[kind.index()]);
         }
         stats.large_regions = read(&self.large_regions);
         stats.large_bytes = read(&self.large_bytes);
         stats.bytes_in_use += stats.large_bytes;
-        stats.pages_abandoned = read(&self.abandoned_pages);
-        stats.region_read_fast = read64(&self.read_fast);
-        stats.region_read_fallback = read64(&self.read_fallback);
-        stats.region_read_retry = read64(&self.read_retry);
-        stats.speculation_success = read64(&self.spec_success);
-        stats.speculation_retry = read64(&self.spec_retry);
         stats.write_sessions = read64(&self.write_sessions);
         stats.bytes_purged = read64(&self.purged_bytes);
         stats.remaps = read64(&self.remaps);

@@ -13,17 +13,23 @@ use core::ptr::NonNull;
 use super::pagemap::Entry;
 use super::ranges::Dirt;
 use super::region::{Region, RegionKind};
-use super::{Arena, region_at};
+use super::{Arena, WriteSession, region_at};
 use crate::config::{REMAP_CONGRUENCE, SLICE_SIZE};
 use crate::os::{Os, Remap};
-use crate::stats::{adjust, bump};
-use crate::sync::atomic::Ordering;
+use crate::stats::{Tally, adjust, bump};
+use crate::sync::atomic::{Ordering, fence};
 
 /// Aborts unless `region` still holds the live large block at `ptr`: a realloc or free of a
 /// block that was already freed (or never allocated) must not go on. Caller holds the arena
 /// write lock.
 fn check_large(region: &Region, ptr: *mut u8) {
-    if region.kind() != RegionKind::Large || region.start() != ptr || !region.lock.is_attached() {
+    // Relaxed `queued_free`: a free and a realloc of one block race only if the user's program
+    // does; set by a free that happened before, it is visible.
+    if region.kind() != RegionKind::Large
+        || region.start() != ptr
+        || !region.lock.is_attached()
+        || region.queued_free.load(Ordering::Relaxed)
+    {
         crate::abort::invalid_free(ptr);
     }
 }
@@ -73,30 +79,57 @@ impl<O: Os> Arena<O> {
 
     /// Frees the large block at `ptr`, held in `region`. Aborts if `ptr` is not (or no longer)
     /// the start of a live large block. The memory is purged after the purge delay.
+    ///
+    /// A free never waits for a write session: the block is queued, and given back to the
+    /// free ranges at once if the arena lock is free, else by the session holding it, when it
+    /// ends. (Until then its range is neither free nor anyone's: nothing can be placed there.)
     pub(crate) fn free_large(&self, region: &'static Region, ptr: *mut u8) {
-        let len = region.len();
-        if region.start() != ptr || len == 0 {
+        if region.start() != ptr || region.len() == 0 {
             crate::abort::invalid_free(ptr);
         }
-        let due = self.os.now_ns().saturating_add(self.purge_delay());
-        {
-            let session = self.write();
-            // Re-check under the lock: a concurrent double free may have removed the region.
-            check_large(region, ptr);
-            region.lock.start_write(&session.guard);
-            region.lock.detach(&session.guard);
-            self.map.clear(ptr as usize, SLICE_SIZE);
-            let state = &mut *session.state;
-            let dirt = Dirt::dirty(due, region.is_moved());
-            state.free.release(&mut state.descriptors, region, dirt);
-            adjust(&self.counters.large_regions, -1);
-            adjust(&self.counters.large_bytes, -(len as isize));
+        // AcqRel: the first free to set the flag owns the queueing; a second one is a double
+        // free (of a block whose first free may still be queued).
+        if region.queued_free.swap(true, Ordering::AcqRel) {
+            crate::abort::invalid_free(ptr);
         }
-        self.schedule_purge(due);
+        let mut head = self.queued_large.load(Ordering::Relaxed);
+        loop {
+            // Relaxed: `list_next` of a live large region is unused; the CAS publishes it.
+            region.list_next.store(head, Ordering::Relaxed);
+            // SeqCst: with the fence of `release_queued_large_if_free`, either we see the
+            // session that holds the lock end, or it sees our block (the store-buffering
+            // pattern: neither may miss the other). Release: the link before the head.
+            match self.queued_large.compare_exchange_weak(
+                head,
+                super::as_ptr(region),
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => head = now,
+            }
+        }
+        fence(Ordering::SeqCst);
+        if let Some(session) = self.try_write() {
+            drop(session); // releases the queue, ours included
+        }
         self.maybe_purge();
     }
 
-    /// Resizes a large block in place if the arena allows it: shrinking returns the tail as a
+    /// Runs a session to release queued large frees if the lock is free now (after a session
+    /// ended: a free may have queued a block while it ran).
+    pub(super) fn release_queued_large_if_free(&self) {
+        // SeqCst: see `free_large`. Relaxed load: only decides whether to try.
+        fence(Ordering::SeqCst);
+        if self.queued_large.load(Ordering::Relaxed).is_null() {
+            return;
+        }
+        if let Some(session) = self.try_write() {
+            drop(session);
+        }
+    }
+
+    /// Resizes a large block in place if the arena allows it    /// Resizes a large block in place if the arena allows it: shrinking returns the tail as a
     /// free range, growing takes the front of the free range right after the block. Returns
     /// false (and changes nothing) if the block cannot be resized in place.
     pub(crate) fn resize_large_in_place(
@@ -104,6 +137,7 @@ impl<O: Os> Arena<O> {
         region: &'static Region,
         ptr: *mut u8,
         new_size: usize,
+        tally: &Tally,
     ) -> bool {
         let Some(new_len) = slices(new_size) else {
             return false;
@@ -114,7 +148,7 @@ impl<O: Os> Arena<O> {
         }
         // Growing needs a free range right after the block. Look without any lock first, so a
         // realloc that cannot grow in place does not queue behind other write sessions.
-        if new_len > old_len && !self.free_after_speculative(region, new_len - old_len) {
+        if new_len > old_len && !self.free_after_speculative(region, new_len - old_len, tally) {
             return false;
         }
         let due = self.os.now_ns().saturating_add(self.purge_delay());
@@ -163,9 +197,9 @@ impl<O: Os> Arena<O> {
     /// True if a free range of at least `grow` bytes may follow `region`: a lock-free
     /// speculative read of the neighbour, validated by the arena sequence (`try_begin` /
     /// `retry`). Errs on the side of "maybe" when it cannot tell.
-    fn free_after_speculative(&self, region: &Region, grow: usize) -> bool {
+    fn free_after_speculative(&self, region: &Region, grow: usize, tally: &Tally) -> bool {
         let Some(seq) = self.lock.speculate_try_begin() else {
-            bump(&self.counters.spec_retry, 1);
+            tally.count(&tally.spec_retry);
             return true; // a write session is running: decide under the lock
         };
         // Only atomics of type-stable descriptors are read, so any interleaving is safe; the
@@ -175,10 +209,10 @@ impl<O: Os> Arena<O> {
             n.kind() == RegionKind::Free && n.start() as usize == end && n.len() >= grow
         });
         if self.lock.speculate_retry(seq) {
-            bump(&self.counters.spec_retry, 1);
+            tally.count(&tally.spec_retry);
             return true;
         }
-        bump(&self.counters.spec_success, 1);
+        tally.count(&tally.spec_success);
         fits
     }
 
@@ -255,6 +289,43 @@ impl<O: Os> Arena<O> {
         match self.lookup(ptr as usize) {
             Entry::Large(region) => Some(region),
             _ => None,
+        }
+    }
+}
+
+impl<O: Os> WriteSession<'_, O> {
+    /// Gives the large blocks freed meanwhile back to the free ranges (see
+    /// `Arena::free_large`); every session does this before it ends.
+    pub(super) fn release_queued_large(&mut self) {
+        let arena = self.arena;
+        // Acquire: pairs with the freeing threads' CAS, so their links are visible.
+        let mut next = arena
+            .queued_large
+            .swap(core::ptr::null_mut(), Ordering::Acquire);
+        let mut released = false;
+        let due = arena.os.now_ns().saturating_add(arena.purge_delay());
+        // SAFETY: queued entries are region descriptors, which are never freed.
+        while let Some(region) = unsafe { next.as_ref() } {
+            // Relaxed: written by the freeing thread before its CAS, which we acquired.
+            next = region.list_next.load(Ordering::Relaxed);
+            let ptr = region.start();
+            if region.kind() != RegionKind::Large || !region.lock.is_attached() {
+                crate::abort::invalid_free(ptr);
+            }
+            region.queued_free.store(false, Ordering::Relaxed);
+            let len = region.len();
+            region.lock.start_write(&self.guard);
+            region.lock.detach(&self.guard);
+            arena.map.clear(ptr as usize, SLICE_SIZE);
+            let state = &mut *self.state;
+            let dirt = Dirt::dirty(due, region.is_moved());
+            state.free.release(&mut state.descriptors, region, dirt);
+            adjust(&arena.counters.large_regions, -1);
+            adjust(&arena.counters.large_bytes, -(len as isize));
+            released = true;
+        }
+        if released {
+            arena.schedule_purge(due);
         }
     }
 }

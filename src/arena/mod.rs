@@ -27,10 +27,11 @@ mod refill;
 pub(crate) mod region;
 
 use core::cell::UnsafeCell;
+use core::mem::ManuallyDrop;
 
 use crate::config::PageKind;
 use crate::os::Os;
-use crate::stats::{ArenaCounters, Stats, bump};
+use crate::stats::{ArenaCounters, Stats, Tally, bump};
 use crate::sync::arena_lock::{ArenaLock, ArenaWriteGuard};
 use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use meta::Descriptors;
@@ -49,6 +50,9 @@ pub(crate) struct Arena<O: Os> {
     next_purge: AtomicU64,
     /// Set while a thread runs a due purge, so others do not queue up behind it.
     purging: AtomicBool,
+    /// Large blocks freed and not yet given back to the free ranges, linked through their
+    /// regions' `list_next` (see `blocks::free_large`).
+    queued_large: AtomicPtr<Region>,
     /// How long freed memory stays before it is purged, in ns (`u64::MAX`: not read yet).
     purge_delay: AtomicU64,
     pub(crate) counters: ArenaCounters,
@@ -92,11 +96,13 @@ struct WriteSession<'a, O: Os> {
     arena: &'a Arena<O>,
     state: &'a mut ArenaState,
     started: u64,
-    guard: ArenaWriteGuard<'a>,
+    guard: ManuallyDrop<ArenaWriteGuard<'a>>,
 }
 
 impl<O: Os> Drop for WriteSession<'_, O> {
     fn drop(&mut self) {
+        // Every session ends by releasing the large blocks freed while the lock was busy.
+        self.release_queued_large();
         let held = self.arena.os.now_ns().saturating_sub(self.started);
         bump(&self.arena.counters.write_held_ns, held);
         // Relaxed: statistics.
@@ -104,7 +110,10 @@ impl<O: Os> Drop for WriteSession<'_, O> {
             .counters
             .write_held_max_ns
             .fetch_max(held, Ordering::Relaxed);
-        // The guard (a field) drops after this, ending the session.
+        // SAFETY: dropped once, here, ending the session; the session is not used after.
+        unsafe { ManuallyDrop::drop(&mut self.guard) };
+        // A free that found the lock taken by us may have queued its block after we looked.
+        self.arena.release_queued_large_if_free();
     }
 }
 
@@ -136,13 +145,23 @@ impl<O: Os> Arena<O> {
             hints: [const { AtomicPtr::new(core::ptr::null_mut()) }; PageKind::COUNT],
             next_purge: AtomicU64::new(u64::MAX),
             purging: AtomicBool::new(false),
+            queued_large: AtomicPtr::new(core::ptr::null_mut()),
             purge_delay: AtomicU64::new(u64::MAX),
             counters: ArenaCounters::new(),
         }
     }
 
     fn write(&self) -> WriteSession<'_, O> {
-        let guard = self.lock.write();
+        self.session(self.lock.write())
+    }
+
+    /// A write session if the arena lock is free now: for paths that must never wait for one
+    /// (frees, and the purges they trigger).
+    fn try_write(&self) -> Option<WriteSession<'_, O>> {
+        Some(self.session(self.lock.try_write()?))
+    }
+
+    fn session<'a>(&'a self, guard: ArenaWriteGuard<'a>) -> WriteSession<'a, O> {
         let started = self.os.now_ns();
         bump(&self.counters.write_sessions, 1);
         // SAFETY: the write lock gives this session exclusive access to the state until the
@@ -152,7 +171,7 @@ impl<O: Os> Arena<O> {
             arena: self,
             state,
             started,
-            guard,
+            guard: ManuallyDrop::new(guard),
         }
     }
 
@@ -178,20 +197,21 @@ impl<O: Os> Arena<O> {
 
     /// Bytes usable from `addr` to the end of its block, or `None` if `addr` is not in a block
     /// the arena handed out. Lock-free: a speculative read validated by the arena sequence,
-    /// falling back to the arena read lock while remap operations keep it busy.
-    pub(crate) fn usable_size(&self, addr: usize) -> Option<usize> {
+    /// falling back to the arena read lock while remap operations keep it busy. Counts in
+    /// `tally`.
+    pub(crate) fn usable_size(&self, addr: usize, tally: &Tally) -> Option<usize> {
         for _ in 0..2 {
             let Some(seq) = self.lock.speculate_try_begin() else {
                 break;
             };
             let result = self.usable_size_unvalidated(addr);
             if !self.lock.speculate_retry(seq) {
-                bump(&self.counters.spec_success, 1);
+                tally.count(&tally.spec_success);
                 return result;
             }
-            bump(&self.counters.spec_retry, 1);
+            tally.count(&tally.spec_retry);
         }
-        bump(&self.counters.spec_retry, 1);
+        tally.count(&tally.spec_retry);
         self.with_read(|_| self.usable_size_unvalidated(addr))
     }
 

@@ -68,20 +68,32 @@ impl<O: Os> Arena<O> {
         // Acquire/Release on `purging`: only to make the flag a tiny try-lock; the session's
         // own write lock orders the work.
         if now >= due && !self.purging.swap(true, Ordering::Acquire) {
-            self.purge(now, false);
+            self.purge(now, false, false);
             self.purging.store(false, Ordering::Release);
         }
     }
 
     /// Gives every free page, empty pages region and dirty free range back to the OS now.
     pub(crate) fn collect(&self) {
-        self.purge(self.os.now_ns(), true);
+        self.purge(self.os.now_ns(), true, true);
+    }
+
+    /// A session for a purge: waiting for the lock if `wait` (an explicit collect), else only
+    /// if the lock is free now (a purge that a free triggered: frees never wait).
+    fn purge_session(&self, wait: bool) -> Option<WriteSession<'_, O>> {
+        if wait {
+            Some(self.write())
+        } else {
+            self.try_write()
+        }
     }
 
     /// Purges everything due by `now`, or everything if `force`: each pages region in a write
     /// session of its own (so a refill waits only while its own region is purged, never for
-    /// the whole sweep), then the dirty free ranges in one more (no refill reads those).
-    fn purge(&self, now: u64, force: bool) {
+    /// the whole sweep), then the dirty free ranges in one more (no refill reads those). If
+    /// not `wait`ing and the lock is busy, it stops and leaves the rest due now, for the next
+    /// slow path to try again.
+    fn purge(&self, now: u64, force: bool, wait: bool) {
         // Reset first: anything scheduled while we work lowers it again, and we lower it to
         // what we leave behind at the end. Relaxed: see `schedule_purge`.
         self.next_purge.store(NEVER, Ordering::Relaxed);
@@ -97,7 +109,10 @@ impl<O: Os> Arena<O> {
             }
         }
         let next = loop {
-            let mut session = self.write();
+            let Some(mut session) = self.purge_session(wait) else {
+                self.schedule_purge(now);
+                return;
+            };
             let mut due_region = None;
             let mut next = NEVER;
             for kind in PageKind::ALL {
@@ -123,7 +138,10 @@ impl<O: Os> Arena<O> {
                 session.purge_free_pages(region);
             }
         };
-        let session = self.write();
+        let Some(session) = self.purge_session(wait) else {
+            self.schedule_purge(now.min(next));
+            return;
+        };
         let state = &mut *session.state;
         let (purged, ranges_next) = state
             .free

@@ -8,30 +8,27 @@ use super::region::{Claim, Region, RegionKind};
 use super::{Arena, ArenaState, WriteSession, as_ptr, region_at};
 use crate::config::{PageKind, SMALL_REGION_SIZE};
 use crate::os::Os;
-use crate::stats::{adjust, bump};
+use crate::stats::{Tally, adjust};
 use crate::sync::atomic::Ordering;
 use crate::sync::region_lock::ReadFail;
 
 impl<O: Os> Arena<O> {
-    /// Claims a free page of `kind` for a heap.
-    pub(crate) fn claim_page(&self, kind: PageKind) -> Option<Claim> {
+    /// Claims a free page of `kind` for a heap, counting in `tally` (the heap's).
+    pub(crate) fn claim_page(&self, kind: PageKind, tally: &Tally) -> Option<Claim> {
         let claim = self
-            .claim_from_hint(kind)
+            .claim_from_hint(kind, tally)
             .or_else(|| self.with_read(|state| self.claim_from_list(state, kind)))
             .or_else(|| {
                 let mut session = self.write();
                 self.claim_from_list(session.state, kind)
                     .or_else(|| session.create_page_region(kind)?.claim_page())
             })?;
-        adjust(&self.counters.pages_in_use[kind.index()], 1);
-        if claim.fresh {
-            adjust(&self.counters.committed, kind.page_size() as isize);
-        }
+        tally.page_claimed(kind, claim.fresh);
         Some(claim)
     }
 
     /// The lock-free attempt: read-lock the hinted region (`vma_start_read`) and claim a page.
-    fn claim_from_hint(&self, kind: PageKind) -> Option<Claim> {
+    fn claim_from_hint(&self, kind: PageKind, tally: &Tally) -> Option<Claim> {
         if crate::ablation::global_arena_lock() {
             return None; // the ablation: every refill goes through the arena lock
         }
@@ -43,22 +40,22 @@ impl<O: Os> Arena<O> {
         let region = unsafe { hint.as_ref() }?;
         match region.lock.start_read(&self.lock) {
             Ok(_read) => {
-                bump(&self.counters.read_fast, 1);
+                tally.count(&tally.read_fast);
                 // The descriptor may have been reused since it became the hint: check identity
                 // now that it cannot change.
                 if region.page_kind() == Some(kind) {
                     region.claim_page()
                 } else {
-                    bump(&self.counters.read_retry, 1);
+                    tally.count(&tally.read_retry);
                     None
                 }
             }
             Err(ReadFail::Locked) => {
-                bump(&self.counters.read_fallback, 1);
+                tally.count(&tally.read_fallback);
                 None
             }
             Err(ReadFail::Detached) => {
-                bump(&self.counters.read_retry, 1);
+                tally.count(&tally.read_retry);
                 None
             }
         }
@@ -79,9 +76,10 @@ impl<O: Os> Arena<O> {
         None
     }
 
-    /// Returns a page whose blocks are all free to its region, and schedules the purge of its
-    /// memory after the purge delay (running any purge already due).
-    pub(crate) fn release_page(&self, page: &Page) {
+    /// Returns a page whose blocks are all free to its region, counting in `tally`, and
+    /// schedules the purge of its memory after the purge delay (running any purge already
+    /// due).
+    pub(crate) fn release_page(&self, page: &Page, tally: &Tally) {
         // Relaxed: constant while the region is attached, which it stays while we own a page.
         let region = page.region.load(Ordering::Relaxed);
         // SAFETY: descriptors are never freed; an owned page's region is attached.
@@ -92,7 +90,7 @@ impl<O: Os> Arena<O> {
         page.block_size.store(0, Ordering::Relaxed);
         page.carved.store(0, Ordering::Relaxed); // no address is a block of a free page
         if let Some(kind) = region.page_kind() {
-            adjust(&self.counters.pages_in_use[kind.index()], -1);
+            tally.page_released(kind);
         }
         region.release_page(page.index.load(Ordering::Relaxed) as usize);
         if region.purge_due() == 0 {

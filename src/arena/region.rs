@@ -82,13 +82,16 @@ pub(crate) struct Region {
     dirty_pages: [AtomicU64; BITMAP_WORDS],
     /// Large blocks: the size the user asked for (for statistics).
     pub(crate) requested: AtomicUsize,
+    /// Large blocks: freed, and queued to be given back (`Arena::free_large`).
+    pub(crate) queued_free: AtomicBool,
 
     // ---- arena bookkeeping: written only under the arena write lock ----
     /// Neighbours in address order within the reservation.
     pub(crate) addr_prev: AtomicPtr<Region>,
     pub(crate) addr_next: AtomicPtr<Region>,
     /// Links in the list the region is on: its page kind's list, or a free-range bin. Also the
-    /// pool's free list while the descriptor is unused.
+    /// pool's free list while the descriptor is unused, and (`list_next`, written by the
+    /// freeing thread) the queue of freed large blocks.
     pub(crate) list_prev: AtomicPtr<Region>,
     pub(crate) list_next: AtomicPtr<Region>,
 }
@@ -107,6 +110,7 @@ impl Region {
             free_pages: [const { AtomicU64::new(0) }; BITMAP_WORDS],
             dirty_pages: [const { AtomicU64::new(0) }; BITMAP_WORDS],
             requested: AtomicUsize::new(0),
+            queued_free: AtomicBool::new(false),
             addr_prev: AtomicPtr::new(core::ptr::null_mut()),
             addr_next: AtomicPtr::new(core::ptr::null_mut()),
             list_prev: AtomicPtr::new(core::ptr::null_mut()),

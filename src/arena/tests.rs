@@ -10,11 +10,20 @@ use super::page::Page;
 use super::*;
 use crate::config::{REMAP_CONGRUENCE, SLICE_SIZE};
 use crate::os::fake::FakeOs;
+use crate::stats::Tally;
 
 const GIB: usize = 1 << 30;
 
 fn free_bytes<O: Os>(arena: &Arena<O>) -> usize {
     arena.with_read(|state| state.free.bytes)
+}
+
+/// The arena's counters together with a test's tally (what `stats()` would sum).
+fn stats_of<O: Os>(arena: &Arena<O>, tally: &Tally) -> Stats {
+    let mut stats = Stats::default();
+    arena.counters.fill(&mut stats);
+    tally.add_to(&mut stats);
+    stats
 }
 
 fn reserved<O: Os>(arena: &Arena<O>) -> usize {
@@ -24,10 +33,11 @@ fn reserved<O: Os>(arena: &Arena<O>) -> usize {
 #[test]
 fn claims_hand_out_distinct_pages_that_the_map_resolves() {
     static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    static TALLY: Tally = Tally::shared();
     let mut seen = HashSet::new();
     let count = PageKind::Small.pages_per_region() + 10;
     for _ in 0..count {
-        let claim = ARENA.claim_page(PageKind::Small).expect("a page");
+        let claim = ARENA.claim_page(PageKind::Small, &TALLY).expect("a page");
         assert!(claim.fresh);
         let start = claim.page.start.load(Ordering::Relaxed) as usize;
         assert_eq!(start % PageKind::Small.page_size(), 0);
@@ -40,10 +50,7 @@ fn claims_hand_out_distinct_pages_that_the_map_resolves() {
         }
     }
     assert_eq!(ARENA.counters.page_regions[0].load(Ordering::Relaxed), 2);
-    assert_eq!(
-        ARENA.counters.pages_in_use[0].load(Ordering::Relaxed),
-        count
-    );
+    assert_eq!(stats_of(&ARENA, &TALLY).pages_in_use[0], count);
 }
 
 #[test]
@@ -94,21 +101,22 @@ fn large_blocks_are_aligned_and_their_ranges_merge_back() {
 #[test]
 fn large_blocks_grow_and_shrink_in_place_and_move_when_blocked() {
     static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    static TALLY: Tally = Tally::shared();
     let (a, _) = ARENA.alloc_large(2 << 20, 8).unwrap();
     let ptr = a.start();
     // SAFETY: the block is ours and 2 MiB long.
     unsafe { ptr.write_bytes(0x42, 2 << 20) };
     assert!(
-        ARENA.resize_large_in_place(a, ptr, 8 << 20),
+        ARENA.resize_large_in_place(a, ptr, 8 << 20, &TALLY),
         "the space after a fresh block is free"
     );
     assert_eq!(a.len(), 8 << 20);
-    assert!(ARENA.resize_large_in_place(a, ptr, 3 << 20));
+    assert!(ARENA.resize_large_in_place(a, ptr, 3 << 20, &TALLY));
     assert_eq!(a.len(), 3 << 20);
     // Block the way forward, then grow: the block must move, contents and all.
     let (b, _) = ARENA.alloc_large(1 << 20, 8).unwrap();
     assert_eq!(b.start() as usize, a.end(), "the shrunk tail was reused");
-    assert!(!ARENA.resize_large_in_place(a, ptr, 16 << 20));
+    assert!(!ARENA.resize_large_in_place(a, ptr, 16 << 20, &TALLY));
     let moved = ARENA.remap_large(a, ptr, 16 << 20, 8).expect("remapped");
     assert_eq!(
         moved as usize % REMAP_CONGRUENCE,
@@ -134,11 +142,12 @@ fn large_blocks_grow_and_shrink_in_place_and_move_when_blocked() {
 #[test]
 fn collect_purges_free_pages_and_removes_empty_regions() {
     static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    static TALLY: Tally = Tally::shared();
     let pages: Vec<_> = (0..20)
-        .map(|_| ARENA.claim_page(PageKind::Medium).unwrap().page)
+        .map(|_| ARENA.claim_page(PageKind::Medium, &TALLY).unwrap().page)
         .collect();
     for page in &pages[..10] {
-        ARENA.release_page(page);
+        ARENA.release_page(page, &TALLY);
     }
     ARENA.collect();
     let purged = ARENA.os.purged.load(Ordering::Relaxed);
@@ -152,11 +161,11 @@ fn collect_purges_free_pages_and_removes_empty_regions() {
         1,
         "region still in use"
     );
-    let again = ARENA.claim_page(PageKind::Medium).unwrap();
+    let again = ARENA.claim_page(PageKind::Medium, &TALLY).unwrap();
     assert!(again.fresh, "a purged page is zero again");
-    ARENA.release_page(again.page);
+    ARENA.release_page(again.page, &TALLY);
     for page in &pages[10..] {
-        ARENA.release_page(page);
+        ARENA.release_page(page, &TALLY);
     }
     ARENA.collect();
     assert_eq!(ARENA.counters.page_regions[1].load(Ordering::Relaxed), 0);
@@ -166,6 +175,7 @@ fn collect_purges_free_pages_and_removes_empty_regions() {
 #[test]
 fn racing_claims_releases_and_collects_never_share_a_page() {
     static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    static TALLY: Tally = Tally::shared();
     static STOP: AtomicBool = AtomicBool::new(false);
     let in_use = std::sync::Arc::new(Mutex::new(HashSet::new()));
     let collector = std::thread::spawn(|| {
@@ -186,7 +196,7 @@ fn racing_claims_releases_and_collects_never_share_a_page() {
                 let mut mine = Vec::new();
                 for round in 0..3_000 {
                     if round % 3 != 2 {
-                        let page = ARENA.claim_page(kind).expect("a page").page;
+                        let page = ARENA.claim_page(kind, &TALLY).expect("a page").page;
                         assert!(
                             in_use.lock().unwrap().insert(page as *const Page as usize),
                             "page shared"
@@ -199,7 +209,7 @@ fn racing_claims_releases_and_collects_never_share_a_page() {
                                 .unwrap()
                                 .remove(&(page as *const Page as usize))
                         );
-                        ARENA.release_page(page);
+                        ARENA.release_page(page, &TALLY);
                     }
                 }
                 for page in mine {
@@ -207,7 +217,7 @@ fn racing_claims_releases_and_collects_never_share_a_page() {
                         .lock()
                         .unwrap()
                         .remove(&(page as *const Page as usize));
-                    ARENA.release_page(page);
+                    ARENA.release_page(page, &TALLY);
                 }
             })
         })
@@ -223,12 +233,9 @@ fn racing_claims_releases_and_collects_never_share_a_page() {
             ARENA.counters.page_regions[kind.index()].load(Ordering::Relaxed),
             0
         );
-        assert_eq!(
-            ARENA.counters.pages_in_use[kind.index()].load(Ordering::Relaxed),
-            0
-        );
+        assert_eq!(stats_of(&ARENA, &TALLY).pages_in_use[kind.index()], 0);
     }
-    let c = &ARENA.counters;
+    let c = &TALLY;
     let fast = c.read_fast.load(Ordering::Relaxed);
     let fallback = c.read_fallback.load(Ordering::Relaxed);
     std::println!("region reads: {fast} fast, {fallback} fell back during collects");
@@ -239,22 +246,24 @@ fn racing_claims_releases_and_collects_never_share_a_page() {
 #[test]
 fn speculative_usable_size_matches_the_locked_answer() {
     static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    static TALLY: Tally = Tally::shared();
     let (r, _) = ARENA.alloc_large(3 << 20, 8).unwrap();
     let start = r.start() as usize;
-    assert_eq!(ARENA.usable_size(start), Some(r.len()));
-    assert_eq!(ARENA.usable_size(start + 100), Some(r.len() - 100));
-    assert_eq!(ARENA.usable_size(start + r.len()), None);
+    assert_eq!(ARENA.usable_size(start, &TALLY), Some(r.len()));
+    assert_eq!(ARENA.usable_size(start + 100, &TALLY), Some(r.len() - 100));
+    assert_eq!(ARENA.usable_size(start + r.len(), &TALLY), None);
     assert_eq!(
-        ARENA.usable_size(start + SLICE_SIZE),
+        ARENA.usable_size(start + SLICE_SIZE, &TALLY),
         None,
         "interior slices of large blocks are not mapped"
     );
-    assert!(ARENA.counters.spec_success.load(Ordering::Relaxed) >= 3);
+    assert!(TALLY.spec_success.load(Ordering::Relaxed) >= 3);
 }
 
 #[test]
 fn freed_memory_is_purged_only_after_the_delay() {
     static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    static TALLY: Tally = Tally::shared();
     const MS: u64 = 1_000_000;
     ARENA.set_purge_delay(100 * MS);
     let now = |t: u64| ARENA.os.now.store(t, Ordering::Relaxed);
@@ -262,19 +271,19 @@ fn freed_memory_is_purged_only_after_the_delay() {
     // A large block and a few pages, freed at t = 1000 ms.
     let (big, _) = ARENA.alloc_large(8 << 20, 8).unwrap();
     let pages: Vec<_> = (0..4)
-        .map(|_| ARENA.claim_page(PageKind::Small).unwrap().page)
+        .map(|_| ARENA.claim_page(PageKind::Small, &TALLY).unwrap().page)
         .collect();
-    let keep = ARENA.claim_page(PageKind::Small).unwrap().page;
+    let keep = ARENA.claim_page(PageKind::Small, &TALLY).unwrap().page;
     ARENA.free_large(big, big.start());
     for page in &pages {
-        ARENA.release_page(page);
+        ARENA.release_page(page, &TALLY);
     }
     assert_eq!(
         ARENA.os.purged.load(Ordering::Relaxed),
         0,
         "nothing is purged before the delay"
     );
-    let committed = ARENA.counters.committed.load(Ordering::Relaxed);
+    let committed = stats_of(&ARENA, &TALLY).bytes_committed;
     // Not yet due: a slow-path event does nothing.
     now(1_050 * MS);
     ARENA.maybe_purge();
@@ -284,17 +293,14 @@ fn freed_memory_is_purged_only_after_the_delay() {
     ARENA.maybe_purge();
     let purged = ARENA.os.purged.load(Ordering::Relaxed);
     assert_eq!(purged, (8 << 20) + 4 * PageKind::Small.page_size());
-    assert_eq!(
-        ARENA.counters.committed.load(Ordering::Relaxed),
-        committed - purged
-    );
+    assert_eq!(stats_of(&ARENA, &TALLY).bytes_committed, committed - purged);
     assert_eq!(
         ARENA.counters.page_regions[0].load(Ordering::Relaxed),
         1,
         "a page is still in use"
     );
     // The last page goes back: once due, the empty region is removed.
-    ARENA.release_page(keep);
+    ARENA.release_page(keep, &TALLY);
     now(1_300 * MS);
     ARENA.maybe_purge();
     assert_eq!(ARENA.counters.page_regions[0].load(Ordering::Relaxed), 0);
@@ -313,27 +319,32 @@ fn freed_memory_is_purged_only_after_the_delay() {
 fn a_remap_operation_stalls_only_the_region_it_marked() {
     use std::sync::atomic::AtomicU32;
     static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    static TALLY: Tally = Tally::shared();
     static B_DONE: AtomicBool = AtomicBool::new(false);
     static A_DONE: AtomicBool = AtomicBool::new(false);
     static A_STARTED: AtomicU32 = AtomicU32::new(0);
     // Region A holds medium pages, region B small pages; each is its kind's refill hint.
-    let a_page = ARENA.claim_page(PageKind::Medium).unwrap().page;
-    let b_page = ARENA.claim_page(PageKind::Small).unwrap().page;
+    let a_page = ARENA.claim_page(PageKind::Medium, &TALLY).unwrap().page;
+    let b_page = ARENA.claim_page(PageKind::Small, &TALLY).unwrap().page;
     // SAFETY: pages of attached regions; regions are never freed.
     let region_a = unsafe { &*a_page.region.load(Ordering::Relaxed) };
 
     let session = ARENA.write();
     region_a.lock.start_write(&session.guard);
-    let fallbacks = ARENA.counters.read_fallback.load(Ordering::Relaxed);
+    let fallbacks = TALLY.read_fallback.load(Ordering::Relaxed);
 
     let needs_a = std::thread::spawn(|| {
         A_STARTED.store(1, Ordering::Release);
-        let claim = ARENA.claim_page(PageKind::Medium).expect("a medium page");
+        let claim = ARENA
+            .claim_page(PageKind::Medium, &TALLY)
+            .expect("a medium page");
         A_DONE.store(true, Ordering::Release);
         claim.page as *const Page as usize
     });
     let needs_b = std::thread::spawn(|| {
-        let claim = ARENA.claim_page(PageKind::Small).expect("a small page");
+        let claim = ARENA
+            .claim_page(PageKind::Small, &TALLY)
+            .expect("a small page");
         B_DONE.store(true, Ordering::Release);
         claim.page as *const Page as usize
     });
@@ -342,7 +353,7 @@ fn a_remap_operation_stalls_only_the_region_it_marked() {
     assert!(B_DONE.load(Ordering::Acquire));
     assert_ne!(b, b_page as *const Page as usize);
     // The thread that needs A gets to the fallback (the shared arena lock) and waits there.
-    while ARENA.counters.read_fallback.load(Ordering::Relaxed) == fallbacks {
+    while TALLY.read_fallback.load(Ordering::Relaxed) == fallbacks {
         std::thread::yield_now();
     }
     assert!(
@@ -353,10 +364,60 @@ fn a_remap_operation_stalls_only_the_region_it_marked() {
     let a = needs_a.join().unwrap();
     assert!(A_DONE.load(Ordering::Acquire));
     assert_ne!(a, a_page as *const Page as usize);
-    assert_eq!(
-        ARENA.counters.read_fallback.load(Ordering::Relaxed),
-        fallbacks + 1
+    assert_eq!(TALLY.read_fallback.load(Ordering::Relaxed), fallbacks + 1);
+}
+
+/// Frees never wait for a write session: while one holds the arena write lock (a long purge or
+/// `mremap` in a real program), another thread gives a page back to its region and frees a
+/// large block, and both return; the large block goes back to the free ranges when the session
+/// ends, and its range merges again.
+#[test]
+fn frees_never_wait_for_a_write_session() {
+    static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    static TALLY: Tally = Tally::shared();
+    ARENA.set_purge_delay(0); // a purge is due at once: the free must not wait for it either
+    let page = ARENA.claim_page(PageKind::Small, &TALLY).unwrap().page;
+    let (region, _) = ARENA.alloc_large(5 << 20, 8).unwrap();
+    let (block, page_addr) = (region.start() as usize, page as *const Page as usize);
+    let free_before = free_bytes(&ARENA);
+
+    let session = ARENA.write();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let freer = std::thread::spawn(move || {
+        // SAFETY: a page descriptor of an attached region and a live large block, ours.
+        let page = unsafe { &*(page_addr as *const Page) };
+        ARENA.release_page(page, &TALLY);
+        let Entry::Large(region) = ARENA.lookup(block) else {
+            panic!("the block is mapped");
+        };
+        ARENA.free_large(region, block as *mut u8);
+        done_tx.send(()).unwrap();
+    });
+    let returned = done_rx.recv_timeout(std::time::Duration::from_secs(10));
+    assert!(returned.is_ok(), "a free waited for the write session");
+    freer.join().unwrap();
+    // Queued, not yet free: nothing may be placed in its range meanwhile.
+    assert!(matches!(ARENA.lookup(block), Entry::Large(_)));
+    drop(session);
+    assert!(
+        matches!(ARENA.lookup(block), Entry::None),
+        "released when the session ended"
     );
+    assert_eq!(free_bytes(&ARENA), free_before + (5 << 20));
+}
+
+/// A second free of a large block aborts even while the first one is still queued: the
+/// queue would otherwise hold the region twice.
+#[test]
+fn a_queued_large_free_marks_its_block_freed() {
+    static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    let (region, _) = ARENA.alloc_large(1 << 20, 8).unwrap();
+    let session = ARENA.write();
+    ARENA.free_large(region, region.start());
+    assert!(region.queued_free.load(Ordering::Relaxed));
+    drop(session);
+    assert!(!region.queued_free.load(Ordering::Relaxed));
+    assert!(!region.lock.is_attached());
 }
 
 /// Regression (found by the `ops` fuzzer): a block that moves into the free range right before
@@ -421,8 +482,9 @@ fn under_a_commit_limit_below_one_reservation_the_arena_still_serves_memory() {
 #[test]
 fn under_strict_overcommit_reservations_start_small() {
     static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    static TALLY: Tally = Tally::shared();
     ARENA.os.strict.store(true, Ordering::Relaxed);
-    assert!(ARENA.claim_page(PageKind::Small).is_some());
+    assert!(ARENA.claim_page(PageKind::Small, &TALLY).is_some());
     assert!(reserved(&ARENA) <= crate::config::STRICT_RESERVATION_SIZE);
     serves_pages_and_a_large_block(&ARENA);
     assert!(
@@ -433,9 +495,10 @@ fn under_strict_overcommit_reservations_start_small() {
 }
 
 fn serves_pages_and_a_large_block(arena: &'static Arena<FakeOs>) {
+    static TALLY: Tally = Tally::shared();
     for kind in PageKind::ALL {
         for _ in 0..3 {
-            assert!(arena.claim_page(kind).is_some(), "no {kind:?} page");
+            assert!(arena.claim_page(kind, &TALLY).is_some(), "no {kind:?} page");
         }
     }
     let (region, _) = arena.alloc_large(200 << 20, 8).expect("a 200 MiB block");

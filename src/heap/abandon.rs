@@ -11,7 +11,7 @@
 
 use crate::arena::ARENA;
 use crate::arena::page::Page;
-use crate::stats::adjust;
+use crate::stats::Tally;
 use crate::sync::mutex::Mutex;
 
 use super::pages;
@@ -19,6 +19,8 @@ use super::size_class::NUM_CLASSES;
 
 struct List {
     first: *mut Page,
+    /// Pages on the list (for statistics, read under the mutex).
+    len: usize,
 }
 
 // SAFETY: the list is only used under its mutex.
@@ -27,6 +29,7 @@ unsafe impl Send for List {}
 static ABANDONED: [Mutex<List>; NUM_CLASSES] = [const {
     Mutex::new(List {
         first: core::ptr::null_mut(),
+        len: 0,
     })
 }; NUM_CLASSES];
 
@@ -42,7 +45,7 @@ pub(crate) fn put(class: usize, page: &'static Page) {
         }
     }
     list.first = (page as *const Page).cast_mut();
-    adjust(&ARENA.counters.abandoned_pages, 1);
+    list.len += 1;
     pages::tag_abandoned(page);
 }
 
@@ -60,7 +63,7 @@ fn unlink(list: &mut List, page: &Page) {
         page.next.set(core::ptr::null_mut());
         page.prev.set(core::ptr::null_mut());
     }
-    adjust(&ARENA.counters.abandoned_pages, -1);
+    list.len -= 1;
 }
 
 /// Takes an abandoned page of `class`, if any; the caller becomes its owner.
@@ -85,8 +88,14 @@ pub(crate) fn unlink_adopted(class: usize, page: &'static Page) {
     unlink(&mut list, page);
 }
 
-/// Gives abandoned pages whose blocks have all been freed back to their regions.
-pub(crate) fn release_empty() {
+/// Pages waiting on the abandoned lists.
+pub(crate) fn count() -> usize {
+    ABANDONED.iter().map(|list| list.lock().len).sum()
+}
+
+/// Gives abandoned pages whose blocks have all been freed back to their regions, counting in
+/// `tally` (the caller's).
+pub(crate) fn release_empty(tally: &Tally) {
     for slot in &ABANDONED {
         let mut list = slot.lock();
         // SAFETY: as in `take`; a page we untag is ours.
@@ -101,7 +110,7 @@ pub(crate) fn release_empty() {
             unsafe { pages::collect(page) };
             if pages::is_empty(page) {
                 unlink(&mut list, page);
-                ARENA.release_page(page);
+                ARENA.release_page(page, tally);
             } else {
                 pages::tag_abandoned(page);
             }

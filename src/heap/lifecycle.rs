@@ -89,7 +89,7 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
 const REAP_MIN: usize = 64;
 
 /// Counters of exited heaps, and of frees made by threads without a usable heap.
-pub(crate) static ORPHAN_COUNTERS: HeapCounters = HeapCounters::new();
+pub(crate) static ORPHAN_COUNTERS: HeapCounters = HeapCounters::shared();
 
 impl Registry {
     fn link(&mut self, heap: &'static Heap) {
@@ -124,12 +124,11 @@ impl Registry {
         }
         self.live_count -= 1;
         self.exited += 1;
-        // Fold the heap's counter into the orphans' (Relaxed: statistics).
-        ORPHAN_COUNTERS.add_shared(heap.counters.requested.swap(0, Ordering::Relaxed) as isize);
     }
 
-    /// Returns an unlinked heap to the pool, reset.
+    /// Returns an unlinked heap to the pool, its counters folded into the orphans' and reset.
     fn recycle(&mut self, heap: &'static Heap) {
+        heap.counters.fold_into(&ORPHAN_COUNTERS);
         heap.reset();
         self.pool.give(heap);
     }
@@ -380,7 +379,6 @@ pub(crate) unsafe fn reset_after_fork_child() {
     while let Some(heap) = unsafe { cursor.as_ref() } {
         cursor = heap.registry_next.load(Ordering::Relaxed);
         if !core::ptr::eq(heap, me) {
-            ORPHAN_COUNTERS.add_shared(heap.counters.requested.load(Ordering::Relaxed) as isize);
             registry.recycle(heap);
         }
     }

@@ -87,7 +87,7 @@ pub(crate) fn collect() {
     }
     lifecycle::reap_dead_heaps();
     fallback::collect();
-    abandon::release_empty();
+    abandon::release_empty(slot::heap().tally());
 }
 
 pub(crate) fn fill_stats(stats: &mut Stats) {
@@ -95,4 +95,10 @@ pub(crate) fn fill_stats(stats: &mut Stats) {
         stats.bytes_requested = Some(0);
     }
     lifecycle::fill_stats(stats);
+    stats.pages_abandoned = abandon::count();
+}
+
+/// The calling thread's tally (its heap's, or the shared one), for counting outside the heap.
+pub(crate) fn tally() -> &'static crate::stats::Tally {
+    slot::heap().tally()
 }

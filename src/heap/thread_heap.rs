@@ -17,6 +17,7 @@ use super::size_class::{NUM_CLASSES, page_kind};
 use crate::arena::ARENA;
 use crate::arena::page::{Block, NO_OWNER, OWNER_FULL_FLAG, Page};
 use crate::config::PageKind;
+use crate::stats::Tally;
 use crate::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 
 /// The page every empty queue points at: its free list is always empty, so the fast path
@@ -68,13 +69,26 @@ pub(crate) struct HeapCounters {
     /// Set from the process's setting when the heap comes up, and by
     /// `vmarena::track_requested_bytes` for live heaps.
     pub(crate) counting: AtomicBool,
+    /// Page claims and releases, region reads, speculations (see `Tally`).
+    pub(crate) tally: Tally,
 }
 
 impl HeapCounters {
+    /// A heap's counters, written by its owner only.
     pub(crate) const fn new() -> HeapCounters {
         HeapCounters {
             requested: AtomicUsize::new(0),
             counting: AtomicBool::new(false),
+            tally: Tally::owned(),
+        }
+    }
+
+    /// Counters any thread may write (for paths without a heap of their own).
+    pub(crate) const fn shared() -> HeapCounters {
+        HeapCounters {
+            requested: AtomicUsize::new(0),
+            counting: AtomicBool::new(false),
+            tally: Tally::shared(),
         }
     }
 
@@ -103,6 +117,15 @@ impl HeapCounters {
         if let Some(total) = &mut into.bytes_requested {
             *total = total.wrapping_add(self.requested.load(Ordering::Relaxed));
         }
+        self.tally.add_to(into);
+    }
+
+    /// Moves everything into `into` (shared counters) and zeroes these: for a heap whose
+    /// owner is gone.
+    pub(crate) fn fold_into(&self, into: &HeapCounters) {
+        // Relaxed: statistics.
+        into.add_shared(self.requested.swap(0, Ordering::Relaxed) as isize);
+        self.tally.fold_into(&into.tally);
     }
 }
 
@@ -238,6 +261,16 @@ impl Heap {
         self.state.set(HeapState::Alive);
     }
 
+    /// Where this heap's refill and free paths count: its own tally, or for a sentinel (which
+    /// is never written) the shared one.
+    pub(crate) fn tally(&self) -> &Tally {
+        if self.state.get() == HeapState::Alive {
+            &self.counters.tally
+        } else {
+            &super::lifecycle::ORPHAN_COUNTERS.tally
+        }
+    }
+
     pub(crate) fn os_tid(&self) -> i32 {
         // Relaxed: written before the heap is registered and read under the registry lock.
         self.os_tid.load(Ordering::Relaxed)
@@ -261,9 +294,14 @@ impl Heap {
         self.tid.set(NO_THREAD);
         self.free_key.set(0);
         self.state.set(HeapState::Uninit);
-        // Relaxed: statistics; the heap is not registered.
+        // Relaxed: statistics; the heap is not registered (its counts were folded).
         self.counters.requested.store(0, Ordering::Relaxed);
         self.counters.counting.store(false, Ordering::Relaxed);
+        debug_assert!({
+            let mut leftover = crate::stats::Stats::default();
+            self.counters.tally.add_to(&mut leftover);
+            leftover.pages_in_use == [0; 3]
+        });
         self.set_os_tid(0);
     }
 
@@ -350,7 +388,7 @@ impl Heap {
                 pages::set_full_flag(page, self.tid.get(), true);
             }
             // 4. A fresh page from the arena (the region read path).
-            let claim = ARENA.claim_page(page_kind(class))?;
+            let claim = ARENA.claim_page(page_kind(class), self.tally())?;
             pages::init(claim.page, class, claim.fresh, self.tid.get());
             pages::extend(claim.page);
             queue.push_front(claim.page);
@@ -516,7 +554,7 @@ impl Heap {
             super::abandon::unlink_adopted(class, page);
             pages::collect(page);
             if pages::is_empty(page) {
-                ARENA.release_page(page);
+                ARENA.release_page(page, self.tally());
             } else if self.state.get() == HeapState::Alive {
                 page.owner.store(self.tid.get(), Ordering::Relaxed);
                 if pages::has_room(page) {
@@ -569,7 +607,7 @@ impl Heap {
                 self.sync_current(class);
             }
         }
-        ARENA.release_page(page);
+        ARENA.release_page(page, self.tally());
     }
 
     // ------------------------------------------------------------------ collect and exit
@@ -586,7 +624,7 @@ impl Heap {
                         pages::collect(page);
                         if pages::is_empty(page) {
                             list.remove(page);
-                            ARENA.release_page(page);
+                            ARENA.release_page(page, self.tally());
                         }
                     }
                 }
@@ -606,7 +644,7 @@ impl Heap {
                         list.remove(page);
                         pages::collect(page);
                         if pages::is_empty(page) {
-                            ARENA.release_page(page);
+                            ARENA.release_page(page, self.tally());
                         } else {
                             // Relaxed: the abandoned list's mutex publishes the page.
                             page.owner.store(NO_OWNER, Ordering::Relaxed);

@@ -41,6 +41,16 @@ impl ArenaLock {
     /// Takes the arena lock exclusively and opens a write session.
     pub(crate) fn write(&self) -> ArenaWriteGuard<'_> {
         self.lock.write_lock();
+        self.begin_session()
+    }
+
+    /// Opens a write session if the lock is free now; `None` rather than waiting.
+    pub(crate) fn try_write(&self) -> Option<ArenaWriteGuard<'_>> {
+        self.lock.try_write_lock().then(|| self.begin_session())
+    }
+
+    /// Makes the sequence odd for a session whose caller just took the lock exclusively.
+    fn begin_session(&self) -> ArenaWriteGuard<'_> {
         // Relaxed: we hold the lock, whose Acquire ordered us after the previous session's
         // final store; no other thread writes `seq`.
         let seq = self.seq.load(Ordering::Relaxed) + 1;

@@ -101,6 +101,19 @@ impl RawRwLock {
         }
     }
 
+    /// Takes the lock exclusively if that needs no waiting: no holder of either kind. (A
+    /// writer queued for it is passed over; it takes the lock after us.)
+    pub(crate) fn try_write_lock(&self) -> bool {
+        // Relaxed: only chooses whether to try the CAS.
+        let s = self.state.load(Ordering::Relaxed);
+        // Acquire: as in `write_lock`.
+        s & (WRITER | READERS_MASK) == 0
+            && self
+                .state
+                .compare_exchange(s, s | WRITER, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+    }
+
     pub(crate) fn write_unlock(&self) {
         // Release: publishes the writer's changes to the next Acquire of the lock.
         let prev = self
