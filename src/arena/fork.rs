@@ -41,9 +41,9 @@ impl Arena<PlatformOs> {
     pub(crate) unsafe fn unlock_after_fork_child(&self) {
         // SAFETY: only the forking thread uses HELD; it is the only thread in the child.
         let session = unsafe { (*HELD.0.get()).take() };
-        if let Some(session) = &session {
+        if session.is_some() {
             for kind in PageKind::ALL {
-                let mut cursor = session.state.page_list(kind);
+                let mut cursor = self.page_list(kind);
                 while let Some(region) = cursor {
                     region.lock.reset_readers_after_fork();
                     cursor = region_at(&region.list_next);

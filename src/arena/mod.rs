@@ -46,6 +46,10 @@ pub(crate) struct Arena<O: Os> {
     pub(crate) os: O,
     /// Per page kind, a region that recently had free pages: where refills look first.
     hints: [AtomicPtr<Region>; PageKind::COUNT],
+    /// Small-object regions per page kind, linked through `list_next`/`list_prev`. Changed
+    /// only in write sessions; refills walk them without the lock (links are atomics of
+    /// type-stable descriptors, published with Release).
+    page_lists: [AtomicPtr<Region>; PageKind::COUNT],
     /// When the next purge is due (`u64::MAX`: nothing is waiting to be purged).
     next_purge: AtomicU64,
     /// Set while a thread runs a due purge, so others do not queue up behind it.
@@ -66,8 +70,6 @@ unsafe impl<O: Os> Sync for Arena<O> {}
 struct ArenaState {
     descriptors: Descriptors,
     free: FreeRanges,
-    /// Small-object regions per page kind, linked through `list_next`/`list_prev`.
-    page_lists: [*mut Region; PageKind::COUNT],
     reservation_count: usize,
     /// Bytes of page-map leaves reserved.
     leaf_bytes: usize,
@@ -80,12 +82,6 @@ impl ArenaState {
             self.descriptors.reserved() + self.leaf_bytes,
             Ordering::Relaxed,
         );
-    }
-
-    /// The first small-object region of `kind`.
-    fn page_list(&self, kind: PageKind) -> Option<&'static Region> {
-        // SAFETY: list entries are region descriptors, which are never freed.
-        unsafe { self.page_lists[kind.index()].as_ref() }
     }
 }
 
@@ -136,19 +132,24 @@ impl<O: Os> Arena<O> {
             state: UnsafeCell::new(ArenaState {
                 descriptors: Descriptors::new(),
                 free: FreeRanges::new(),
-                page_lists: [core::ptr::null_mut(); PageKind::COUNT],
                 reservation_count: 0,
                 leaf_bytes: 0,
             }),
             map: PageMap::new(),
             os,
             hints: [const { AtomicPtr::new(core::ptr::null_mut()) }; PageKind::COUNT],
+            page_lists: [const { AtomicPtr::new(core::ptr::null_mut()) }; PageKind::COUNT],
             next_purge: AtomicU64::new(u64::MAX),
             purging: AtomicBool::new(false),
             queued_large: AtomicPtr::new(core::ptr::null_mut()),
             purge_delay: AtomicU64::new(u64::MAX),
             counters: ArenaCounters::new(),
         }
+    }
+
+    /// The first small-object region of `kind`.
+    fn page_list(&self, kind: PageKind) -> Option<&'static Region> {
+        region_at(&self.page_lists[kind.index()])
     }
 
     fn write(&self) -> WriteSession<'_, O> {
@@ -257,10 +258,10 @@ impl<O: Os> Arena<O> {
     /// paths nothing; the price is a walk over the page descriptors here (under the arena read
     /// lock, so regions stay put), a few microseconds per GiB of small objects.
     fn small_bytes_in_use(&self) -> usize {
-        self.with_read(|state| {
+        self.with_read(|_| {
             let mut total = 0;
             for kind in PageKind::ALL {
-                let mut cursor = state.page_list(kind);
+                let mut cursor = self.page_list(kind);
                 while let Some(region) = cursor {
                     for index in 0..kind.pages_per_region() {
                         let page = region.page(index);

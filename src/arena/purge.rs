@@ -99,9 +99,9 @@ impl<O: Os> Arena<O> {
         self.next_purge.store(NEVER, Ordering::Relaxed);
         if force {
             // Make every region due now; the loop below then takes them one at a time.
-            let session = self.write();
+            let _session = self.write();
             for kind in PageKind::ALL {
-                let mut cursor = session.state.page_list(kind);
+                let mut cursor = self.page_list(kind);
                 while let Some(region) = cursor {
                     cursor = region_at(&region.list_next);
                     region.set_purge_due(1);
@@ -116,7 +116,7 @@ impl<O: Os> Arena<O> {
             let mut due_region = None;
             let mut next = NEVER;
             for kind in PageKind::ALL {
-                let mut cursor = session.state.page_list(kind);
+                let mut cursor = self.page_list(kind);
                 while let Some(region) = cursor {
                     cursor = region_at(&region.list_next);
                     match region.purge_due() {
@@ -176,8 +176,9 @@ impl<O: Os> WriteSession<'_, O> {
         let (prev, next) = (region_at(&region.list_prev), region_at(&region.list_next));
         let next_ptr = next.map_or(core::ptr::null_mut(), as_ptr);
         match prev {
-            Some(prev) => prev.list_next.store(next_ptr, Ordering::Relaxed),
-            None => state.page_lists[kind.index()] = next_ptr,
+            Some(prev) => prev.list_next.store(next_ptr, Ordering::Release),
+            // Release: lock-free walkers that follow the new link see what it points to.
+            None => arena.page_lists[kind.index()].store(next_ptr, Ordering::Release),
         }
         if let Some(next) = next {
             next.list_prev.store(

@@ -1,73 +1,138 @@
 //! The region read path: heaps claim pages from small-object regions (`vma_start_read` on the
-//! hinted region, the shared arena lock as fallback), give empty pages back, and, when no
-//! region has a free page, a write session creates one.
+//! hinted region, then on the others of its kind; the shared arena lock only as fallback for
+//! a marked region), give empty pages back, and, when no region has a free page, a write
+//! session creates one.
 
 use super::page::{NO_OWNER, Page, PageTable};
 use super::ranges::Dirt;
 use super::region::{Claim, Region, RegionKind};
-use super::{Arena, ArenaState, WriteSession, as_ptr, region_at};
+use super::{Arena, WriteSession, as_ptr, region_at};
 use crate::config::{PageKind, SMALL_REGION_SIZE};
 use crate::os::Os;
 use crate::stats::{Tally, adjust};
 use crate::sync::atomic::Ordering;
 use crate::sync::region_lock::ReadFail;
 
+/// What the lock-free part of a refill found.
+enum LockFree {
+    Claimed(Claim),
+    /// Every region of the kind is full (or there is none): a write session must create one.
+    AllFull,
+    /// A region that may have free pages is marked by a write session: wait for it under the
+    /// shared arena lock.
+    Busy,
+}
+
+/// Regions looked at by one lock-free walk. Links change under the write lock while a walk may
+/// be following them; descriptors are type-stable, so a walk that strays only ends early.
+const MAX_WALK: usize = 4096;
+
 impl<O: Os> Arena<O> {
     /// Claims a free page of `kind` for a heap, counting in `tally` (the heap's).
+    ///
+    /// First without the arena lock: the hinted region, then the other regions of the kind,
+    /// each under its own region read lock (`vma_start_read`), so a refill waits for no write
+    /// session that works elsewhere. Only if a region that may have pages is marked does it
+    /// wait, under the shared arena lock; only if all are full does it open a write session,
+    /// which creates a region.
     pub(crate) fn claim_page(&self, kind: PageKind, tally: &Tally) -> Option<Claim> {
-        let claim = self
-            .claim_from_hint(kind, tally)
-            .or_else(|| self.with_read(|state| self.claim_from_list(state, kind)))
-            .or_else(|| {
-                let mut session = self.write();
-                self.claim_from_list(session.state, kind)
-                    .or_else(|| session.create_page_region(kind)?.claim_page())
-            })?;
+        let claim = match self.claim_lock_free(kind, tally) {
+            LockFree::Claimed(claim) => Some(claim),
+            LockFree::AllFull => self.claim_or_create(kind),
+            LockFree::Busy => self
+                .with_read(|_| self.claim_from_list(kind))
+                .or_else(|| self.claim_or_create(kind)),
+        }?;
         tally.page_claimed(kind, claim.fresh);
         Some(claim)
     }
 
-    /// The lock-free attempt: read-lock the hinted region (`vma_start_read`) and claim a page.
-    fn claim_from_hint(&self, kind: PageKind, tally: &Tally) -> Option<Claim> {
+    /// Under a write session: a page from any region (one may have been added or unmarked
+    /// since we looked), else from a new region.
+    fn claim_or_create(&self, kind: PageKind) -> Option<Claim> {
+        let mut session = self.write();
+        self.claim_from_list(kind)
+            .or_else(|| session.create_page_region(kind)?.claim_page())
+    }
+
+    fn claim_lock_free(&self, kind: PageKind, tally: &Tally) -> LockFree {
         if crate::ablation::global_arena_lock() {
-            return None; // the ablation: every refill goes through the arena lock
+            return LockFree::Busy; // the ablation: every refill goes through the arena lock
         }
         // Acquire: pairs with the Release that published the hint, so the descriptor's
         // initialisation happens before our reads of it (the region lock's Acquire then orders
         // everything that changed since).
         let hint = self.hints[kind.index()].load(Ordering::Acquire);
+        let mut busy = false;
         // SAFETY: region descriptors are never freed.
-        let region = unsafe { hint.as_ref() }?;
+        if let Some(region) = unsafe { hint.as_ref() } {
+            match self.claim_from_region(region, kind, tally) {
+                Ok(Some(claim)) => return LockFree::Claimed(claim),
+                Ok(None) | Err(ReadFail::Detached) => {}
+                Err(ReadFail::Locked) => busy = true,
+            }
+        }
+        let mut cursor = self.page_list(kind);
+        for _ in 0..MAX_WALK {
+            let Some(region) = cursor else { break };
+            cursor = region_at(&region.list_next);
+            if core::ptr::eq(region, hint) || !region.may_have_free_page() {
+                continue;
+            }
+            match self.claim_from_region(region, kind, tally) {
+                Ok(Some(claim)) => {
+                    // Release: see above.
+                    self.hints[kind.index()].store(as_ptr(region), Ordering::Release);
+                    return LockFree::Claimed(claim);
+                }
+                Ok(None) | Err(ReadFail::Detached) => {}
+                Err(ReadFail::Locked) => busy = true,
+            }
+        }
+        if busy {
+            LockFree::Busy
+        } else {
+            LockFree::AllFull
+        }
+    }
+
+    /// Read-locks `region` (`vma_start_read`) and claims a page of it if it is (still) a pages
+    /// region of `kind`.
+    fn claim_from_region(
+        &self,
+        region: &Region,
+        kind: PageKind,
+        tally: &Tally,
+    ) -> Result<Option<Claim>, ReadFail> {
         match region.lock.start_read(&self.lock) {
             Ok(_read) => {
                 tally.count(&tally.read_fast);
-                // The descriptor may have been reused since it became the hint: check identity
-                // now that it cannot change.
+                // The descriptor may have been reused since we found it: check identity now
+                // that it cannot change.
                 if region.page_kind() == Some(kind) {
-                    region.claim_page()
+                    Ok(region.claim_page())
                 } else {
                     tally.count(&tally.read_retry);
-                    None
+                    Ok(None)
                 }
             }
-            Err(ReadFail::Locked) => {
-                tally.count(&tally.read_fallback);
-                None
-            }
-            Err(ReadFail::Detached) => {
-                tally.count(&tally.read_retry);
-                None
+            Err(fail) => {
+                tally.count(match fail {
+                    ReadFail::Locked => &tally.read_fallback,
+                    ReadFail::Detached => &tally.read_retry,
+                });
+                Err(fail)
             }
         }
     }
 
     /// Claims a page from any region of `kind`. Caller holds the arena lock (either mode), so
     /// no write session can be changing these regions.
-    fn claim_from_list(&self, state: &ArenaState, kind: PageKind) -> Option<Claim> {
-        let mut cursor = state.page_list(kind);
+    fn claim_from_list(&self, kind: PageKind) -> Option<Claim> {
+        let mut cursor = self.page_list(kind);
         while let Some(region) = cursor {
             if let Some(claim) = region.claim_page() {
-                // Release: see `claim_from_hint`.
+                // Release: see `claim_lock_free`.
                 self.hints[kind.index()].store(as_ptr(region), Ordering::Release);
                 return Some(claim);
             }
@@ -136,16 +201,17 @@ impl<O: Os> WriteSession<'_, O> {
                 .set_page(page_start as usize, kind.page_size(), page);
         }
         region.lock.attach(&self.guard);
-        // Link at the head of the kind's list.
-        let head = state.page_lists[kind.index()];
+        // Link at the head of the kind's list. Release: lock-free walkers (`claim_lock_free`)
+        // that follow the new head see the region initialised.
+        let head = arena.page_lists[kind.index()].load(Ordering::Relaxed);
         region
             .list_prev
             .store(core::ptr::null_mut(), Ordering::Relaxed);
         region.list_next.store(head, Ordering::Relaxed);
-        if let Some(head) = state.page_list(kind) {
+        if let Some(head) = arena.page_list(kind) {
             head.list_prev.store(as_ptr(region), Ordering::Relaxed);
         }
-        state.page_lists[kind.index()] = as_ptr(region);
+        arena.page_lists[kind.index()].store(as_ptr(region), Ordering::Release);
         // Release: see `claim_from_hint`.
         arena.hints[kind.index()].store(as_ptr(region), Ordering::Release);
         adjust(&arena.counters.page_regions[kind.index()], 1);

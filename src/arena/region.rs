@@ -250,6 +250,15 @@ impl Region {
         debug_assert!(prev & (1 << bit) == 0, "page released twice");
     }
 
+    /// A racy look at the bitmap: false only if no page was free a moment ago (lock-free
+    /// walkers skip such regions without taking their read lock).
+    pub(crate) fn may_have_free_page(&self) -> bool {
+        // Relaxed: a hint; the claim re-checks under the region read lock.
+        self.free_pages
+            .iter()
+            .any(|word| word.load(Ordering::Relaxed) != 0)
+    }
+
     /// True if no page is in use. Caller holds the arena write lock with the region marked.
     pub(crate) fn all_pages_free(&self) -> bool {
         let count = self.page_count();

@@ -406,6 +406,38 @@ fn frees_never_wait_for_a_write_session() {
     assert_eq!(free_bytes(&ARENA), free_before + (5 << 20));
 }
 
+/// A refill whose hinted region is full finds a page in another region of its kind without
+/// the arena lock, under that region's read lock: it does not wait for a write session that
+/// works elsewhere (it used to take the shared arena lock and wait).
+#[test]
+fn refills_beyond_the_hinted_region_do_not_wait_for_write_sessions() {
+    static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    static TALLY: Tally = Tally::shared();
+    let per_region = PageKind::Small.pages_per_region();
+    // Two full regions; the second is the hint.
+    let pages: Vec<&Page> = (0..2 * per_region)
+        .map(|_| ARENA.claim_page(PageKind::Small, &TALLY).unwrap().page)
+        .collect();
+    assert_eq!(ARENA.counters.page_regions[0].load(Ordering::Relaxed), 2);
+    // A page of the first (not hinted) region comes back.
+    let back = pages[0];
+    ARENA.release_page(back, &TALLY);
+    let session = ARENA.write();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let refill = std::thread::spawn(move || {
+        let claim = ARENA.claim_page(PageKind::Small, &TALLY).expect("a page");
+        tx.send(claim.page as *const Page as usize).unwrap();
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+    drop(session);
+    refill.join().unwrap();
+    assert_eq!(
+        got.expect("the refill waited for the write session"),
+        back as *const Page as usize
+    );
+    assert_eq!(ARENA.counters.page_regions[0].load(Ordering::Relaxed), 2);
+}
+
 /// A second free of a large block aborts even while the first one is still queued: the
 /// queue would otherwise hold the region twice.
 #[test]
