@@ -2,20 +2,29 @@
 """Runs the benchmark suite and regenerates BENCHMARKS.md's tables and charts from it.
 
     python3 scripts/benchmarks.py            # run everything, then report
-    python3 scripts/benchmarks.py run        # only run (results under target/bench-results)
+    python3 scripts/benchmarks.py run        # only run, the C stage too (results under target/bench-results)
     python3 scripts/benchmarks.py report     # only regenerate tables and charts
+    python3 scripts/benchmarks.py c          # only the C programs under LD_PRELOAD, and their table
 
 Criterion benchmarks leave their medians in target/criterion; the others (which need a
 process per measurement, for peak RSS) print Markdown tables, saved under
 target/bench-results. The report replaces what stands between `<!-- begin:NAME -->` and
 `<!-- end:NAME -->` in BENCHMARKS.md, and writes SVG charts to benches/charts/. Only the
-standard library is needed.
+standard library is needed (the C stage also needs a C compiler, and apt-get to install the
+baseline allocators it does not find).
 """
+import fnmatch
+import glob
 import json
+import math
+import os
 import pathlib
 import re
+import statistics
 import subprocess
 import sys
+import tempfile
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CRITERION = ROOT / "target" / "criterion"
@@ -23,7 +32,8 @@ RESULTS = ROOT / "target" / "bench-results"
 CHARTS = ROOT / "benches" / "charts"
 DOC = ROOT / "BENCHMARKS.md"
 ALLOCATORS = ["vmarena", "mimalloc", "jemalloc", "glibc"]
-COLORS = {"vmarena": "#d9480f", "mimalloc": "#1c7ed6", "jemalloc": "#37b24d", "glibc": "#868e96"}
+COLORS = {"vmarena": "#d9480f", "mimalloc": "#1c7ed6", "jemalloc": "#37b24d", "tcmalloc": "#f59f00",
+          "glibc": "#868e96"}
 
 # (criterion group, unit of the parameter, chart title)
 CRITERION_GROUPS = [
@@ -115,14 +125,14 @@ def breakeven_table():
     return "\n".join(rows)
 
 
-def bar_chart(title, ratios, path):
-    """Grouped bars of each allocator's time relative to mimalloc (lower is better)."""
+def bar_chart(title, ratios, path, allocators=ALLOCATORS, width=760):
+    """Grouped bars of each allocator's figure (time, memory) relative to mimalloc (lower is better)."""
     groups = list(ratios)
-    width, height, left, bottom, top = 760, 300, 50, 40, 30
+    height, left, bottom, top = 300, 50, 40, 30
     inner_w, inner_h = width - left - 20, height - bottom - top
     peak = max([r for g in ratios.values() for r in g.values() if r] + [1.0]) * 1.1
     gw = inner_w / max(len(groups), 1)
-    bw = gw * 0.8 / len(ALLOCATORS)
+    bw = gw * 0.8 / len(allocators)
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">',
            f'<rect width="{width}" height="{height}" fill="white"/>',
            f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="13">{title} (lower is better)</text>']
@@ -133,14 +143,14 @@ def bar_chart(title, ratios, path):
             svg.append(f'<text x="{left - 5}" y="{y + 4:.1f}" text-anchor="end">{v:.1f}</text>')
     for i, g in enumerate(groups):
         x0 = left + i * gw + gw * 0.1
-        for j, a in enumerate(ALLOCATORS):
+        for j, a in enumerate(allocators):
             r = ratios[g].get(a)
             if not r:
                 continue
             h = r / peak * inner_h
             svg.append(f'<rect x="{x0 + j * bw:.1f}" y="{top + inner_h - h:.1f}" width="{bw * 0.9:.1f}" height="{h:.1f}" fill="{COLORS[a]}"><title>{a} {g}: {r:.2f}</title></rect>')
         svg.append(f'<text x="{left + i * gw + gw / 2:.1f}" y="{height - bottom + 15}" text-anchor="middle">{g}</text>')
-    for j, a in enumerate(ALLOCATORS):
+    for j, a in enumerate(allocators):
         svg.append(f'<rect x="{left + j * 110}" y="{height - 16}" width="10" height="10" fill="{COLORS[a]}"/>')
         svg.append(f'<text x="{left + j * 110 + 14}" y="{height - 7}">{a}</text>')
     svg.append("</svg>")
@@ -152,6 +162,275 @@ def replace_section(doc, name, body):
     if not pattern.search(doc):
         sys.exit(f"BENCHMARKS.md has no section {name}")
     return pattern.sub(lambda m: m.group(1) + body.strip() + "\n" + m.group(2), doc)
+
+
+# --- C programs under LD_PRELOAD (benches/c) ---------------------------------------------------
+# Each program runs in a process of its own under every allocator (LD_PRELOAD; glibc is the
+# program without a preload), for its wall time, its peak RSS (GNU time's %M) and the RSS it
+# reports once it has freed everything.
+
+C_SRC = ROOT / "benches" / "c"
+C_BIN = ROOT / "target" / "bench-c"
+C_JSON = RESULTS / "c.json"
+C_ALLOCATORS = ["vmarena", "mimalloc", "jemalloc", "tcmalloc", "glibc"]
+# Debian package and library file name of each baseline
+C_BASELINES = {
+    "mimalloc": ("libmimalloc2.0", "libmimalloc.so.2*"),
+    "jemalloc": ("libjemalloc2", "libjemalloc.so.2"),
+    "tcmalloc": ("libtcmalloc-minimal4", "libtcmalloc_minimal.so.4*"),
+}
+C_PROGRAMS = ["server", "prodcons", "fixed", "mixed"]
+C_THREADS = [1, 2, 8]
+C_REPS = 3
+# The real program: Debian's interpreter if there is one (not a pyenv shim, whose extra
+# processes would be timed too), with every object allocated by malloc.
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+# Peak RSS comes from GNU time where there is one: the ru_maxrss that wait4 gives this script
+# is never below this script's own RSS (Linux counts the spawning process's memory, which the
+# child had until its exec), about 15 MiB, above most of the programs' peaks.
+TIME = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None
+
+
+def build_c():
+    """libvmarena.so and the C programs (into target/bench-c)."""
+    cmd = ["cargo", "build", "--release", "-p", "vmarena-c"]
+    print("+", " ".join(cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    C_BIN.mkdir(parents=True, exist_ok=True)
+    for prog in C_PROGRAMS:
+        cmd = ["cc", "-O2", "-fno-builtin", "-pthread", "-std=c11", "-Wall", "-o", str(C_BIN / prog),
+               str(C_SRC / f"{prog}.c"), "-ldl"]
+        print("+", " ".join(cmd), file=sys.stderr, flush=True)
+        subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def find_library(package, pattern):
+    """The baseline's .so: by name in the usual directories, else in the package's file list."""
+    found = sorted(glob.glob(f"/usr/lib/*/{pattern}") + glob.glob(f"/usr/lib/{pattern}"), key=len)
+    if found:
+        return found[0]
+    listing = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True).stdout
+    found = sorted((f for f in listing.split() if fnmatch.fnmatch(os.path.basename(f), pattern)), key=len)
+    return found[0] if found else None
+
+
+def install_baselines():
+    """apt-get install the baseline packages whose library is missing (retrying once after an
+    update, for a machine whose package lists were never fetched)."""
+    missing = [pkg for pkg, pattern in C_BASELINES.values() if not find_library(pkg, pattern)]
+    if not missing:
+        return
+    install = ["apt-get", "install", "-y", "-qq"] + missing
+    print("+", " ".join(install), file=sys.stderr, flush=True)
+    try:
+        if subprocess.run(install).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"])
+            subprocess.run(install)
+    except FileNotFoundError:
+        print("apt-get not found; cannot install " + " ".join(missing), file=sys.stderr)
+
+
+def c_allocators():
+    """{allocator: LD_PRELOAD value} of the allocators that can run, and {allocator: why not}."""
+    preload, skipped = {"vmarena": str(ROOT / "target" / "release" / "libvmarena.so")}, {}
+    install_baselines()
+    for name, (pkg, pattern) in C_BASELINES.items():
+        lib = find_library(pkg, pattern)
+        if lib:
+            preload[name] = lib
+        else:
+            skipped[name] = f"{pattern} not found (package {pkg})"
+            print(f"skipping {name}: {skipped[name]}", file=sys.stderr)
+    preload["glibc"] = ""
+    return preload, skipped
+
+
+def c_cases():
+    """(program, threads, argv, extra environment) of every measurement."""
+    cases = []
+    for prog in C_PROGRAMS:
+        # mixed is single-threaded whatever it is given: one row, not three identical ones
+        for t in [1] if prog == "mixed" else C_THREADS:
+            cases.append((prog, t, [str(C_BIN / prog), str(t)], {}))
+    for t in C_THREADS:
+        cases.append(("python", t, [PYTHON, str(C_SRC / "pyobjects.py"), str(t)], {"PYTHONMALLOC": "malloc"}))
+    return cases
+
+
+def measure(argv, preload, extra_env):
+    """One run: wall time, peak RSS and the program's `result` figures, or {"error": why}."""
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    # The allocator goes to the program only (through env), not to /usr/bin/time.
+    settings = dict(extra_env, **({"LD_PRELOAD": preload} if preload else {}))
+    command = ["env"] + [f"{k}={v}" for k, v in settings.items()] + argv
+    with tempfile.NamedTemporaryFile("w+") as rss, tempfile.TemporaryFile("w+") as out, \
+            tempfile.TemporaryFile("w+") as err:
+        if TIME:
+            command = [TIME, "-f", "%M", "-o", rss.name] + command
+        start = time.perf_counter()
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=err)
+        # wait4 rather than proc.wait(): it also returns the child's resource usage
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+        # GNU time puts a line about a failed command before the figure
+        maxrss = int(rss.read().split()[-1]) if TIME and proc.returncode == 0 else usage.ru_maxrss
+    line = next((l for l in stdout.splitlines() if l.startswith("result ")), None)
+    # a preload that fails to load is only a warning to ld.so: the run would be glibc's
+    if proc.returncode != 0 or "cannot be preloaded" in stderr or not line:
+        last = (stderr.strip().splitlines() or ["no result line"])[-1]
+        return {"error": f"exit status {proc.returncode}: {last}"}
+    fields = dict(f.split("=", 1) for f in line.split()[2:])
+    return {"wall_s": wall, "maxrss_kib": maxrss, "ops": int(fields["ops"]),
+            "rss_after_free_kib": int(fields["rss_after_free_kib"])}
+
+
+def package_version(package):
+    out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def source_tree():
+    """The commit libvmarena.so was built from, "+changes" if its sources differed from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "capi", "Cargo.toml"], cwd=ROOT,
+                           capture_output=True, text=True)
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "") if head.returncode == 0 else None
+
+
+def save_c(preload, skipped, runs):
+    """Raw runs and their medians; a case with a failed run gets no medians."""
+    results = []
+    for (prog, threads, alloc), done in runs.items():
+        errors = [r["error"] for r in done if "error" in r]
+        ok = [r for r in done if "error" not in r]
+
+        def med(key):
+            return statistics.median(r[key] for r in ok) if ok and not errors else None
+
+        results.append({"program": prog, "threads": threads, "allocator": alloc, "runs": done, "errors": errors,
+                        "wall_s": med("wall_s"), "peak_rss_kib": med("maxrss_kib"),
+                        "rss_after_free_kib": med("rss_after_free_kib")})
+    versions = {a: package_version(pkg) for a, (pkg, _) in C_BASELINES.items() if a in preload}
+    data = {"vmarena_tree": source_tree(), "load_average": os.getloadavg()[0],
+            "allocators": preload, "versions": versions, "skipped": skipped, "python": PYTHON,
+            "peak_rss_from": "GNU time %M" if TIME else "wait4 ru_maxrss (at least this script's RSS)",
+            "repetitions": C_REPS, "results": results}
+    C_JSON.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def run_c():
+    """Every case under every allocator, C_REPS times; allocators alternate within a
+    repetition, so a slow spell of the machine falls on all of them."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    build_c()
+    preload, skipped = c_allocators()
+    cases = c_cases()
+    runs = {(prog, t, a): [] for prog, t, _, _ in cases for a in preload}
+    if os.getloadavg()[0] > 0.5:
+        print(f"warning: load average {os.getloadavg()[0]:.2f}; other jobs will skew the times", file=sys.stderr)
+    for rep in range(C_REPS):
+        for prog, t, argv, extra in cases:
+            cells = []
+            for alloc, lib in preload.items():
+                r = measure(argv, lib, extra)
+                runs[(prog, t, alloc)].append(r)
+                cells.append(f"{alloc} {r['wall_s']:.3f} s" if "wall_s" in r else f"{alloc} FAILED ({r['error']})")
+            print(f"[{rep + 1}/{C_REPS}] {prog} {t}: " + ", ".join(cells), file=sys.stderr, flush=True)
+        save_c(preload, skipped, runs)  # after every repetition, so an interrupted run leaves some
+    print(f"wrote {C_JSON.relative_to(ROOT)}", file=sys.stderr)
+
+
+def geomean(xs):
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+def geomean_lines(pairs):
+    """One line per figure: the geometric mean of vmarena / each baseline over the rows."""
+    lines = [""]
+    for key, what in [("time", "time"), ("rss", "peak RSS")]:
+        means = [f"{b} {geomean(p[key]):.2f} ({len(p[key])} row{'s' * (len(p[key]) != 1)})"
+                 for b, p in pairs.items() if p[key]]
+        lines.append(f"Geometric mean of vmarena {what} / this over the rows: " + (", ".join(means) or "–") + ".")
+    return lines
+
+
+def c_table(data):
+    """The Markdown table, the geometric means under it, and the charts' ratios to mimalloc."""
+    allocs = [a for a in C_ALLOCATORS if any(r["allocator"] == a for r in data["results"])]
+    cases = {}
+    for r in data["results"]:
+        cases.setdefault((r["program"], r["threads"]), {})[r["allocator"]] = r
+
+    def value(res, alloc, key):
+        r = res.get(alloc)
+        return r[key] if r and not r["errors"] else None
+
+    def cell(res, alloc, key, fmt):
+        r = res.get(alloc)
+        return "–" if r is None else "failed" if r["errors"] else fmt(r[key])
+
+    def ratio(a, b):
+        return f"{a / b:.2f}" if a and b else "–"
+
+    seconds = lambda s: f"{s:.3f} s"  # noqa: E731
+    mib = lambda k: f"{k / 1024:.1f} MiB"  # noqa: E731
+    rows = ["| program | threads | " + " | ".join(f"{a} time" for a in allocs) + " | vmarena / mimalloc time | "
+            + " | ".join(f"{a} peak RSS" for a in allocs) + " | vmarena / mimalloc peak RSS | vmarena RSS after free |",
+            "|---|---|" + "---|" * (2 * len(allocs) + 3)]
+    time_ratios, rss_ratios, pairs = {}, {}, {b: {"time": [], "rss": []} for b in allocs if b != "vmarena"}
+    for (prog, threads), res in cases.items():
+        t = {a: value(res, a, "wall_s") for a in allocs}
+        m = {a: value(res, a, "peak_rss_kib") for a in allocs}
+        rows.append(f"| {prog} | {threads} | " + " | ".join(cell(res, a, "wall_s", seconds) for a in allocs)
+                    + f" | {ratio(t.get('vmarena'), t.get('mimalloc'))} | "
+                    + " | ".join(cell(res, a, "peak_rss_kib", mib) for a in allocs)
+                    + f" | {ratio(m.get('vmarena'), m.get('mimalloc'))} | {cell(res, 'vmarena', 'rss_after_free_kib', mib)} |")
+        label = f"{prog} {threads}t"
+        time_ratios[label] = {a: t[a] / t["mimalloc"] if t[a] and t.get("mimalloc") else None for a in allocs}
+        rss_ratios[label] = {a: m[a] / m["mimalloc"] if m[a] and m.get("mimalloc") else None for a in allocs}
+        for b in pairs:
+            if t.get("vmarena") and t[b]:
+                pairs[b]["time"].append(t["vmarena"] / t[b])
+            if m.get("vmarena") and m[b]:
+                pairs[b]["rss"].append(m["vmarena"] / m[b])
+    return "\n".join(rows), geomean_lines(pairs), allocs, time_ratios, rss_ratios
+
+
+def c_notes(data):
+    """What ran: the libraries, and what was skipped or failed."""
+    lines = [""]
+    libs = [f"{a} `{lib}`" + (f" ({data['versions'][a]})" if data["versions"].get(a) else "")
+            for a, lib in data["allocators"].items() if lib and a != "vmarena"]
+    tree = data.get("vmarena_tree")
+    built = f"vmarena built from `{tree}`; " if tree else ""
+    lines.append(f"Median of {data['repetitions']} runs; {built}baselines: " + ", ".join(libs)
+                 + f"; python is `{data['python']}`.")
+    for a, why in data["skipped"].items():
+        lines.append(f"Skipped {a}: {why}.")
+    for r in data["results"]:
+        for e in sorted(set(r["errors"])):
+            lines.append(f"Failed: {r['program']} at {r['threads']} threads under {r['allocator']}: {e}.")
+    return lines
+
+
+def c_report(doc):
+    """BENCHMARKS.md's c_preload section and its two charts, from target/bench-results/c.json."""
+    if not C_JSON.exists():
+        return doc
+    data = json.loads(C_JSON.read_text())
+    table, geomeans, allocs, time_ratios, rss_ratios = c_table(data)
+    width = max(760, 75 * len(time_ratios) + 70)
+    time_title = "C programs under LD_PRELOAD: wall time relative to mimalloc"
+    rss_title = "C programs under LD_PRELOAD: peak RSS relative to mimalloc"
+    bar_chart(time_title, time_ratios, CHARTS / "c_time.svg", allocs, width)
+    bar_chart(rss_title, rss_ratios, CHARTS / "c_rss.svg", allocs, width)
+    body = "\n".join([table] + geomeans + c_notes(data) + [
+        "", f"![{time_title}](benches/charts/c_time.svg)", "", f"![{rss_title}](benches/charts/c_rss.svg)"])
+    return replace_section(doc, "c_preload", body)
 
 
 def report():
@@ -182,13 +461,27 @@ def report():
             else:
                 keep = [l for l in lines if l.startswith("|") or not l.startswith(("+", "warning"))]
                 doc = replace_section(doc, name, "\n".join(keep))
+    doc = c_report(doc)
     DOC.write_text(doc)
     print(f"updated {DOC.relative_to(ROOT)} and {CHARTS.relative_to(ROOT)}/", file=sys.stderr)
 
 
+def report_c_only():
+    """The C section alone, so that `c` leaves the other tables as they stand."""
+    CHARTS.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(c_report(DOC.read_text()))
+    print(f"updated the c_preload section of {DOC.name}", file=sys.stderr)
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
+    if what not in ("all", "run", "report", "c"):
+        sys.exit(__doc__)
     if what in ("all", "run"):
         run()
+    if what in ("all", "run", "c"):
+        run_c()
     if what in ("all", "report"):
         report()
+    if what == "c":
+        report_c_only()

@@ -26,6 +26,16 @@ pub(crate) fn alloc<const ZERO: bool>(size: usize, align: usize) -> *mut u8 {
     }
 }
 
+/// Allocates for a C caller, which will free without a size: requested bytes are counted as
+/// usable bytes (the block's whole class), so the free can count the same.
+#[inline(always)]
+pub(crate) fn alloc_usable<const ZERO: bool>(size: usize, align: usize) -> *mut u8 {
+    match class_for_layout(size, align) {
+        Some(class) => heap::alloc::<ZERO>(class, class_size(class)),
+        None => large::alloc(size, align, ZERO),
+    }
+}
+
 /// Frees a block; `requested` is the size asked for (used for statistics only).
 ///
 /// # Safety

@@ -32,13 +32,6 @@ pub(crate) unsafe fn free(page: &'static Page, ptr: *mut u8, requested: usize) {
 /// 0: not decided yet; 1: requested bytes are not counted; 2: they are.
 static TRACK_REQUESTED: crate::sync::atomic::AtomicU8 = crate::sync::atomic::AtomicU8::new(0);
 
-/// Whether requested bytes are counted now (the process's setting; each heap keeps a copy
-/// for its fast paths): true only once the setting has been read and is on.
-pub(crate) fn counting_requested() -> bool {
-    // Relaxed: a configuration flag.
-    TRACK_REQUESTED.load(crate::sync::atomic::Ordering::Relaxed) == 2
-}
-
 /// Whether heaps coming up now count requested bytes: `VMARENA_STATS=1` in the environment,
 /// or [`crate::track_requested_bytes`].
 pub(crate) fn tracking_requested() -> bool {

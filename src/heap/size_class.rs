@@ -42,6 +42,18 @@ static SMALL_LOOKUP: [u8; LOOKUP_MAX / 8 + 1] = {
     table
 };
 
+/// The same for sizes rounded up to 16 bytes (C's `malloc` alignment, and `u128`'s), indexed
+/// by `(size + 15) / 16`: a 16-byte-aligned request is one load too.
+static SMALL_LOOKUP_16: [u8; LOOKUP_MAX / 16 + 1] = {
+    let mut table = [0u8; LOOKUP_MAX / 16 + 1];
+    let mut i = 0;
+    while i < table.len() {
+        table[i] = compute_class(i * 16) as u8;
+        i += 1;
+    }
+    table
+};
+
 pub(crate) const fn compute_class_size(class: usize) -> usize {
     if class < WORD_CLASSES {
         (class + 1) * 8
@@ -78,6 +90,9 @@ pub(crate) fn class_of(size: usize) -> usize {
 /// size work here (see the module docs).
 #[inline(always)]
 pub(crate) fn class_for_layout(size: usize, align: usize) -> Option<usize> {
+    if align == 16 && size <= LOOKUP_MAX {
+        return Some(SMALL_LOOKUP_16[(size + 15) >> 4] as usize);
+    }
     let size = if align <= 8 {
         size
     } else {
@@ -94,9 +109,14 @@ pub(crate) fn class_for_layout(size: usize, align: usize) -> Option<usize> {
     }
 }
 
+/// The block size of `class` (a class the functions above gave: below `NUM_CLASSES`).
 #[inline(always)]
 pub(crate) fn class_size(class: usize) -> usize {
-    CLASS_SIZE[class] as usize
+    debug_assert!(class < NUM_CLASSES);
+    // SAFETY: every class comes from this module's functions, which give classes below
+    // NUM_CLASSES (the tables are built from `compute_class`, tested for every size), and the
+    // slow paths index per-class arrays with the same classes.
+    unsafe { *CLASS_SIZE.get_unchecked(class) as usize }
 }
 
 pub(crate) fn page_kind(class: usize) -> PageKind {

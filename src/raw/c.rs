@@ -21,11 +21,13 @@ fn or_enomem(p: *mut u8) -> CResult {
 }
 
 /// `malloc(size)`: a unique block even for 0.
+#[inline]
 pub fn malloc(size: usize) -> CResult {
     or_enomem(alloc(size, MALLOC_ALIGN, false))
 }
 
 /// `calloc(count, size)`: zeroed, `ENOMEM` if the product overflows.
+#[inline]
 pub fn calloc(count: usize, size: usize) -> CResult {
     let total = count.checked_mul(size).ok_or(libc::ENOMEM)?;
     or_enomem(alloc(total, MALLOC_ALIGN, true))
@@ -36,6 +38,7 @@ pub fn calloc(count: usize, size: usize) -> CResult {
 ///
 /// # Safety
 /// `ptr` is null or a live block from vmarena (not used again unless this fails).
+#[inline]
 pub unsafe fn realloc(ptr: *mut u8, size: usize) -> CResult {
     if ptr.is_null() {
         return malloc(size);
@@ -54,6 +57,7 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> CResult {
 ///
 /// # Safety
 /// As for [`realloc`].
+#[inline]
 pub unsafe fn reallocarray(ptr: *mut u8, count: usize, size: usize) -> CResult {
     let total = count.checked_mul(size).ok_or(libc::ENOMEM)?;
     // SAFETY: forwarded from the caller.
@@ -62,6 +66,7 @@ pub unsafe fn reallocarray(ptr: *mut u8, count: usize, size: usize) -> CResult {
 
 /// `posix_memalign`: `EINVAL` unless `align` is a power of two and a multiple of
 /// `sizeof(void *)`.
+#[inline]
 pub fn posix_memalign(align: usize, size: usize) -> CResult {
     if !align.is_power_of_two() || align % core::mem::size_of::<*mut u8>() != 0 {
         return Err(libc::EINVAL);
@@ -70,6 +75,7 @@ pub fn posix_memalign(align: usize, size: usize) -> CResult {
 }
 
 /// `aligned_alloc`: `EINVAL` unless `align` is a power of two (as glibc 2.38 and later).
+#[inline]
 pub fn aligned_alloc(align: usize, size: usize) -> CResult {
     if !align.is_power_of_two() {
         return Err(libc::EINVAL);
@@ -78,6 +84,7 @@ pub fn aligned_alloc(align: usize, size: usize) -> CResult {
 }
 
 /// `memalign`: glibc rounds an alignment that is not a power of two up to the next one.
+#[inline]
 pub fn memalign(align: usize, size: usize) -> CResult {
     let align = align
         .max(MALLOC_ALIGN)
@@ -87,11 +94,13 @@ pub fn memalign(align: usize, size: usize) -> CResult {
 }
 
 /// `valloc`: aligned to the OS page.
+#[inline]
 pub fn valloc(size: usize) -> CResult {
     or_enomem(alloc(size, page_size(), false))
 }
 
 /// `pvalloc`: like `valloc`, with the size rounded up to whole pages (0 becomes one page).
+#[inline]
 pub fn pvalloc(size: usize) -> CResult {
     let page = page_size();
     let rounded = size
@@ -102,6 +111,7 @@ pub fn pvalloc(size: usize) -> CResult {
 }
 
 /// `malloc_usable_size`: 0 for null; aborts on a pointer that is not a live block's start.
+#[inline]
 pub fn malloc_usable_size(ptr: *mut u8) -> usize {
     usable_size(ptr)
 }

@@ -12,28 +12,26 @@ pub mod c;
 use crate::arena::ARENA;
 use crate::arena::pagemap::Entry;
 use crate::heap::pages::is_carved_block;
-use crate::heap::size_class::{class_for_layout, class_size};
 use crate::sync::atomic::Ordering;
 use crate::{abort, global, heap};
 
 /// Allocates `size` bytes aligned to `align` (a power of two), zeroed if `zeroed`. Null if the
 /// request cannot be served. `size` 0 is served as 1 byte, so every call returns a distinct
 /// pointer.
+///
+/// Inlined into the C library's entry points, where `align` and `zeroed` are constants: the
+/// C `malloc` is then the heap's fast path itself, with no call in between.
+#[inline(always)]
 pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     if !align.is_power_of_two() || size > isize::MAX as usize - (align - 1) {
         return core::ptr::null_mut();
     }
-    let mut size = size.max(1);
-    if heap::counting_requested() {
-        // C frees come without a size, so requested bytes are counted as usable bytes.
-        if let Some(class) = class_for_layout(size, align) {
-            size = class_size(class);
-        }
-    }
+    // C frees come without a size, so requested bytes are counted as usable bytes.
+    let size = size.max(1);
     if zeroed {
-        global::alloc::<true>(size, align)
+        global::alloc_usable::<true>(size, align)
     } else {
-        global::alloc::<false>(size, align)
+        global::alloc_usable::<false>(size, align)
     }
 }
 
@@ -42,7 +40,7 @@ pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 ///
 /// # Safety
 /// `ptr` is null or a live block from vmarena, not used after this call.
-#[inline]
+#[inline(always)]
 pub unsafe fn free(ptr: *mut u8) {
     if ptr.is_null() {
         return;
