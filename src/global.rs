@@ -21,7 +21,7 @@ pub struct VmArena;
 #[inline(always)]
 pub(crate) fn alloc<const ZERO: bool>(size: usize, align: usize) -> *mut u8 {
     match class_for_layout(size, align) {
-        Some(class) => heap::alloc::<ZERO>(class, size),
+        Some(class) => heap::alloc::<ZERO, false>(class, size),
         None => large::alloc(size, align, ZERO),
     }
 }
@@ -31,7 +31,7 @@ pub(crate) fn alloc<const ZERO: bool>(size: usize, align: usize) -> *mut u8 {
 #[inline(always)]
 pub(crate) fn alloc_usable<const ZERO: bool>(size: usize, align: usize) -> *mut u8 {
     match class_for_layout(size, align) {
-        Some(class) => heap::alloc::<ZERO>(class, class_size(class)),
+        Some(class) => heap::alloc::<ZERO, true>(class, size),
         None => large::alloc(size, align, ZERO),
     }
 }
@@ -45,7 +45,7 @@ pub(crate) fn alloc_usable<const ZERO: bool>(size: usize, align: usize) -> *mut 
 pub(crate) unsafe fn free(ptr: *mut u8, requested: usize) {
     match ARENA.lookup_page(ptr as usize) {
         // SAFETY: forwarded from the caller.
-        Some(page) => unsafe { heap::free(page, ptr, requested) },
+        Some(page) => unsafe { heap::free::<false>(page, ptr, requested) },
         None => free_large(ptr),
     }
 }

@@ -7,13 +7,13 @@ use crate::config::{MAX_SMALL_SIZE, REMAP_MIN_SIZE};
 use crate::stats::Tally;
 use crate::sync::atomic::Ordering;
 
-/// Allocates a large block of `size` bytes aligned to `align`; null if impossible.
+/// Allocates a large block of `size` bytes aligned to `align`; null (`ENOMEM`) if impossible.
 pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     if size > isize::MAX as usize {
-        return core::ptr::null_mut();
+        return crate::os::out_of_memory();
     }
     let Some((region, fresh)) = ARENA.alloc_large(size, align) else {
-        return core::ptr::null_mut();
+        return crate::os::out_of_memory();
     };
     // Relaxed: statistics.
     region.requested.store(size, Ordering::Relaxed);

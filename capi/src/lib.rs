@@ -11,7 +11,7 @@
 //! allocates; a thread's heap is torn down by a pthread key destructor, not a TLS destructor
 //! that would call `calloc`; allocations made while a heap is being set up (say, by
 //! `pthread_setspecific` calling `calloc`) or after its teardown go to a shared fallback heap,
-//! so there is no recursion; `pthread_atfork` handlers keep `fork()` safe. The thread's heap is
+//! so there is no recursion; `fork` handlers keep `fork()` safe. The thread's heap is
 //! reached through initial-exec TLS (no `__tls_get_addr`, which newer glibc may call `malloc`
 //! from), so the library is `no_std`: the standard library's own thread-locals would be
 //! general-dynamic. A panic aborts (none is expected: failures return null with `errno`
@@ -22,27 +22,11 @@
 use core::ffi::{c_int, c_void};
 
 use vmarena_core::raw;
-use vmarena_core::raw::c::{self, CResult};
-
-fn set_errno(code: i32) {
-    // SAFETY: `__errno_location` returns this thread's errno.
-    unsafe { *libc::__errno_location() = code };
-}
-
-/// A C result: the block, or null with `errno` set.
-fn c_result(result: CResult) -> *mut c_void {
-    match result {
-        Ok(p) => p.cast(),
-        Err(code) => {
-            set_errno(code);
-            core::ptr::null_mut()
-        }
-    }
-}
+use vmarena_core::raw::c;
 
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
-    c_result(c::malloc(size))
+    c::malloc(size).cast()
 }
 
 /// # Safety
@@ -50,12 +34,12 @@ pub extern "C" fn malloc(size: usize) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free(ptr: *mut c_void) {
     // SAFETY: forwarded from the caller.
-    unsafe { raw::free(ptr.cast()) }
+    unsafe { c::free_block(ptr.cast()) }
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
-    c_result(c::calloc(count, size))
+    c::calloc(count, size).cast()
 }
 
 /// `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)` frees `p` and returns null, as glibc does.
@@ -65,7 +49,7 @@ pub extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
     // SAFETY: forwarded from the caller.
-    c_result(unsafe { c::realloc(ptr.cast(), size) })
+    unsafe { c::realloc(ptr.cast(), size) }.cast()
 }
 
 /// # Safety
@@ -73,7 +57,7 @@ pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn reallocarray(ptr: *mut c_void, count: usize, size: usize) -> *mut c_void {
     // SAFETY: forwarded from the caller.
-    c_result(unsafe { c::reallocarray(ptr.cast(), count, size) })
+    unsafe { c::reallocarray(ptr.cast(), count, size) }.cast()
 }
 
 /// # Safety
@@ -92,22 +76,22 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
 
 #[unsafe(no_mangle)]
 pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
-    c_result(c::aligned_alloc(align, size))
+    c::aligned_alloc(align, size).cast()
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
-    c_result(c::memalign(align, size))
+    c::memalign(align, size).cast()
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn valloc(size: usize) -> *mut c_void {
-    c_result(c::valloc(size))
+    c::valloc(size).cast()
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    c_result(c::pvalloc(size))
+    c::pvalloc(size).cast()
 }
 
 /// # Safety

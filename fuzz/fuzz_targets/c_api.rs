@@ -75,8 +75,23 @@ fn free(model: &mut Model, block: Live) {
     }
 }
 
-/// What an allocation call must give: a block, or null for a size no allocator can serve.
-fn expect_block(result: c::CResult, size: usize) -> Option<*mut u8> {
+fn errno() -> i32 {
+    // SAFETY: this thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+/// A C call's result as the C caller sees it: the pointer, or `Err(errno)` for null. `errno`
+/// is cleared first, so a stale value cannot pass.
+fn call(f: impl FnOnce() -> *mut u8) -> Result<*mut u8, i32> {
+    // SAFETY: this thread's errno.
+    unsafe { *libc::__errno_location() = 0 };
+    let p = f();
+    if p.is_null() { Err(errno()) } else { Ok(p) }
+}
+
+/// What an allocation call must give: a block, or null with `ENOMEM` for a size no allocator
+/// can serve.
+fn expect_block(result: Result<*mut u8, i32>, size: usize) -> Option<*mut u8> {
     match result {
         Ok(p) => Some(p),
         Err(e) => {
@@ -98,7 +113,7 @@ fuzz_target!(|data: &[u8]| {
                 let Some(size) = c_size(&mut input) else {
                     break;
                 };
-                if let Some(p) = expect_block(c::malloc(size), size) {
+                if let Some(p) = expect_block(call(|| c::malloc(size)), size) {
                     assert_eq!(p as usize % c::MALLOC_ALIGN, 0);
                     adopt(&mut model, p, size, c::MALLOC_ALIGN, false, seed);
                 }
@@ -109,9 +124,9 @@ fuzz_target!(|data: &[u8]| {
                 };
                 let count = count as usize % 17;
                 match count.checked_mul(size) {
-                    None => assert_eq!(c::calloc(count, size), Err(libc::ENOMEM)),
+                    None => assert_eq!(call(|| c::calloc(count, size)), Err(libc::ENOMEM)),
                     Some(total) => {
-                        if let Some(p) = expect_block(c::calloc(count, size), total) {
+                        if let Some(p) = expect_block(call(|| c::calloc(count, size)), total) {
                             adopt(&mut model, p, total, c::MALLOC_ALIGN, true, seed);
                         }
                     }
@@ -124,18 +139,20 @@ fuzz_target!(|data: &[u8]| {
                 let Some(block) = model.nth(n as usize) else {
                     // realloc(NULL, n) is malloc(n).
                     // SAFETY: null is allowed.
-                    if let Some(p) =
-                        expect_block(unsafe { c::realloc(std::ptr::null_mut(), size) }, size)
-                    {
+                    if let Some(p) = expect_block(
+                        call(|| unsafe { c::realloc(std::ptr::null_mut(), size) }),
+                        size,
+                    ) {
                         adopt(&mut model, p, size, c::MALLOC_ALIGN, false, seed);
                     }
                     continue;
                 };
                 let old = model.remove(block.ptr);
                 // SAFETY: a live block of the model; on success it is not used again.
-                let result = unsafe { c::realloc(old.ptr as *mut u8, size) };
+                let result = call(|| unsafe { c::realloc(old.ptr as *mut u8, size) });
                 match result {
-                    Ok(p) if size == 0 => assert!(p.is_null(), "realloc(p, 0) frees"),
+                    Err(0) if size == 0 => {} // realloc(p, 0) frees and returns null
+                    Ok(_) if size == 0 => panic!("realloc(p, 0) returned a block"),
                     Ok(p) => {
                         // SAFETY: the new block holds at least the old prefix.
                         unsafe {
@@ -169,8 +186,9 @@ fuzz_target!(|data: &[u8]| {
                 let old = model.remove(block.ptr);
                 // SAFETY: as for realloc.
                 let total = count.checked_mul(size);
-                match unsafe { c::reallocarray(old.ptr as *mut u8, count, size) } {
-                    Ok(p) if total == Some(0) => assert!(p.is_null(), "reallocarray to 0 frees"),
+                match call(|| unsafe { c::reallocarray(old.ptr as *mut u8, count, size) }) {
+                    Err(0) if total == Some(0) => {} // reallocarray to 0 bytes frees
+                    Ok(_) if total == Some(0) => panic!("reallocarray to 0 returned a block"),
                     Ok(p) => {
                         let total = total.expect("an overflowing size was served");
                         // SAFETY: as for realloc.
@@ -201,8 +219,11 @@ fuzz_target!(|data: &[u8]| {
                         c::posix_memalign(align, size),
                         align.is_power_of_two() && align % 8 == 0,
                     ),
-                    1 => (c::aligned_alloc(align, size), align.is_power_of_two()),
-                    _ => (c::memalign(align, size), true),
+                    1 => (
+                        call(|| c::aligned_alloc(align, size)),
+                        align.is_power_of_two(),
+                    ),
+                    _ => (call(|| c::memalign(align, size)), true),
                 };
                 if !valid {
                     assert_eq!(result, Err(libc::EINVAL), "alignment {align} accepted");
@@ -220,9 +241,12 @@ fuzz_target!(|data: &[u8]| {
                 };
                 let page = vmarena::raw::page_size();
                 let (result, len) = if which % 2 == 0 {
-                    (c::valloc(size), Some(size))
+                    (call(|| c::valloc(size)), Some(size))
                 } else {
-                    (c::pvalloc(size), size.max(1).checked_next_multiple_of(page))
+                    (
+                        call(|| c::pvalloc(size)),
+                        size.max(1).checked_next_multiple_of(page),
+                    )
                 };
                 match (expect_block(result, size), len) {
                     (Some(p), Some(len)) => {

@@ -9,12 +9,12 @@ use crate::sync::mutex::Mutex;
 
 static FALLBACK: Mutex<Heap> = Mutex::new(Heap::new());
 
-pub(crate) fn alloc<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
+pub(crate) fn alloc<const ZERO: bool, const USABLE: bool>(class: usize, size: usize) -> *mut u8 {
     let heap = FALLBACK.lock();
     if heap.state() != HeapState::Alive {
         heap.start(FALLBACK_TID, 0); // no thread of its own: never reaped
     }
-    heap.alloc::<ZERO>(class, size)
+    heap.alloc::<ZERO, USABLE>(class, size)
 }
 
 /// Takes in the blocks freed into the fallback heap's pages (always remote frees) and gives

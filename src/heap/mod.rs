@@ -15,8 +15,8 @@ use crate::stats::Stats;
 
 /// Allocates a block of size class `class` for a request of `size` bytes.
 #[inline(always)]
-pub(crate) fn alloc<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
-    slot::heap().alloc::<ZERO>(class, size)
+pub(crate) fn alloc<const ZERO: bool, const USABLE: bool>(class: usize, size: usize) -> *mut u8 {
+    slot::heap().alloc::<ZERO, USABLE>(class, size)
 }
 
 /// Frees `ptr`, a block of `page`; `requested` is the size the user asked for (statistics).
@@ -24,9 +24,9 @@ pub(crate) fn alloc<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
 /// # Safety
 /// `ptr` is a live block of `page` that the caller gives up.
 #[inline(always)]
-pub(crate) unsafe fn free(page: &'static Page, ptr: *mut u8, requested: usize) {
+pub(crate) unsafe fn free<const USABLE: bool>(page: &'static Page, ptr: *mut u8, requested: usize) {
     // SAFETY: forwarded from the caller.
-    unsafe { slot::heap().free(page, ptr.cast::<Block>(), requested) }
+    unsafe { slot::heap().free::<USABLE>(page, ptr.cast::<Block>(), requested) }
 }
 
 /// 0: not decided yet; 1: requested bytes are not counted; 2: they are.

@@ -44,15 +44,27 @@ static SMALL_LOOKUP: [u8; LOOKUP_MAX / 8 + 1] = {
 
 /// The same for sizes rounded up to 16 bytes (C's `malloc` alignment, and `u128`'s), indexed
 /// by `(size + 15) / 16`: a 16-byte-aligned request is one load too.
+/// Size 0 gets the 16-byte class too (C's `malloc(0)` must return a unique, aligned pointer).
 static SMALL_LOOKUP_16: [u8; LOOKUP_MAX / 16 + 1] = {
     let mut table = [0u8; LOOKUP_MAX / 16 + 1];
     let mut i = 0;
     while i < table.len() {
-        table[i] = compute_class(i * 16) as u8;
+        table[i] = compute_class(if i == 0 { 16 } else { i * 16 }) as u8;
         i += 1;
     }
     table
 };
+
+/// Sizes up to this many bytes have their 16-byte-aligned class in one load
+/// ([`class_for_small_16`]).
+pub(crate) const SMALL_16_MAX: usize = LOOKUP_MAX;
+
+/// The class for `size` bytes (at most [`SMALL_16_MAX`], 0 included) aligned to 16.
+#[inline(always)]
+pub(crate) fn class_for_small_16(size: usize) -> usize {
+    debug_assert!(size <= SMALL_16_MAX);
+    SMALL_LOOKUP_16[(size + 15) >> 4] as usize
+}
 
 pub(crate) const fn compute_class_size(class: usize) -> usize {
     if class < WORD_CLASSES {
@@ -64,6 +76,7 @@ pub(crate) const fn compute_class_size(class: usize) -> usize {
     }
 }
 
+#[inline(always)]
 const fn compute_class(size: usize) -> usize {
     if size <= 64 {
         if size == 0 { 0 } else { size.div_ceil(8) - 1 }
@@ -90,8 +103,8 @@ pub(crate) fn class_of(size: usize) -> usize {
 /// size work here (see the module docs).
 #[inline(always)]
 pub(crate) fn class_for_layout(size: usize, align: usize) -> Option<usize> {
-    if align == 16 && size <= LOOKUP_MAX {
-        return Some(SMALL_LOOKUP_16[(size + 15) >> 4] as usize);
+    if align == 16 && size <= SMALL_16_MAX {
+        return Some(class_for_small_16(size));
     }
     let size = if align <= 8 {
         size

@@ -13,7 +13,7 @@ use core::cell::Cell;
 
 use super::double_free;
 use super::pages;
-use super::size_class::{NUM_CLASSES, page_kind};
+use super::size_class::{NUM_CLASSES, class_size, page_kind};
 use crate::arena::ARENA;
 use crate::arena::page::{Block, NO_OWNER, OWNER_FULL_FLAG, Page};
 use crate::config::PageKind;
@@ -89,6 +89,15 @@ impl HeapCounters {
             requested: AtomicUsize::new(0),
             counting: AtomicBool::new(false),
             tally: Tally::shared(),
+        }
+    }
+
+    /// [`HeapCounters::add`] of an amount computed only if counting is on.
+    #[inline(always)]
+    pub(crate) fn add_with(&self, bytes: impl FnOnce() -> usize) {
+        // Relaxed: a configuration flag.
+        if self.counting.load(Ordering::Relaxed) {
+            self.add(bytes() as isize);
         }
     }
 
@@ -307,9 +316,15 @@ impl Heap {
 
     // ------------------------------------------------------------------ allocation
 
-    /// Allocates a block of `class` for a request of `size` bytes (zeroed if `ZERO`).
+    /// Allocates a block of `class` for a request of `size` bytes (zeroed if `ZERO`). Requested
+    /// bytes count `size`, or with `USABLE` the whole block (for C callers, which free without
+    /// a size).
     #[inline(always)]
-    pub(crate) fn alloc<const ZERO: bool>(&self, class: usize, size: usize) -> *mut u8 {
+    pub(crate) fn alloc<const ZERO: bool, const USABLE: bool>(
+        &self,
+        class: usize,
+        size: usize,
+    ) -> *mut u8 {
         debug_assert!(class < NUM_CLASSES);
         // SAFETY: `class` comes from the size-class functions, so it indexes `current`.
         // `current` holds pages this heap owns, or `EMPTY_PAGE`, whose free list is null and
@@ -322,27 +337,32 @@ impl Heap {
                 if ZERO {
                     pages::zero(page, block, size);
                 }
-                self.counters.add(size as isize);
+                self.counters
+                    .add_with(|| if USABLE { class_size(class) } else { size });
                 return block.cast();
             }
         }
-        self.alloc_generic::<ZERO>(class, size)
+        self.alloc_generic::<ZERO, USABLE>(class, size)
     }
 
     #[inline(never)]
-    fn alloc_generic<const ZERO: bool>(&self, class: usize, size: usize) -> *mut u8 {
+    fn alloc_generic<const ZERO: bool, const USABLE: bool>(
+        &self,
+        class: usize,
+        size: usize,
+    ) -> *mut u8 {
         if self.state.get() != HeapState::Alive {
             // A sentinel: the thread has no heap (yet, or any more).
             return match super::lifecycle::bring_up(self) {
-                Some(heap) => heap.alloc::<ZERO>(class, size),
-                None => super::fallback::alloc::<ZERO>(class, size),
+                Some(heap) => heap.alloc::<ZERO, USABLE>(class, size),
+                None => super::fallback::alloc::<ZERO, USABLE>(class, size),
             };
         }
         if self.find_page(class).is_none() {
-            return core::ptr::null_mut(); // out of memory
+            return crate::os::out_of_memory();
         }
         // `find_page` made a page with a free block current: the fast path succeeds now.
-        self.alloc::<ZERO>(class, size)
+        self.alloc::<ZERO, USABLE>(class, size)
     }
 
     /// Makes a page with a free block the current page of `class`.
@@ -437,14 +457,21 @@ impl Heap {
 
     // ------------------------------------------------------------------ freeing
 
-    /// Frees `block` of `page` (any page: ours or another thread's).
+    /// Frees `block` of `page` (any page: ours or another thread's). Requested bytes count
+    /// `requested`, or with `USABLE` the whole block (see `alloc`).
     ///
     /// # Safety
     /// `block` is a live block of `page`, given up by the caller.
     #[inline(always)]
-    pub(crate) unsafe fn free(&self, page: &'static Page, block: *mut Block, requested: usize) {
+    pub(crate) unsafe fn free<const USABLE: bool>(
+        &self,
+        page: &'static Page,
+        block: *mut Block,
+        requested: usize,
+    ) {
         // Relaxed: see the `Page` docs; a page whose owner reads as us is ours and stays ours.
         let size = page.block_size.load(Ordering::Relaxed);
+        let requested = if USABLE { size } else { requested };
         if page.owner.load(Ordering::Relaxed) == self.tid.get() {
             // Counted first, so `requested` is dead before the checks below need registers.
             self.counters.add(-(requested as isize));

@@ -11,6 +11,21 @@ pub(crate) mod linux;
 
 use core::ptr::NonNull;
 
+/// Sets this thread's `errno` (what C callers read after a null; a Rust caller never looks).
+#[cold]
+pub(crate) fn set_errno(code: i32) {
+    // SAFETY: `__errno_location` returns this thread's errno, valid for the thread's life.
+    unsafe { *libc::__errno_location() = code };
+}
+
+/// Null for an allocation that cannot be served, with `errno = ENOMEM` as C callers expect
+/// (every allocation path returns this rather than a bare null).
+#[cold]
+pub(crate) fn out_of_memory() -> *mut u8 {
+    set_errno(libc::ENOMEM);
+    core::ptr::null_mut()
+}
+
 /// Runs `f` and puts `errno` back as it was. Every system call the allocator makes goes
 /// through this: they run inside `free` and `realloc` too, and C programs (gnulib's among
 /// them) rely on `free` never changing `errno` (POSIX.1-2024; glibc since 2.33).

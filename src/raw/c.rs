@@ -1,56 +1,69 @@
 //! The C allocation functions with glibc's semantics, as Rust functions: what `libvmarena.so`
-//! exports (`capi/`, which only adds the symbol names and `errno`) and what the `c_api` fuzz
-//! target drives. A failure is `Err(errno)`: `ENOMEM` when memory cannot be had, `EINVAL` for
-//! an impossible alignment, as glibc reports them.
+//! exports (`capi/` only gives them their names) and what the `c_api` fuzz target drives.
+//! Like the C functions they return null on failure with `errno` set: `ENOMEM` when memory
+//! cannot be had (vmarena sets it wherever it returns null for want of memory), `EINVAL` for
+//! an impossible alignment; `posix_memalign` returns the error instead, as POSIX says.
+//!
+//! Everything here inlines into the exported symbols, so C's `malloc` and `free` are the
+//! heap's fast paths with no call in between, and reach their slow paths by tail calls.
 
 use super::{alloc, free, page_size, realloc as resize, usable_size};
 use crate::Stats;
+use crate::os::set_errno;
 
 /// glibc's `malloc` alignment on 64-bit targets (`2 * sizeof(size_t)`); C code relies on it.
 pub const MALLOC_ALIGN: usize = 16;
 
-/// An allocation's outcome: the block, or the `errno` of the failure.
-pub type CResult = Result<*mut u8, i32>;
-
-fn or_enomem(p: *mut u8) -> CResult {
-    if p.is_null() {
-        Err(libc::ENOMEM)
-    } else {
-        Ok(p)
-    }
-}
-
 /// `malloc(size)`: a unique block even for 0.
-#[inline]
-pub fn malloc(size: usize) -> CResult {
-    or_enomem(alloc(size, MALLOC_ALIGN, false))
+#[inline(always)]
+pub fn malloc(size: usize) -> *mut u8 {
+    alloc(size, MALLOC_ALIGN, false)
 }
 
 /// `calloc(count, size)`: zeroed, `ENOMEM` if the product overflows.
-#[inline]
-pub fn calloc(count: usize, size: usize) -> CResult {
-    let total = count.checked_mul(size).ok_or(libc::ENOMEM)?;
-    or_enomem(alloc(total, MALLOC_ALIGN, true))
+#[inline(always)]
+pub fn calloc(count: usize, size: usize) -> *mut u8 {
+    match count.checked_mul(size) {
+        Some(total) => alloc(total, MALLOC_ALIGN, true),
+        None => failed(libc::ENOMEM),
+    }
+}
+
+/// Null, with `errno = code`.
+#[cold]
+fn failed(code: i32) -> *mut u8 {
+    set_errno(code);
+    core::ptr::null_mut()
+}
+
+/// `free(ptr)`; null is ignored.
+///
+/// # Safety
+/// `ptr` is null or a live block from vmarena, not used after this call.
+#[inline(always)]
+pub unsafe fn free_block(ptr: *mut u8) {
+    // SAFETY: forwarded from the caller.
+    unsafe { free(ptr) }
 }
 
 /// `realloc(ptr, size)`: `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)` frees `p` and
-/// returns null (`Ok(null)`), as glibc does. On failure the block is unchanged.
+/// returns null (leaving `errno` alone), as glibc does. On failure the block is unchanged.
 ///
 /// # Safety
 /// `ptr` is null or a live block from vmarena (not used again unless this fails).
 #[inline]
-pub unsafe fn realloc(ptr: *mut u8, size: usize) -> CResult {
+pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
     if ptr.is_null() {
         return malloc(size);
     }
     if size == 0 {
         // SAFETY: forwarded from the caller.
         unsafe { free(ptr) };
-        return Ok(core::ptr::null_mut());
+        return core::ptr::null_mut();
     }
     // SAFETY: forwarded from the caller; C blocks are aligned to at most their request, and
     // realloc only promises malloc's alignment.
-    or_enomem(unsafe { resize(ptr, size, MALLOC_ALIGN) })
+    unsafe { resize(ptr, size, MALLOC_ALIGN) }
 }
 
 /// `reallocarray(ptr, count, size)`: `realloc` with an overflow-checked size.
@@ -58,56 +71,63 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> CResult {
 /// # Safety
 /// As for [`realloc`].
 #[inline]
-pub unsafe fn reallocarray(ptr: *mut u8, count: usize, size: usize) -> CResult {
-    let total = count.checked_mul(size).ok_or(libc::ENOMEM)?;
-    // SAFETY: forwarded from the caller.
-    unsafe { realloc(ptr, total) }
+pub unsafe fn reallocarray(ptr: *mut u8, count: usize, size: usize) -> *mut u8 {
+    match count.checked_mul(size) {
+        // SAFETY: forwarded from the caller.
+        Some(total) => unsafe { realloc(ptr, total) },
+        None => failed(libc::ENOMEM),
+    }
 }
 
-/// `posix_memalign`: `EINVAL` unless `align` is a power of two and a multiple of
-/// `sizeof(void *)`.
+/// `posix_memalign`: the block, or the error (`EINVAL` unless `align` is a power of two and
+/// a multiple of `sizeof(void *)`, `ENOMEM`); `errno` is left alone.
 #[inline]
-pub fn posix_memalign(align: usize, size: usize) -> CResult {
+pub fn posix_memalign(align: usize, size: usize) -> Result<*mut u8, i32> {
     if !align.is_power_of_two() || align % core::mem::size_of::<*mut u8>() != 0 {
         return Err(libc::EINVAL);
     }
-    or_enomem(alloc(size, align.max(MALLOC_ALIGN), false))
+    crate::os::errno_preserved(|| {
+        let p = alloc(size, align.max(MALLOC_ALIGN), false);
+        if p.is_null() {
+            Err(libc::ENOMEM)
+        } else {
+            Ok(p)
+        }
+    })
 }
 
 /// `aligned_alloc`: `EINVAL` unless `align` is a power of two (as glibc 2.38 and later).
 #[inline]
-pub fn aligned_alloc(align: usize, size: usize) -> CResult {
+pub fn aligned_alloc(align: usize, size: usize) -> *mut u8 {
     if !align.is_power_of_two() {
-        return Err(libc::EINVAL);
+        return failed(libc::EINVAL);
     }
-    or_enomem(alloc(size, align.max(MALLOC_ALIGN), false))
+    alloc(size, align.max(MALLOC_ALIGN), false)
 }
 
 /// `memalign`: glibc rounds an alignment that is not a power of two up to the next one.
 #[inline]
-pub fn memalign(align: usize, size: usize) -> CResult {
-    let align = align
-        .max(MALLOC_ALIGN)
-        .checked_next_power_of_two()
-        .ok_or(libc::EINVAL)?;
-    or_enomem(alloc(size, align, false))
+pub fn memalign(align: usize, size: usize) -> *mut u8 {
+    match align.max(MALLOC_ALIGN).checked_next_power_of_two() {
+        Some(align) => alloc(size, align, false),
+        None => failed(libc::EINVAL),
+    }
 }
 
 /// `valloc`: aligned to the OS page.
 #[inline]
-pub fn valloc(size: usize) -> CResult {
-    or_enomem(alloc(size, page_size(), false))
+pub fn valloc(size: usize) -> *mut u8 {
+    alloc(size, page_size(), false)
 }
 
 /// `pvalloc`: like `valloc`, with the size rounded up to whole pages (0 becomes one page).
 #[inline]
-pub fn pvalloc(size: usize) -> CResult {
+pub fn pvalloc(size: usize) -> *mut u8 {
     let page = page_size();
-    let rounded = size
-        .max(1)
-        .checked_next_multiple_of(page)
-        .ok_or(libc::ENOMEM)?;
-    or_enomem(alloc(rounded, page, false))
+    match size.max(1).checked_next_multiple_of(page) {
+        Some(rounded) => alloc(rounded, page, false),
+        None => failed(libc::ENOMEM),
+    }
 }
 
 /// `malloc_usable_size`: 0 for null; aborts on a pointer that is not a live block's start.

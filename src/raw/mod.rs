@@ -12,21 +12,35 @@ pub mod c;
 use crate::arena::ARENA;
 use crate::arena::pagemap::Entry;
 use crate::heap::pages::is_carved_block;
+use crate::heap::size_class::{SMALL_16_MAX, class_for_small_16};
 use crate::sync::atomic::Ordering;
 use crate::{abort, global, heap};
 
-/// Allocates `size` bytes aligned to `align` (a power of two), zeroed if `zeroed`. Null if the
-/// request cannot be served. `size` 0 is served as 1 byte, so every call returns a distinct
+/// Allocates `size` bytes aligned to `align` (a power of two), zeroed if `zeroed`. Null (with
+/// `errno = ENOMEM`) if the request cannot be served. `size` 0 is served as 1 byte, so every call returns a distinct
 /// pointer.
 ///
 /// Inlined into the C library's entry points, where `align` and `zeroed` are constants: the
 /// C `malloc` is then the heap's fast path itself, with no call in between.
 #[inline(always)]
 pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
-    if !align.is_power_of_two() || size > isize::MAX as usize - (align - 1) {
-        return core::ptr::null_mut();
-    }
     // C frees come without a size, so requested bytes are counted as usable bytes.
+    if align <= 16 && size <= SMALL_16_MAX {
+        // The common case first, where nothing can fail: one table load gives the class.
+        let class = class_for_small_16(size);
+        // SAFETY: the table's classes are of 16 bytes and more, never class 0 (which lets the
+        // pop skip its test for the class without a free marker).
+        unsafe { core::hint::assert_unchecked(class != 0) };
+        return if zeroed {
+            // At least one byte, as for every other size: `calloc(0, n)` reads as zero too.
+            heap::alloc::<true, true>(class, size.max(1))
+        } else {
+            heap::alloc::<false, true>(class, size)
+        };
+    }
+    if !align.is_power_of_two() || size > isize::MAX as usize - (align - 1) {
+        return crate::os::out_of_memory();
+    }
     let size = size.max(1);
     if zeroed {
         global::alloc_usable::<true>(size, align)
@@ -46,30 +60,27 @@ pub unsafe fn free(ptr: *mut u8) {
         return;
     }
     match ARENA.lookup_page(ptr as usize) {
-        Some(page) => {
-            // Relaxed: fixed while the caller holds a block of the page.
-            let size = page.block_size.load(Ordering::Relaxed);
-            // SAFETY: forwarded from the caller; `free` validates the pointer.
-            unsafe { heap::free(page, ptr, size) }
-        }
+        // SAFETY: forwarded from the caller; `free` validates the pointer.
+        Some(page) => unsafe { heap::free::<true>(page, ptr, 0) },
         None => global::free_large(ptr),
     }
 }
 
 /// Resizes a block (C `realloc` without the `NULL` and zero-size special cases, which the
 /// caller handles): the contents up to the smaller size survive; the new block is aligned to
-/// `align`. Null if it cannot be served (then the old block is unchanged).
+/// `align`. Null (with `errno = ENOMEM`) if it cannot be served (then the old block is
+/// unchanged).
 ///
 /// # Safety
 /// `ptr` is a live block from vmarena allocated with an alignment of at most `align`.
 pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align: usize) -> *mut u8 {
     if new_size > isize::MAX as usize - (align - 1) {
-        return core::ptr::null_mut();
+        return crate::os::out_of_memory();
     }
     let old = usable_size(ptr);
     // The block's usable size is a size it could have been asked for with this alignment.
     let Ok(layout) = core::alloc::Layout::from_size_align(old, align) else {
-        return core::ptr::null_mut();
+        return crate::os::out_of_memory();
     };
     // SAFETY: forwarded from the caller.
     unsafe { global::realloc(ptr, layout, new_size.max(1)) }
