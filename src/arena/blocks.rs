@@ -235,7 +235,12 @@ impl<O: Os> Arena<O> {
         if new_len < old_len {
             return None;
         }
-        let dest = session.take_range(new_len, modulus, ptr as usize % modulus)?;
+        // Congruent if possible (whole page tables move); else anywhere aligned: a move that
+        // copies page-table entries still beats the caller's copy of every byte (which a
+        // congruent range needing more address space than is left would otherwise force).
+        let dest = session
+            .take_range(new_len, modulus, ptr as usize % modulus)
+            .or_else(|| session.take_range(new_len, align.max(SLICE_SIZE), 0))?;
         let dest_dirt = Dirt::of(dest);
         region.lock.start_write(&session.guard);
         let moved = match (NonNull::new(ptr), NonNull::new(dest.start())) {

@@ -438,6 +438,35 @@ fn refills_beyond_the_hinted_region_do_not_wait_for_write_sessions() {
     assert_eq!(ARENA.counters.page_regions[0].load(Ordering::Relaxed), 2);
 }
 
+/// A large block that must move keeps its pages (no copy) even when no free range congruent
+/// to it is left and the address space cannot grow: it moves to a range that is merely
+/// aligned. (The caller used to copy the whole block instead: a fuzzer made it copy gigabytes.)
+#[test]
+fn a_move_takes_any_aligned_range_when_no_congruent_one_is_left() {
+    // One reservation and its metadata, and no room for a second.
+    static ARENA: Arena<FakeOs> =
+        Arena::new(FakeOs::new(crate::config::RESERVATION_SIZE + (64 << 20)));
+    let (first, _) = ARENA.alloc_large(600 << 10, 8).unwrap();
+    let (block, _) = ARENA.alloc_large(1 << 20, 8).unwrap();
+    let phase = block.start() as usize % REMAP_CONGRUENCE;
+    assert_ne!(
+        phase, 0,
+        "the block must not be congruent to the free range after it"
+    );
+    // SAFETY: the block is ours and 1 MiB long.
+    unsafe { block.start().write_bytes(0x5A, 1 << 20) };
+    let rest = free_bytes(&ARENA) / SLICE_SIZE * SLICE_SIZE;
+    let moved = ARENA.remap_large(block, block.start(), rest, 8);
+    let moved = moved.expect("moved to the aligned range that was left");
+    // SAFETY: the moved block is ours.
+    assert!(
+        unsafe { core::slice::from_raw_parts(moved, 1 << 20) }
+            .iter()
+            .all(|&b| b == 0x5A)
+    );
+    let _ = first;
+}
+
 /// A second free of a large block aborts even while the first one is still queued: the
 /// queue would otherwise hold the region twice.
 #[test]
