@@ -458,11 +458,11 @@ fn a_move_takes_any_aligned_range_when_no_congruent_one_is_left() {
     let rest = free_bytes(&ARENA) / SLICE_SIZE * SLICE_SIZE;
     let moved = ARENA.remap_large(block, block.start(), rest, 8);
     let moved = moved.expect("moved to the aligned range that was left");
-    // SAFETY: the moved block is ours.
+    // SAFETY: the moved block is ours, at least 1 MiB long.
+    let contents = unsafe { core::slice::from_raw_parts(moved, 1 << 20) };
     assert!(
-        unsafe { core::slice::from_raw_parts(moved, 1 << 20) }
-            .iter()
-            .all(|&b| b == 0x5A)
+        contents.iter().all(|&b| b == 0x5A),
+        "the pages did not move"
     );
     let _ = first;
 }
