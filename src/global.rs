@@ -43,16 +43,30 @@ pub(crate) fn alloc_usable<const ZERO: bool>(size: usize, align: usize) -> *mut 
 /// arena does not know aborts with a message).
 #[inline(always)]
 pub(crate) unsafe fn free(ptr: *mut u8, requested: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe { free_counting::<false>(ptr, requested) }
+}
+
+/// [`free`], counting `requested`, or with `USABLE` the block's whole size (C frees).
+///
+/// # Safety
+/// As for [`free`].
+#[inline(always)]
+pub(crate) unsafe fn free_counting<const USABLE: bool>(ptr: *mut u8, requested: usize) {
     match ARENA.lookup_page(ptr as usize) {
         // SAFETY: forwarded from the caller.
-        Some(page) => unsafe { heap::free::<false>(page, ptr, requested) },
+        Some(page) => unsafe { heap::free::<USABLE>(page, ptr, requested) },
         None => free_large(ptr),
     }
 }
 
-/// A free whose pointer is not in small-object pages: a large block, or not ours at all.
+/// A free whose pointer is not in small-object pages: a large block, null (C's `free(NULL)`,
+/// ignored), or not ours at all.
 #[inline(never)]
 pub(crate) fn free_large(ptr: *mut u8) {
+    if ptr.is_null() {
+        return;
+    }
     match ARENA.lookup(ptr as usize) {
         Entry::Large(region) => large::free(region, ptr),
         _ => abort::invalid_free(ptr),
@@ -60,10 +74,15 @@ pub(crate) fn free_large(ptr: *mut u8) {
 }
 
 /// Resizes a block allocated for `layout` to `new_size` bytes, in place where it fits.
+/// Requested bytes are counted as for [`alloc`], or with `USABLE` as for [`alloc_usable`].
 ///
 /// # Safety
 /// As for `GlobalAlloc::realloc`.
-pub(crate) unsafe fn realloc(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+pub(crate) unsafe fn realloc<const USABLE: bool>(
+    ptr: *mut u8,
+    layout: Layout,
+    new_size: usize,
+) -> *mut u8 {
     let (old_size, align) = (layout.size(), layout.align());
     match class_for_layout(old_size, align) {
         // The layout tells us the block's class without a page-map lookup. (A block that was
@@ -71,7 +90,9 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, layout: Layout, new_size: usize) -> *
         Some(class) => {
             let usable = class_size(class);
             if new_size <= usable && new_size >= usable / 2 {
-                heap::record(new_size as isize - old_size as isize);
+                if !USABLE {
+                    heap::record(new_size as isize - old_size as isize);
+                }
                 return ptr;
             }
         }
@@ -84,12 +105,16 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, layout: Layout, new_size: usize) -> *
             _ => abort::invalid_free(ptr),
         },
     }
-    let new = alloc::<false>(new_size, align);
+    let new = if USABLE {
+        alloc_usable::<false>(new_size, align)
+    } else {
+        alloc::<false>(new_size, align)
+    };
     if !new.is_null() {
         // SAFETY: both blocks are live and distinct; we copy what both can hold.
         unsafe {
             core::ptr::copy_nonoverlapping(ptr, new, old_size.min(new_size));
-            free(ptr, old_size);
+            free_counting::<USABLE>(ptr, old_size);
         }
     }
     new
@@ -118,6 +143,6 @@ unsafe impl GlobalAlloc for VmArena {
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: forwarded from the caller.
-        unsafe { realloc(ptr, layout, new_size) }
+        unsafe { realloc::<false>(ptr, layout, new_size) }
     }
 }

@@ -56,14 +56,10 @@ pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 /// `ptr` is null or a live block from vmarena, not used after this call.
 #[inline(always)]
 pub unsafe fn free(ptr: *mut u8) {
-    if ptr.is_null() {
-        return;
-    }
-    match ARENA.lookup_page(ptr as usize) {
-        // SAFETY: forwarded from the caller; `free` validates the pointer.
-        Some(page) => unsafe { heap::free::<true>(page, ptr, 0) },
-        None => global::free_large(ptr),
-    }
+    // Null needs no test of its own: no page holds address 0, so it takes the large path,
+    // which ignores it.
+    // SAFETY: forwarded from the caller; the free validates the pointer.
+    unsafe { global::free_counting::<true>(ptr, 0) }
 }
 
 /// Resizes a block (C `realloc` without the `NULL` and zero-size special cases, which the
@@ -83,7 +79,7 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align: usize) -> *mut u8 {
         return crate::os::out_of_memory();
     };
     // SAFETY: forwarded from the caller.
-    unsafe { global::realloc(ptr, layout, new_size.max(1)) }
+    unsafe { global::realloc::<true>(ptr, layout, new_size.max(1)) }
 }
 
 /// The usable size of the block at `ptr` (C `malloc_usable_size`); 0 for null. Aborts on a
