@@ -231,7 +231,7 @@ mod tests {
         for c in 0..NUM_CLASSES {
             let size = class_size(c);
             let page = page_kind(c).page_size();
-            for offset in (0..page).step_by(if cfg!(miri) { 997 } else { 1 }).chain([
+            for offset in (0..page).step_by(if cfg!(miri) { 9973 } else { 1 }).chain([
                 size,
                 2 * size,
                 page - size,
@@ -262,7 +262,7 @@ mod tests {
         let mut align = 1;
         while align <= MAX_SMALL_SIZE {
             for size in (1..=MAX_SMALL_SIZE)
-                .step_by(97)
+                .step_by(if cfg!(miri) { 9973 } else { 97 })
                 .chain([1, align, MAX_SMALL_SIZE])
             {
                 match class_for_layout(size, align) {
