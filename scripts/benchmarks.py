@@ -179,7 +179,11 @@ C_BASELINES = {
     "jemalloc": ("libjemalloc2", "libjemalloc.so.2"),
     "tcmalloc": ("libtcmalloc-minimal4", "libtcmalloc_minimal.so.4*"),
 }
-C_PROGRAMS = ["server", "prodcons", "fixed", "mixed"]
+C_PROGRAMS = ["server", "prodcons", "fixed", "mixed", "bursts", "idle"]
+# Programs that measure footprint only: they go in the footprint table, not the time table.
+FOOTPRINT_ONLY = {"idle"}
+# vmarena with its opt-in purger thread, run on the footprint-only programs.
+PURGER = "vmarena-purger"
 C_THREADS = [1, 2, 8]
 C_REPS = 3
 # The real program: Debian's interpreter if there is one (not a pyenv shim, whose extra
@@ -251,7 +255,8 @@ def c_cases():
     for prog in C_PROGRAMS:
         # mixed is single-threaded whatever it is given: one row, not three identical ones
         for t in [1] if prog == "mixed" else C_THREADS:
-            cases.append((prog, t, [str(C_BIN / prog), str(t)], {}))
+            args = [str(t), "2000000"] if prog == "bursts" else [str(t)]
+            cases.append((prog, t, [str(C_BIN / prog)] + args, {}))
     for t in C_THREADS:
         cases.append(("python", t, [PYTHON, str(C_SRC / "pyobjects.py"), str(t)], {"PYTHONMALLOC": "malloc"}))
     return cases
@@ -284,8 +289,12 @@ def measure(argv, preload, extra_env):
         last = (stderr.strip().splitlines() or ["no result line"])[-1]
         return {"error": f"exit status {proc.returncode}: {last}"}
     fields = dict(f.split("=", 1) for f in line.split()[2:])
-    return {"wall_s": wall, "maxrss_kib": maxrss, "ops": int(fields["ops"]),
-            "rss_after_free_kib": int(fields["rss_after_free_kib"])}
+    result = {"wall_s": wall, "maxrss_kib": maxrss, "ops": int(fields["ops"]),
+              "rss_after_free_kib": int(fields["rss_after_free_kib"])}
+    for extra in ("baseline_kib", "idle_kib"):
+        if extra in fields:
+            result[extra] = int(fields[extra])
+    return result
 
 
 def package_version(package):
@@ -313,7 +322,8 @@ def save_c(preload, skipped, runs):
 
         results.append({"program": prog, "threads": threads, "allocator": alloc, "runs": done, "errors": errors,
                         "wall_s": med("wall_s"), "peak_rss_kib": med("maxrss_kib"),
-                        "rss_after_free_kib": med("rss_after_free_kib")})
+                        "rss_after_free_kib": med("rss_after_free_kib"),
+                        **({k: med(k) for k in ("baseline_kib", "idle_kib") if ok and k in ok[0]})})
     versions = {a: package_version(pkg) for a, (pkg, _) in C_BASELINES.items() if a in preload}
     data = {"vmarena_tree": source_tree(), "load_average": os.getloadavg()[0],
             "allocators": preload, "versions": versions, "skipped": skipped, "python": PYTHON,
@@ -329,14 +339,18 @@ def run_c():
     build_c()
     preload, skipped = c_allocators()
     cases = c_cases()
-    runs = {(prog, t, a): [] for prog, t, _, _ in cases for a in preload}
+    def allocators_for(prog):
+        names = list(preload) + ([PURGER] if prog in FOOTPRINT_ONLY else [])
+        return [(a, preload.get(a, preload["vmarena"]), {"VMARENA_PURGE_THREAD": "1"} if a == PURGER else {})
+                for a in names]
+    runs = {(prog, t, a): [] for prog, t, _, _ in cases for a, _, _ in allocators_for(prog)}
     if os.getloadavg()[0] > 0.5:
         print(f"warning: load average {os.getloadavg()[0]:.2f}; other jobs will skew the times", file=sys.stderr)
     for rep in range(C_REPS):
         for prog, t, argv, extra in cases:
             cells = []
-            for alloc, lib in preload.items():
-                r = measure(argv, lib, extra)
+            for alloc, lib, env in allocators_for(prog):
+                r = measure(argv, lib, dict(extra, **env))
                 runs[(prog, t, alloc)].append(r)
                 cells.append(f"{alloc} {r['wall_s']:.3f} s" if "wall_s" in r else f"{alloc} FAILED ({r['error']})")
             print(f"[{rep + 1}/{C_REPS}] {prog} {t}: " + ", ".join(cells), file=sys.stderr, flush=True)
@@ -363,7 +377,8 @@ def c_table(data):
     allocs = [a for a in C_ALLOCATORS if any(r["allocator"] == a for r in data["results"])]
     cases = {}
     for r in data["results"]:
-        cases.setdefault((r["program"], r["threads"]), {})[r["allocator"]] = r
+        if r["program"] not in FOOTPRINT_ONLY:
+            cases.setdefault((r["program"], r["threads"]), {})[r["allocator"]] = r
 
     def value(res, alloc, key):
         r = res.get(alloc)
@@ -400,6 +415,49 @@ def c_table(data):
     return "\n".join(rows), geomean_lines(pairs), allocs, time_ratios, rss_ratios
 
 
+def footprint_tables(data):
+    """Peak RSS and RSS after free of every program, and the idle program's figures."""
+    allocs = [a for a in C_ALLOCATORS if any(r["allocator"] == a for r in data["results"])]
+    cases = {}
+    for r in data["results"]:
+        cases.setdefault((r["program"], r["threads"]), {})[r["allocator"]] = r
+    mib = lambda k: f"{k / 1024:.1f}" if k is not None else "–"  # noqa: E731
+
+    def ok(res, a):
+        r = res.get(a)
+        return r if r and not r["errors"] else None
+
+    rows = ["| program | threads | " + " | ".join(allocs) + " | vmarena / mimalloc peak | vmarena / mimalloc after free |",
+            "|---|---|" + "---|" * (len(allocs) + 2)]
+    ratios = []
+    for (prog, threads), res in cases.items():
+        cells = []
+        for a in allocs:
+            r = ok(res, a)
+            cells.append(f"{mib(r['peak_rss_kib'])} / {mib(r['rss_after_free_kib'])}" if r else "–")
+        vm, mi = ok(res, "vmarena"), ok(res, "mimalloc")
+        peak = vm["peak_rss_kib"] / mi["peak_rss_kib"] if vm and mi else None
+        after = vm["rss_after_free_kib"] / mi["rss_after_free_kib"] if vm and mi else None
+        if peak and prog not in FOOTPRINT_ONLY:
+            ratios.append(peak)
+        fmt = lambda x: f"{x:.2f}" if x else "–"  # noqa: E731
+        rows.append(f"| {prog} | {threads} | " + " | ".join(cells) + f" | {fmt(peak)} | {fmt(after)} |")
+    rows.append("")
+    if ratios:
+        rows.append(f"Geometric mean of vmarena / mimalloc peak RSS over the {len(ratios)} rows of the time "
+                    f"benchmarks: {geomean(ratios):.2f}; worst {max(ratios):.2f}.")
+    idle = ["| threads | allocator | baseline | peak | right after free | after 3 s idle |", "|---|---|---|---|---|---|"]
+    for (prog, threads), res in cases.items():
+        if prog != "idle":
+            continue
+        for a in allocs + [PURGER]:
+            r = ok(res, a)
+            if r:
+                idle.append(f"| {threads} | {a} | {mib(r.get('baseline_kib'))} MiB | {mib(r['peak_rss_kib'])} MiB | "
+                            f"{mib(r['rss_after_free_kib'])} MiB | {mib(r.get('idle_kib'))} MiB |")
+    return "\n".join(rows), "\n".join(idle)
+
+
 def c_notes(data):
     """What ran: the libraries, and what was skipped or failed."""
     lines = [""]
@@ -430,7 +488,13 @@ def c_report(doc):
     bar_chart(rss_title, rss_ratios, CHARTS / "c_rss.svg", allocs, width)
     body = "\n".join([table] + geomeans + c_notes(data) + [
         "", f"![{time_title}](benches/charts/c_time.svg)", "", f"![{rss_title}](benches/charts/c_rss.svg)"])
-    return replace_section(doc, "c_preload", body)
+    doc = replace_section(doc, "c_preload", body)
+    footprint, idle = footprint_tables(data)
+    if "<!-- begin:footprint -->" in doc:
+        doc = replace_section(doc, "footprint", footprint)
+    if "<!-- begin:idle -->" in doc:
+        doc = replace_section(doc, "idle", idle)
+    return doc
 
 
 def report():

@@ -91,4 +91,5 @@ extern "C" fn child() {
         abandon::reset_after_fork_child();
         fallback::reset_after_fork_child();
     }
+    crate::purger::reset_after_fork_child();
 }

@@ -31,6 +31,7 @@ pub(crate) fn free(region: &'static Region, ptr: *mut u8) {
     let requested = region.requested.load(Ordering::Relaxed);
     ARENA.free_large(region, ptr);
     crate::heap::record(-(requested as isize));
+    crate::purger::poke();
 }
 
 /// Reallocates a large block without copying if possible: in place when it still fits (or the

@@ -52,6 +52,8 @@ mod abort;
 pub(crate) mod arena;
 #[cfg(not(vmarena_loom))]
 pub(crate) mod config;
+#[cfg(not(vmarena_loom))]
+mod env;
 #[cfg(all(not(vmarena_loom), not(miri)))]
 mod fork;
 #[cfg(not(vmarena_loom))]
@@ -62,6 +64,8 @@ pub(crate) mod heap;
 mod large;
 #[cfg(not(vmarena_loom))]
 pub(crate) mod os;
+#[cfg(not(vmarena_loom))]
+pub(crate) mod purger;
 #[cfg(not(vmarena_loom))]
 pub mod raw;
 #[cfg(not(vmarena_loom))]

@@ -1,4 +1,5 @@
-//! Giving memory back to the OS, with a delay and without a background thread.
+//! Giving memory back to the OS, with a delay and without a background thread (the opt-in
+//! purger thread, `crate::purger`, only calls [`Arena::maybe_purge`] when a purge is due).
 //!
 //! Freed memory is not purged at once: a program that frees and allocates again would pay
 //! for `madvise` and for faulting the pages back in. Instead, a pages region whose first page
@@ -36,7 +37,7 @@ impl<O: Os> Arena<O> {
         if delay != u64::MAX {
             return delay;
         }
-        let ms = env_ms(c"VMARENA_PURGE_DELAY_MS").unwrap_or(DEFAULT_PURGE_DELAY_MS);
+        let ms = crate::env::number(c"VMARENA_PURGE_DELAY_MS").unwrap_or(DEFAULT_PURGE_DELAY_MS);
         let delay = ms.saturating_mul(1_000_000).min(u64::MAX - 1);
         self.purge_delay.store(delay, Ordering::Relaxed);
         delay
@@ -53,6 +54,13 @@ impl<O: Os> Arena<O> {
         // Relaxed: a hint of when to look; the purge session re-checks everything under the
         // write lock.
         self.next_purge.fetch_min(due, Ordering::Relaxed);
+    }
+
+    /// When the next purge is due (a monotonic time in nanoseconds), if one is scheduled.
+    pub(crate) fn next_purge_due(&self) -> Option<u64> {
+        // Relaxed: see `schedule_purge`.
+        let due = self.next_purge.load(Ordering::Relaxed);
+        (due != NEVER).then_some(due)
     }
 
     /// Runs a purge session if one is due. Cheap when nothing is scheduled (one load), and
@@ -238,20 +246,4 @@ impl<O: Os> WriteSession<'_, O> {
             }
         }
     }
-}
-
-/// Reads a decimal number of milliseconds from the environment without allocating.
-fn env_ms(name: &core::ffi::CStr) -> Option<u64> {
-    // SAFETY: `name` is NUL-terminated; getenv returns null or a NUL-terminated string that
-    // stays valid while no one changes the environment (we read it at once).
-    let value = unsafe { libc::getenv(name.as_ptr()) };
-    if value.is_null() {
-        return None;
-    }
-    // SAFETY: as above.
-    let bytes = unsafe { core::ffi::CStr::from_ptr(value) }.to_bytes();
-    if bytes.is_empty() || bytes.len() > 18 || !bytes.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(bytes.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }

@@ -4,8 +4,9 @@
 //! An abandoned page is on its class's list (linked through its own `next`/`prev`, changed only
 //! under the list's mutex) and carries `ABANDONED_TAG` in its remote-free list. The tag is the
 //! ownership token: exactly one thread clears it and becomes the owner, either a thread that
-//! needs a page of this class ([`take`]) or a thread that frees a block into the page (which
-//! then adopts it, so producer/consumer programs reuse pages of exited producers at once).
+//! needs a page of this class ([`take`]) or the thread whose free empties the page (which
+//! gives it back to its region; see `pages::push_remote`). Other frees leave the page here,
+//! where the threads that allocate its class find it.
 //! The owner unlinks the page; a list walker that finds the tag already cleared leaves the
 //! page for its new owner to unlink.
 

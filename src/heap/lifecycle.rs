@@ -247,9 +247,14 @@ unsafe extern "C" fn on_thread_exit(value: *mut libc::c_void) {
     let heap: &'static Heap = unsafe { &*value.cast::<Heap>() };
     slot::set(&DESTROYED.0);
     heap.abandon_all();
-    let mut registry = REGISTRY.lock();
-    registry.unlink(heap);
-    registry.recycle(heap);
+    {
+        let mut registry = REGISTRY.lock();
+        registry.unlink(heap);
+        registry.recycle(heap);
+    }
+    // The pages just handed back are due for purging after the delay; a program whose other
+    // threads then sleep would never purge them without the purger.
+    crate::purger::poke();
 }
 
 /// Hands over the heaps of threads that are gone although their heap is still registered

@@ -169,14 +169,16 @@ pub(crate) unsafe fn push_local(page: &Page, block: *mut Block) -> bool {
     }
 }
 
-/// Set in `xthread_free` while the page is abandoned: whoever clears it (a thread freeing into
-/// the page, or one taking it from the abandoned list) becomes the page's owner.
+/// Set in `xthread_free` while the page is abandoned: whoever clears it (a thread taking it
+/// from the abandoned list, or the thread whose free empties the page) becomes the page's
+/// owner.
 pub(crate) const ABANDONED_TAG: usize = 1;
 
 /// `xthread_free` also counts its blocks, in its top 16 bits (addresses use the low 48; a page
 /// holds at most 8,192 blocks). With the count in the same word as the list, the owner takes
 /// both with one swap and need not walk the list to count it: a walk over blocks another core
 /// just wrote is a chain of cache misses, the main cost of remote frees in larson-like loads.
+/// On an abandoned page it also tells a freeing thread when its free is the page's last.
 const COUNT_SHIFT: u32 = 48;
 const LIST_MASK: usize = (1 << COUNT_SHIFT) - 1 - ABANDONED_TAG;
 
@@ -190,19 +192,31 @@ fn count_of(word: *mut Block) -> u32 {
 }
 
 /// Pushes a block freed by a thread that does not own the page (any thread may call this).
-/// Returns true if the page was abandoned and the caller now owns it.
+/// Returns true if the page was abandoned and this free emptied it: the caller then owns the
+/// page (to give it back to its region).
+///
+/// A free into an abandoned page that leaves live blocks keeps the page abandoned, where
+/// threads that allocate its size class find it. Taking it over instead would strand it with
+/// a thread that only frees (a main thread freeing what exited workers left, a consumer): the
+/// page's free room would be lost to everyone else until its last block went.
 ///
 /// # Safety
 /// `block` is a live block of `page` that the caller gives up.
 pub(crate) unsafe fn push_remote(page: &Page, block: *mut Block) -> bool {
-    // Relaxed: the CAS below validates.
-    let mut head = page.xthread_free.load(Ordering::Relaxed);
+    // Acquire (here and on a failed CAS): if the page is abandoned we read its `used` below,
+    // which the abandoning thread wrote before its Release in `tag_abandoned`.
+    let mut head = page.xthread_free.load(Ordering::Acquire);
     loop {
         let abandoned = head.addr() & ABANDONED_TAG != 0;
+        let count = count_of(head) + 1;
+        // `used` does not change while the page is abandoned (only an owner changes it), and
+        // counts the blocks live when it was abandoned; the remote list holds those freed since.
+        let last = abandoned && count >= page.used.get();
         // SAFETY: the block is ours until the CAS publishes it.
         unsafe { (*block).next = list_of(head) };
         debug_assert!(block.addr() < 1 << COUNT_SHIFT && count_of(head) < u16::MAX as u32);
-        let new = block.map_addr(|a| a | ((count_of(head) + 1) as usize) << COUNT_SHIFT);
+        let keep_tag = if abandoned && !last { ABANDONED_TAG } else { 0 };
+        let new = block.map_addr(|a| a | keep_tag | (count as usize) << COUNT_SHIFT);
         // Release: the link (and the user's last writes to the block) happen before the
         // owner's Acquire swap in `collect`. Acquire: if we clear the tag we take the page over
         // and must see what the abandoning thread wrote before setting it.
@@ -210,9 +224,9 @@ pub(crate) unsafe fn push_remote(page: &Page, block: *mut Block) -> bool {
             head,
             new,
             Ordering::AcqRel,
-            Ordering::Relaxed,
+            Ordering::Acquire,
         ) {
-            Ok(_) => return abandoned,
+            Ok(_) => return last,
             Err(now) => head = now,
         }
     }
@@ -416,6 +430,26 @@ pub(super) mod tests {
         for b in &blocks[..6] {
             assert!(rest.contains(b), "a remotely freed block was lost");
         }
+    }
+
+    #[test]
+    fn an_abandoned_page_stays_abandoned_until_the_free_that_empties_it() {
+        let class = class_of(48);
+        let t = test_page(class);
+        let blocks: std::vec::Vec<_> = (0..5).map(|_| alloc(&t.page, class).unwrap()).collect();
+        tag_abandoned(&t.page);
+        // SAFETY: live blocks of the page, freed once each by a "remote" thread.
+        unsafe {
+            for (i, &b) in blocks.iter().enumerate() {
+                let last = push_remote(&t.page, b);
+                assert_eq!(last, i + 1 == blocks.len(), "free {i} of {}", blocks.len());
+                // Until the last free the page stays up for grabs; that free takes it over.
+                let tagged = t.page.xthread_free.load(Ordering::Relaxed).addr() & ABANDONED_TAG;
+                assert_eq!(tagged != 0, !last);
+            }
+            collect(&t.page);
+        }
+        assert!(is_empty(&t.page));
     }
 
     #[test]

@@ -573,7 +573,9 @@ impl Heap {
         }
     }
 
-    /// Takes over an abandoned page that a free of ours just claimed (see `abandon`).
+    /// Takes over an abandoned page that a free of ours just claimed because it emptied the
+    /// page (see `pages::push_remote`): the page goes back to its region. (Should it still hold
+    /// blocks, it is kept or handed back like any other page.)
     fn adopt(&self, page: &'static Page) {
         // SAFETY: (whole function) clearing the abandoned tag made us the page's owner.
         unsafe {
@@ -635,6 +637,11 @@ impl Heap {
             }
         }
         ARENA.release_page(page, self.tally());
+        // The fallback heap frees under its mutex, which starting a thread (it allocates)
+        // must not hold.
+        if self.tid.get() != super::lifecycle::FALLBACK_TID {
+            crate::purger::poke();
+        }
     }
 
     // ------------------------------------------------------------------ collect and exit

@@ -1,0 +1,180 @@
+//! Idle memory goes back: a process that frees what it allocated and then stops calling the
+//! allocator gets back near its baseline RSS with the opt-in purger thread
+//! (`VMARENA_PURGE_THREAD=1`), keeps the memory without it (so the purger is what returns
+//! it), and a forked child of a process whose purger runs gets a purger of its own.
+//!
+//! Each case runs in a child process of this binary (the variable is read once, before the
+//! first allocation), with a purge delay of 100 ms.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: vmarena::VmArena = vmarena::VmArena;
+
+const DELAY_MS: u64 = 100;
+const WORK_MIB: usize = 192;
+/// What the process may keep above its baseline once idle: the arena's metadata (region
+/// descriptors, page tables and page-map leaves it touched), which is never purged.
+const KEPT_MIB: usize = 6;
+
+/// Allocates `WORK_MIB` in all on two threads, in blocks of 16 B - 256 KiB that are written
+/// in full, checks and frees them, and lets the threads exit.
+fn allocate_and_free_everything() {
+    let threads: Vec<_> = (0..2u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut rng = common::Rng::new(t + 1);
+                let mut blocks = Vec::new();
+                let mut bytes = 0;
+                while bytes < (WORK_MIB << 20) / 2 {
+                    let size = 16usize << rng.below(15);
+                    blocks.push(vec![(size & 0xff) as u8 | 1; size]);
+                    bytes += size;
+                }
+                for b in &blocks {
+                    assert!(b.iter().all(|&x| x == (b.len() & 0xff) as u8 | 1));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// RSS once the process has been idle for up to 10 purge delays (polling, so a purger that
+/// works ends the wait early), in MiB above `baseline`.
+fn idle_rss_above(baseline: usize) -> usize {
+    let start = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(DELAY_MS / 2));
+        let rss = common::resident_bytes();
+        if rss <= baseline + (KEPT_MIB << 20)
+            || start.elapsed() > Duration::from_millis(10 * DELAY_MS)
+        {
+            return rss.saturating_sub(baseline) >> 20;
+        }
+    }
+}
+
+/// The child's work: prints `peak_above=<MiB> idle_above=<MiB>`.
+fn child() {
+    let fork_first = std::env::var_os("IDLE_FORK").is_some();
+    if fork_first {
+        // Get the parent's purger running (and let it purge, so the child does not start
+        // with the parent's freed memory), then do the work in a forked child.
+        let baseline = common::resident_bytes();
+        allocate_and_free_everything();
+        idle_rss_above(baseline);
+        // SAFETY: the child only allocates, frees, sleeps, prints and exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid > 0 {
+            let mut status = 0;
+            // SAFETY: waits for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            std::process::exit(if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                99
+            });
+        }
+    }
+    let baseline = common::resident_bytes();
+    allocate_and_free_everything();
+    let peak_above = common::resident_bytes().saturating_sub(baseline) >> 20;
+    let idle_above = idle_rss_above(baseline);
+    println!("peak_above={peak_above} idle_above={idle_above}");
+    std::process::exit(0);
+}
+
+/// Runs the child with the purger on or off; returns (peak, idle) MiB above the baseline.
+fn run_child(purger: bool, fork_first: bool) -> (usize, usize) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.env("IDLE_CHILD", "1")
+        .env("VMARENA_PURGE_DELAY_MS", DELAY_MS.to_string())
+        .env_remove("VMARENA_PURGE_THREAD");
+    if purger {
+        cmd.env("VMARENA_PURGE_THREAD", "1");
+    }
+    if fork_first {
+        cmd.env("IDLE_FORK", "1");
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |name: &str| -> usize {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("peak_above="))
+            .expect("no result");
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(name))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (field("peak_above="), field("idle_above="))
+}
+
+fn with_the_purger_idle_memory_goes_back() {
+    let (peak, idle) = run_child(true, false);
+    assert!(
+        peak >= WORK_MIB / 4,
+        "the work did not raise RSS ({peak} MiB)"
+    );
+    assert!(
+        idle <= KEPT_MIB,
+        "idle RSS stayed {idle} MiB above the baseline (peak {peak} MiB above)"
+    );
+}
+
+fn without_the_purger_idle_memory_stays() {
+    // The control: no allocator call, no purge. If this ever fails, the case above no longer
+    // shows that the purger is what gives the memory back.
+    let (peak, idle) = run_child(false, false);
+    assert!(
+        idle >= peak / 2,
+        "idle RSS fell from {peak} to {idle} MiB above the baseline without the purger"
+    );
+}
+
+fn a_forked_child_starts_its_own_purger() {
+    let (peak, idle) = run_child(true, true);
+    assert!(
+        peak >= WORK_MIB / 4,
+        "the work did not raise RSS ({peak} MiB)"
+    );
+    assert!(
+        idle <= KEPT_MIB,
+        "in a forked child, idle RSS stayed {idle} MiB above the baseline (peak {peak} MiB)"
+    );
+}
+
+fn main() {
+    if std::env::var_os("IDLE_CHILD").is_some() {
+        return child();
+    }
+    common::run_cases(&[
+        (
+            "with_the_purger_idle_memory_goes_back",
+            with_the_purger_idle_memory_goes_back,
+        ),
+        (
+            "without_the_purger_idle_memory_stays",
+            without_the_purger_idle_memory_stays,
+        ),
+        (
+            "a_forked_child_starts_its_own_purger",
+            a_forked_child_starts_its_own_purger,
+        ),
+    ]);
+}
