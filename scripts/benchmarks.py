@@ -53,6 +53,7 @@ CUSTOM = [
     ("vec_growth", ["--features", "baselines", "--bench", "vec_growth"]),
     ("remap_under_load", ["--features", "baselines,ablation", "--bench", "remap_under_load"]),
     ("app", ["--features", "baselines"] + sum((["--bench", f"app_{a}"] for a in ALLOCATORS), [])),
+    ("torture", ["--features", "baselines"] + sum((["--bench", f"torture_{a}"] for a in ALLOCATORS), [])),
 ]
 
 
@@ -521,6 +522,17 @@ def report():
                     if a in base and vm:
                         t, m = base[a]
                         body.append(f"| {a} | {t:.1f} ms | {m:.1f} MiB | {vm[0] / t:.2f} | {vm[1] / m:.2f} |")
+                doc = replace_section(doc, name, "\n".join(body))
+            elif name == "torture":
+                rows = [l.split() for l in lines if l.startswith("torture ")]
+                base = {r[1]: (float(r[2]), float(r[4]), float(r[6])) for r in rows}
+                vm = base.get("vmarena")
+                body = ["| allocator | wall time | peak RSS | RSS after free | vmarena time / this | vmarena peak RSS / this |",
+                        "|---|---|---|---|---|---|"]
+                for a in ALLOCATORS:
+                    if a in base and vm:
+                        t, m, after = base[a]
+                        body.append(f"| {a} | {t:.1f} ms | {m:.1f} MiB | {after:.1f} MiB | {vm[0] / t:.2f} | {vm[1] / m:.2f} |")
                 doc = replace_section(doc, name, "\n".join(body))
             else:
                 keep = [l for l in lines if l.startswith("|") or not l.startswith(("+", "warning"))]
