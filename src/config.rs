@@ -40,15 +40,14 @@ pub(crate) const REMAP_CONGRUENCE: usize = 2 << 20;
 /// Metadata (descriptors, page tables) is carved from chunks of this size.
 pub(crate) const META_CHUNK_SIZE: usize = 4 << 20;
 
-/// The three page kinds. A size class lives in the smallest kind whose `max_block` it fits
-/// (at least eight blocks a page, four in small pages), and no page's unusable tail is more
-/// than an eighth of it (`size_class` tests both).
+/// The three page kinds. A size class lives in the smallest kind that holds at least eight of
+/// its blocks, which bounds the unusable tail of a page to one eighth.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
 pub(crate) enum PageKind {
-    /// 64 KiB pages for blocks up to 16 KiB.
+    /// 64 KiB pages for blocks up to 8 KiB.
     Small = 0,
-    /// 512 KiB pages for blocks of 16–64 KiB.
+    /// 512 KiB pages for blocks up to 64 KiB.
     Medium = 1,
     /// 4 MiB pages for blocks up to 512 KiB.
     Big = 2,
@@ -75,15 +74,9 @@ impl PageKind {
         SMALL_REGION_SIZE >> self.shift()
     }
 
-    /// The largest block this kind of page holds: an eighth of the page, a quarter for small
-    /// pages (blocks of 8–16 KiB are common, and a 512 KiB page per class of them is a lot
-    /// of memory for a few blocks; the classes there waste at most an eighth of a 64 KiB page
-    /// in its tail all the same).
+    /// The largest block this kind of page holds (an eighth of the page).
     pub(crate) const fn max_block(self) -> usize {
-        match self {
-            PageKind::Small => self.page_size() / 4,
-            _ => self.page_size() / 8,
-        }
+        self.page_size() / 8
     }
 
     /// The page kind for blocks of `block_size` bytes (at most [`MAX_SMALL_SIZE`]).
