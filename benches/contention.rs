@@ -34,15 +34,7 @@ type Workload = fn(Alloc, usize, u64) -> Duration;
 
 const THREADS: [usize; 4] = [1, 2, 4, 8];
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+use support::Rng;
 
 fn layout(size: usize) -> Layout {
     Layout::from_size_align(size, 8).unwrap()

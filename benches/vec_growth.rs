@@ -72,12 +72,6 @@ fn grow(alloc: &dyn GlobalAlloc, vecs: usize, bytes: usize) -> f64 {
     elapsed
 }
 
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -93,7 +87,7 @@ fn main() {
             .expect("allocator");
         let (vecs, bytes) = CASES[case];
         let secs = grow(alloc, vecs, bytes);
-        println!("{secs} {}", peak_rss_kib());
+        println!("{secs} {}", support::status_kib("VmHWM:"));
         return;
     }
     if args.iter().any(|a| a == "--list") {

@@ -52,12 +52,6 @@ fn workload() -> u64 {
     total + index.len() as u64
 }
 
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
@@ -66,7 +60,7 @@ fn main() {
     if args.iter().any(|a| a == "--child") {
         let start = Instant::now();
         std::hint::black_box(workload());
-        println!("{} {}", start.elapsed().as_secs_f64(), peak_rss_kib());
+        println!("{} {}", start.elapsed().as_secs_f64(), support::status_kib("VmHWM:"));
         return;
     }
     let mut times = Vec::new();

@@ -19,15 +19,12 @@
  *   result bursts threads=<n> ops=<steps> rss_after_free_kib=<k>
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+
+#include "common.h"
 
 #define ROUNDS 10
 #define TRANSFERS 1000
@@ -40,15 +37,6 @@ struct thread {
 };
 
 static _Atomic(unsigned char *) transfer[TRANSFERS];
-
-static uint64_t xorshift(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
 
 /* A block records its size in its first four bytes and a check byte in its last one. */
 static unsigned char *new_block(uint64_t *rng, unsigned max_shift)
@@ -118,23 +106,6 @@ static void *worker(void *arg)
         check_and_free(work[i]);
     free(work);
     return NULL;
-}
-
-/* Resident set size after handing free memory back, read without allocating (no stdio). */
-static long rss_after_free_kib(void)
-{
-    int (*trim)(size_t) = (int (*)(size_t))dlsym(RTLD_DEFAULT, "malloc_trim");
-    if (trim)
-        trim(0);
-    char buf[128] = {0};
-    int fd = open("/proc/self/statm", O_RDONLY);
-    if (fd < 0 || read(fd, buf, sizeof buf - 1) <= 0)
-        return -1;
-    close(fd);
-    long size, resident;
-    if (sscanf(buf, "%ld %ld", &size, &resident) != 2)
-        return -1;
-    return resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
 static void free_kept(struct thread *ts, long threads)

@@ -11,27 +11,15 @@
  *   result fixed threads=<n> ops=<malloc+free pairs> rss_after_free_kib=<k>
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
-#include <fcntl.h>
 #include <pthread.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
+
+#include "common.h"
 
 #define RING 100
 
 static size_t size;
 static long ops_per_thread;
-
-static uint64_t xorshift(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
 
 /* First and last byte carry the same tag; checking them before the free keeps the compiler
  * from eliding the pair and catches an allocator that handed out overlapping blocks. */
@@ -68,23 +56,6 @@ static void *worker(void *arg)
     for (int i = 0; i < RING; i++)
         check_and_free(ring[i]);
     return NULL;
-}
-
-/* Resident set size after handing free memory back, read without allocating (no stdio). */
-static long rss_after_free_kib(void)
-{
-    int (*trim)(size_t) = (int (*)(size_t))dlsym(RTLD_DEFAULT, "malloc_trim");
-    if (trim)
-        trim(0);
-    char buf[128] = {0};
-    int fd = open("/proc/self/statm", O_RDONLY);
-    if (fd < 0 || read(fd, buf, sizeof buf - 1) <= 0)
-        return -1;
-    close(fd);
-    long vsize, resident;
-    if (sscanf(buf, "%ld %ld", &vsize, &resident) != 2)
-        return -1;
-    return resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
 int main(int argc, char **argv)

@@ -13,12 +13,9 @@
  *   result mixed threads=1 ops=<steps> rss_after_free_kib=<k>
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
-#include <fcntl.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
+
+#include "common.h"
 
 #define SLOTS 5000
 #define MIN_SIZE 8
@@ -31,23 +28,14 @@ struct slot {
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 
-static uint64_t xorshift(void)
-{
-    uint64_t x = rng;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return rng = x;
-}
-
 static size_t uniform(size_t lo, size_t hi)
 {
-    return lo + xorshift() % (hi - lo + 1);
+    return lo + xorshift(&rng) % (hi - lo + 1);
 }
 
 static size_t random_size(void)
 {
-    unsigned r = xorshift() % 100;
+    unsigned r = xorshift(&rng) % 100;
     if (r < 70)
         return uniform(MIN_SIZE, 256);
     if (r < 90)
@@ -94,7 +82,7 @@ static void step(struct slot *s, size_t i)
         s->p[0] = s->p[s->size - 1] = tag(i);
         return;
     }
-    switch (xorshift() % 8) {
+    switch (xorshift(&rng) % 8) {
     case 0:
         resize(s, i, s->size * 2 < MAX_SIZE ? s->size + uniform(1, s->size) : MAX_SIZE);
         break;
@@ -108,29 +96,12 @@ static void step(struct slot *s, size_t i)
     }
 }
 
-/* Resident set size after handing free memory back, read without allocating (no stdio). */
-static long rss_after_free_kib(void)
-{
-    int (*trim)(size_t) = (int (*)(size_t))dlsym(RTLD_DEFAULT, "malloc_trim");
-    if (trim)
-        trim(0);
-    char buf[128] = {0};
-    int fd = open("/proc/self/statm", O_RDONLY);
-    if (fd < 0 || read(fd, buf, sizeof buf - 1) <= 0)
-        return -1;
-    close(fd);
-    long vsize, resident;
-    if (sscanf(buf, "%ld %ld", &vsize, &resident) != 2)
-        return -1;
-    return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 int main(int argc, char **argv)
 {
     long total = argc > 2 ? atol(argv[2]) : 12000000;
     static struct slot slots[SLOTS];
     for (long n = 0; n < total; n++) {
-        size_t i = xorshift() % SLOTS;
+        size_t i = xorshift(&rng) % SLOTS;
         step(&slots[i], i);
     }
     for (size_t i = 0; i < SLOTS; i++)

@@ -15,16 +15,13 @@
  * with <n> the argument given.
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+
+#include "common.h"
 
 #define QUEUE_LEN 1024 /* a power of two */
 #define MIN_SIZE 16
@@ -38,15 +35,6 @@ struct queue {
     long blocks;     /* how many blocks pass through this queue */
     uint64_t seed;
 };
-
-static uint64_t xorshift(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
 
 static void push(struct queue *q, unsigned char *p)
 {
@@ -99,23 +87,6 @@ static void *consumer(void *arg)
         free(p);
     }
     return NULL;
-}
-
-/* Resident set size after handing free memory back, read without allocating (no stdio). */
-static long rss_after_free_kib(void)
-{
-    int (*trim)(size_t) = (int (*)(size_t))dlsym(RTLD_DEFAULT, "malloc_trim");
-    if (trim)
-        trim(0);
-    char buf[128] = {0};
-    int fd = open("/proc/self/statm", O_RDONLY);
-    if (fd < 0 || read(fd, buf, sizeof buf - 1) <= 0)
-        return -1;
-    close(fd);
-    long size, resident;
-    if (sscanf(buf, "%ld %ld", &size, &resident) != 2)
-        return -1;
-    return resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
 int main(int argc, char **argv)

@@ -13,15 +13,12 @@
  *   result server threads=<n> ops=<exchanges> rss_after_free_kib=<k>
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+
+#include "common.h"
 
 #define SLOTS_PER_THREAD 10000
 #define MIN_SIZE 8
@@ -31,15 +28,6 @@ static _Atomic(unsigned char *) *slots;
 static size_t nslots;
 static long ops_per_thread;
 static pthread_barrier_t start;
-
-static uint64_t xorshift(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
 
 /* A block records its size in its first two bytes and a check byte in its last one. */
 static unsigned char *new_block(uint64_t *rng)
@@ -81,23 +69,6 @@ static void *worker(void *arg)
         check_and_free(old);
     }
     return NULL;
-}
-
-/* Resident set size after handing free memory back, read without allocating (no stdio). */
-static long rss_after_free_kib(void)
-{
-    int (*trim)(size_t) = (int (*)(size_t))dlsym(RTLD_DEFAULT, "malloc_trim");
-    if (trim)
-        trim(0);
-    char buf[128] = {0};
-    int fd = open("/proc/self/statm", O_RDONLY);
-    if (fd < 0 || read(fd, buf, sizeof buf - 1) <= 0)
-        return -1;
-    close(fd);
-    long size, resident;
-    if (sscanf(buf, "%ld %ld", &size, &resident) != 2)
-        return -1;
-    return resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
 int main(int argc, char **argv)

@@ -50,3 +50,26 @@ pub fn criterion() -> criterion::Criterion {
         .measurement_time(std::time::Duration::from_millis(1500))
         .sample_size(30)
 }
+
+/// xorshift64: a deterministic, allocation-free source of sizes and slots.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A figure of `/proc/self/status` in KiB: `"VmHWM:"` (peak RSS) or `"VmRSS:"` (RSS now).
+pub fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}

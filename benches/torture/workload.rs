@@ -13,6 +13,8 @@ use std::alloc::{Layout, alloc, dealloc, realloc};
 use std::sync::mpsc;
 use std::time::Instant;
 
+use support::{Rng, status_kib};
+
 const THREADS: usize = 4;
 const LIVE: usize = 20_000;
 const STEPS: usize = 400_000; // per thread
@@ -76,34 +78,21 @@ impl Drop for Block {
     }
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+/// A block size: 1 B – 64 KiB skewed to small, one in 200 of 64 KiB – 1 MiB.
+fn pick_size(rng: &mut Rng) -> usize {
+    match rng.below(200) {
+        0 => 64 * 1024 + rng.below(960 * 1024) as usize,
+        1..=139 => 1 + rng.below(256) as usize,
+        140..=189 => 1 + rng.below(4096) as usize,
+        _ => 1 + rng.below(64 * 1024) as usize,
     }
+}
 
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn size(&mut self) -> usize {
-        match self.below(200) {
-            0 => 64 * 1024 + self.below(960 * 1024) as usize,
-            1..=139 => 1 + self.below(256) as usize,
-            140..=189 => 1 + self.below(4096) as usize,
-            _ => 1 + self.below(64 * 1024) as usize,
-        }
-    }
-
-    fn align(&mut self) -> usize {
-        match self.below(16) {
-            0 => 1 << (6 + self.below(7)), // 64 B – 4 KiB
-            _ => 8,
-        }
+/// An alignment: 8 B, one in 16 of 64 B – 4 KiB.
+fn pick_align(rng: &mut Rng) -> usize {
+    match rng.below(16) {
+        0 => 1 << (6 + rng.below(7)),
+        _ => 8,
     }
 }
 
@@ -112,7 +101,7 @@ fn thread_work(id: usize, send: mpsc::Sender<Block>, recv: mpsc::Receiver<Block>
     let mut live: Vec<Option<Block>> = (0..LIVE).map(|_| None).collect();
     for step in 0..STEPS {
         let slot = rng.below(LIVE as u64) as usize;
-        let (size, align) = (rng.size(), rng.align());
+        let (size, align) = (pick_size(&mut rng), pick_align(&mut rng));
         let mut block = Block::new(size, align);
         if rng.below(8) == 0 {
             block = block.grow_chain((size * 4).min(256 * 1024));
@@ -158,12 +147,6 @@ fn workload() {
     }
 }
 
-fn rss_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
@@ -173,7 +156,7 @@ fn main() {
         let start = Instant::now();
         workload();
         let elapsed = start.elapsed().as_secs_f64();
-        println!("{} {} {}", elapsed, rss_kib("VmHWM:"), rss_kib("VmRSS:"));
+        println!("{} {} {}", elapsed, status_kib("VmHWM:"), status_kib("VmRSS:"));
         return;
     }
     let mut runs = Vec::new();

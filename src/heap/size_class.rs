@@ -279,12 +279,7 @@ mod tests {
     fn pages_hold_eight_blocks_and_waste_at_most_an_eighth_in_their_tail() {
         for c in 0..NUM_CLASSES {
             let (page, size) = (page_kind(c).page_size(), class_size(c));
-            let least = if page_kind(c) == PageKind::Small {
-                4
-            } else {
-                8
-            };
-            assert!(page / size >= least, "class {c}");
+            assert!(page / size >= 8, "class {c}");
             assert!(
                 page % size <= page / 8,
                 "class {c}: tail of {} bytes",
