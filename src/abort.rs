@@ -6,37 +6,68 @@
 #[cold]
 #[inline(never)]
 pub(crate) fn invalid_free(ptr: *mut u8) -> ! {
-    fatal(
-        "invalid free: pointer ",
-        ptr as usize,
-        " was not allocated by vmarena (or was already freed)\n",
-    )
+    fatal(&[
+        Part::Text("invalid free: pointer "),
+        Part::Addr(ptr as usize),
+        Part::Text(" was not allocated by vmarena (or was already freed)\n"),
+    ])
 }
 
 /// Aborts: the block at `ptr` is already free.
 #[cold]
 #[inline(never)]
 pub(crate) fn double_free(ptr: *mut u8) -> ! {
-    fatal("double free: block ", ptr as usize, " is already free\n")
+    fatal(&[
+        Part::Text("double free: block "),
+        Part::Addr(ptr as usize),
+        Part::Text(" is already free\n"),
+    ])
 }
 
-fn fatal(before: &str, addr: usize, after: &str) -> ! {
-    let mut hex = [0u8; 18];
-    hex[0] = b'0';
-    hex[1] = b'x';
-    for (i, digit) in hex[2..].iter_mut().enumerate() {
-        let nibble = (addr >> (60 - 4 * i)) & 0xf;
-        *digit = b"0123456789abcdef"[nibble];
-    }
-    for part in [
-        b"vmarena: ".as_slice(),
-        before.as_bytes(),
-        &hex,
-        after.as_bytes(),
-    ] {
-        // SAFETY: writing a valid buffer to fd 2; a failed write changes nothing here.
-        unsafe { libc::write(2, part.as_ptr().cast(), part.len()) };
+/// Aborts (checked mode): the free block at `block` links to `link`, which is not a block of
+/// its page: something wrote into the block after it was freed, or past the end of the block
+/// before it.
+#[cold]
+#[inline(never)]
+pub(crate) fn corrupted_free_list(block: *mut u8, link: *mut u8) -> ! {
+    fatal(&[
+        Part::Text("corrupted free list: free block "),
+        Part::Addr(block as usize),
+        Part::Text(" links to "),
+        Part::Addr(link as usize),
+        Part::Text(
+            ", not a block of its page (a write past the end of the block before it, or into it after its free?)\n",
+        ),
+    ])
+}
+
+enum Part {
+    Text(&'static str),
+    Addr(usize),
+}
+
+fn fatal(parts: &[Part]) -> ! {
+    write_stderr(b"vmarena: ");
+    for part in parts {
+        match part {
+            Part::Text(text) => write_stderr(text.as_bytes()),
+            Part::Addr(addr) => {
+                let mut hex = [0u8; 18];
+                hex[0] = b'0';
+                hex[1] = b'x';
+                for (i, digit) in hex[2..].iter_mut().enumerate() {
+                    let nibble = (addr >> (60 - 4 * i)) & 0xf;
+                    *digit = b"0123456789abcdef"[nibble];
+                }
+                write_stderr(&hex);
+            }
+        }
     }
     // SAFETY: abort has no preconditions.
     unsafe { libc::abort() }
+}
+
+fn write_stderr(bytes: &[u8]) {
+    // SAFETY: writing a valid buffer to fd 2; a failed write changes nothing here.
+    unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
 }

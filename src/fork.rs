@@ -2,8 +2,9 @@
 //! any allocator lock another thread held would stay locked there forever (and the arena
 //! sequence could stay odd), and any heap another thread owned would stay registered for a
 //! thread that does not exist. `pthread_atfork` handlers take every allocator lock before the
-//! fork, in the one order the allocator ever nests them (fallback heap → abandoned lists →
-//! heap registry and exit key → arena), so that nothing is half changed at the instant of the
+//! fork, in the one order the allocator ever nests them (isolated heaps' registry → each
+//! isolated heap → fallback heap → abandoned lists → heap registry and exit key → arena), so
+//! that nothing is half changed at the instant of the
 //! fork. After it, the parent unlocks them; the child *resets* them (waiters that were other
 //! threads, such as a writer queued on the arena lock, left marks nobody would clear),
 //! forgets the other threads' reader references, and rebuilds the registry with its one
@@ -15,7 +16,7 @@
 //! other libraries register later run before ours, while allocating still works.
 
 use crate::arena::ARENA;
-use crate::heap::{abandon, fallback, lifecycle};
+use crate::heap::{abandon, fallback, isolated, lifecycle};
 use crate::sync::atomic::{AtomicBool, Ordering};
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
@@ -67,6 +68,7 @@ fn register(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C"
 }
 
 extern "C" fn prepare() {
+    isolated::lock_for_fork();
     fallback::lock_for_fork();
     abandon::lock_for_fork();
     lifecycle::lock_for_fork();
@@ -80,6 +82,7 @@ extern "C" fn parent() {
         lifecycle::unlock_after_fork_parent();
         abandon::unlock_after_fork_parent();
         fallback::unlock_after_fork_parent();
+        isolated::unlock_after_fork_parent();
     }
 }
 
@@ -90,6 +93,7 @@ extern "C" fn child() {
         lifecycle::reset_after_fork_child();
         abandon::reset_after_fork_child();
         fallback::reset_after_fork_child();
+        isolated::reset_after_fork_child();
     }
     crate::purger::reset_after_fork_child();
 }

@@ -91,7 +91,7 @@ pub(crate) unsafe fn realloc<const USABLE: bool>(
             let usable = class_size(class);
             if new_size <= usable && new_size >= usable / 2 {
                 if !USABLE {
-                    heap::record(new_size as isize - old_size as isize);
+                    heap::record_resize(old_size, new_size);
                 }
                 return ptr;
             }

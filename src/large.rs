@@ -1,5 +1,7 @@
 //! Large blocks (over 512 KiB, or alignments small pages cannot give): each in a region of its
-//! own, created and removed by write sessions on the arena.
+//! own, created and removed by write sessions on the arena. The block operations here count
+//! nothing; the thread-heap entry points (`alloc`, `free`, `realloc`) count in the calling
+//! thread's counters, isolated heaps in their own.
 
 use crate::arena::ARENA;
 use crate::arena::region::Region;
@@ -7,36 +9,47 @@ use crate::config::{MAX_SMALL_SIZE, REMAP_MIN_SIZE};
 use crate::stats::Tally;
 use crate::sync::atomic::Ordering;
 
-/// Allocates a large block of `size` bytes aligned to `align`; null (`ENOMEM`) if impossible.
-pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+/// Allocates a large block of `size` bytes aligned to `align`, uncounted; `None` if impossible.
+pub(crate) fn alloc_block(size: usize, align: usize, zeroed: bool) -> Option<&'static Region> {
     if size > isize::MAX as usize {
-        return crate::os::out_of_memory();
+        return None;
     }
-    let Some((region, fresh)) = ARENA.alloc_large(size, align) else {
-        return crate::os::out_of_memory();
-    };
+    let (region, fresh) = ARENA.alloc_large(size, align)?;
     // Relaxed: statistics.
     region.requested.store(size, Ordering::Relaxed);
-    let ptr = region.start();
     if zeroed && !fresh {
         ARENA.zero_large(region, size);
     }
-    crate::heap::record(size as isize);
-    ptr
+    Some(region)
 }
 
-/// Frees the large block at `ptr`, which lives in `region`.
-pub(crate) fn free(region: &'static Region, ptr: *mut u8) {
+/// Frees the large block at `ptr`, which lives in `region`, uncounted; returns its requested
+/// size.
+pub(crate) fn free_block(region: &'static Region, ptr: *mut u8) -> usize {
     // Relaxed: statistics; the block is live, so the region's fields are stable.
     let requested = region.requested.load(Ordering::Relaxed);
     ARENA.free_large(region, ptr);
-    crate::heap::record(-(requested as isize));
     crate::purger::poke();
+    requested
 }
 
-/// Reallocates a large block without copying if possible: in place when it still fits (or the
-/// arena can grow or shrink it there), else by moving its pages. `None` means the caller must
-/// allocate, copy and free. Counts speculations in `tally` (the calling thread's).
+/// Allocates a large block for the calling thread; null (`ENOMEM`) if impossible.
+pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    match alloc_block(size, align, zeroed) {
+        Some(region) => {
+            crate::heap::record_alloc(size);
+            region.start()
+        }
+        None => crate::os::out_of_memory(),
+    }
+}
+
+/// Frees the large block at `ptr`, which lives in `region`, for the calling thread.
+pub(crate) fn free(region: &'static Region, ptr: *mut u8) {
+    crate::heap::record_free(free_block(region, ptr));
+}
+
+/// Reallocates a large block for the calling thread (see [`resize`]).
 pub(crate) fn realloc(
     region: &'static Region,
     ptr: *mut u8,
@@ -44,6 +57,22 @@ pub(crate) fn realloc(
     align: usize,
     tally: &Tally,
 ) -> Option<*mut u8> {
+    let (moved, old_requested) = resize(region, ptr, new_size, align, tally)?;
+    crate::heap::record_resize(old_requested, new_size);
+    Some(moved)
+}
+
+/// Reallocates a large block without copying if possible, uncounted: in place when it still
+/// fits (or the arena can grow or shrink it there), else by moving its pages. Returns where
+/// the block is now and its old requested size; `None` means the caller must allocate, copy
+/// and free. Counts speculations in `tally` (the calling heap's).
+pub(crate) fn resize(
+    region: &'static Region,
+    ptr: *mut u8,
+    new_size: usize,
+    align: usize,
+    tally: &Tally,
+) -> Option<(*mut u8, usize)> {
     if new_size > isize::MAX as usize {
         return None;
     }
@@ -61,16 +90,14 @@ pub(crate) fn realloc(
             || ARENA.resize_large_in_place(region, ptr, new_size, tally));
     if resized {
         region.requested.store(new_size, Ordering::Relaxed);
-        crate::heap::record(new_size as isize - old_requested as isize);
-        return Some(ptr);
+        return Some((ptr, old_requested));
     }
     if stays_large && new_size > old_len && old_len >= REMAP_MIN_SIZE {
         let moved = ARENA.remap_large(region, ptr, new_size, align)?;
         if let Some(dest) = ARENA.large_region(moved) {
             dest.requested.store(new_size, Ordering::Relaxed);
         }
-        crate::heap::record(new_size as isize - old_requested as isize);
-        return Some(moved);
+        return Some((moved, old_requested));
     }
     None
 }

@@ -23,6 +23,7 @@
 //! See `ARCHITECTURE.md` for how it works and why.
 
 #![cfg_attr(not(test), no_std)]
+#![cfg_attr(feature = "nightly", feature(allocator_api))]
 
 // Everything uses `core` and `libc`. `std` comes in only for tests, for the fuzzing entry
 // points, and where the thread's heap slot is a `thread_local!` (Miri, and targets without the
@@ -48,6 +49,8 @@ pub mod ablation;
 mod ablation;
 #[cfg(not(vmarena_loom))]
 mod abort;
+#[cfg(not(vmarena_loom))]
+mod allocator;
 #[cfg(not(vmarena_loom))]
 pub(crate) mod arena;
 #[cfg(not(vmarena_loom))]
@@ -78,7 +81,9 @@ pub mod fuzzing;
 #[cfg(not(vmarena_loom))]
 pub use global::VmArena;
 #[cfg(not(vmarena_loom))]
-pub use stats::Stats;
+pub use heap::isolated::Heap;
+#[cfg(not(vmarena_loom))]
+pub use stats::{Stats, ThreadStats};
 
 /// A snapshot of the allocator's counters. Cheap (it sums per-thread counters under a short
 /// lock) and allocation-free, so it can be called from anywhere, including while the program
@@ -89,6 +94,26 @@ pub fn stats() -> Stats {
     arena::ARENA.fill_stats(&mut stats);
     heap::fill_stats(&mut stats);
     stats
+}
+
+/// The calling thread's allocated and freed bytes and blocks, read without a lock: cheap
+/// enough to call around a piece of code to see what it allocated. Counted only while
+/// requested bytes are tracked (see [`ThreadStats`]).
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: vmarena::VmArena = vmarena::VmArena;
+///
+/// vmarena::track_requested_bytes(true);
+/// let before = vmarena::thread_stats();
+/// let v = vec![0u8; 1000];
+/// let after = vmarena::thread_stats();
+/// assert!(after.bytes_allocated - before.bytes_allocated >= 1000);
+/// drop(v);
+/// ```
+#[cfg(not(vmarena_loom))]
+pub fn thread_stats() -> ThreadStats {
+    heap::thread_stats()
 }
 
 /// Gives every free page and empty region back to the OS now, like `malloc_trim(0)` or

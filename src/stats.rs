@@ -1,7 +1,7 @@
 //! Counters and the [`Stats`] snapshot returned by [`crate::stats`].
 //!
 //! Counters that change on the malloc and free paths (fast, refill and slow) live in each
-//! thread's heap ([`Tally`], and the requested-bytes count) and are updated with a plain load
+//! thread's heap ([`Tally`], and the bytes and blocks allocated and freed) and are updated with a plain load
 //! and store (no read-modify-write, no cache line another thread writes); a snapshot sums
 //! them. Counters of the remap paths ([`ArenaCounters`]) are written inside write sessions,
 //! by one thread at a time. All are statistics, never used to synchronise anything.
@@ -210,6 +210,30 @@ impl ArenaCounters {
         stats.write_lock_held_ns = read64(&self.write_held_ns);
         stats.write_lock_held_max_ns = read64(&self.write_held_max_ns);
     }
+}
+
+/// The calling thread's own counts, from [`crate::thread_stats`]: what it allocated and freed
+/// through the global allocator (and the C entry points) since its heap came up, read without
+/// a lock (like jemalloc's `thread.allocatedp` and `thread.deallocatedp`).
+///
+/// Counted only while requested bytes are tracked (`VMARENA_STATS=1`, or
+/// [`crate::track_requested_bytes`]); otherwise every figure is zero and `counting` is false.
+/// Bytes are the sizes asked for (for C callers, which free without a size, the usable size of
+/// each block). A block freed by another thread counts as freed there; a block resized in
+/// place adds the difference to bytes allocated or freed, without counting a block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ThreadStats {
+    /// Whether the thread's heap counts (see above).
+    pub counting: bool,
+    /// Bytes allocated by this thread.
+    pub bytes_allocated: u64,
+    /// Bytes freed by this thread (of blocks any thread allocated).
+    pub bytes_freed: u64,
+    /// Blocks allocated by this thread.
+    pub allocations: u64,
+    /// Blocks freed by this thread.
+    pub frees: u64,
 }
 
 /// A snapshot of the allocator's counters, taken by [`crate::stats`] without allocating.

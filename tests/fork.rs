@@ -193,6 +193,60 @@ fn forks_while_threads_remap() {
 }
 
 /// `default` forks, or `VMARENA_FORK_ROUNDS` (for long runs, or short ones while debugging).
+/// Threads hammering a shared isolated heap while the main thread forks: the child must find
+/// the heap's lock free and the heap whole, allocate from it, and drop it.
+fn forks_while_threads_use_a_heap() {
+    let heap = Arc::new(vmarena::Heap::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let layout = std::alloc::Layout::from_size_align(200, 8).unwrap();
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let (heap, stop) = (heap.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let blocks: Vec<_> = (0..100).map(|_| heap.alloc(layout)).collect();
+                    for p in blocks {
+                        // SAFETY: live blocks of the heap.
+                        unsafe { heap.dealloc(p, layout) };
+                    }
+                }
+            })
+        })
+        .collect();
+    let rounds = rounds(100);
+    let mut failures = Vec::new();
+    for round in 0..rounds {
+        let heap = heap.clone();
+        let child = move || {
+            let blocks: Vec<_> = (0..1000).map(|_| heap.alloc(layout)).collect();
+            for &p in &blocks {
+                // SAFETY: fresh blocks of 200 bytes.
+                unsafe { fill(p, 200) };
+            }
+            for &p in &blocks {
+                // SAFETY: live blocks of the heap, filled above.
+                unsafe {
+                    check(p, 200);
+                    heap.dealloc(p, layout);
+                }
+            }
+            child_with_threads_and_stats(round)
+        };
+        if let Err(e) = fork_and_wait(10, child) {
+            failures.push(format!("round {round}: {e}"));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in busy {
+        t.join().unwrap();
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {rounds} children failed: {failures:?}",
+        failures.len()
+    );
+}
+
 fn rounds(default: u64) -> u64 {
     std::env::var("VMARENA_FORK_ROUNDS")
         .ok()
@@ -207,5 +261,9 @@ fn main() {
             forks_while_threads_are_parked,
         ),
         ("forks_while_threads_remap", forks_while_threads_remap),
+        (
+            "forks_while_threads_use_a_heap",
+            forks_while_threads_use_a_heap,
+        ),
     ]);
 }

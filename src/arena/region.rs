@@ -84,6 +84,12 @@ pub(crate) struct Region {
     pub(crate) requested: AtomicUsize,
     /// Large blocks: freed, and queued to be given back (`Arena::free_large`).
     pub(crate) queued_free: AtomicBool,
+    /// Large blocks of an isolated heap (`vmarena::Heap`): the heap's id (0 for blocks of the
+    /// thread heaps) and the links of its list of large blocks. The heap layer's fields, kept
+    /// here because a large block has no other descriptor; written under that heap's lock.
+    pub(crate) heap_id: AtomicUsize,
+    pub(crate) heap_prev: AtomicPtr<Region>,
+    pub(crate) heap_next: AtomicPtr<Region>,
 
     // ---- arena bookkeeping: written only under the arena write lock ----
     /// Neighbours in address order within the reservation.
@@ -111,6 +117,9 @@ impl Region {
             dirty_pages: [const { AtomicU64::new(0) }; BITMAP_WORDS],
             requested: AtomicUsize::new(0),
             queued_free: AtomicBool::new(false),
+            heap_id: AtomicUsize::new(0),
+            heap_prev: AtomicPtr::new(core::ptr::null_mut()),
+            heap_next: AtomicPtr::new(core::ptr::null_mut()),
             addr_prev: AtomicPtr::new(core::ptr::null_mut()),
             addr_next: AtomicPtr::new(core::ptr::null_mut()),
             list_prev: AtomicPtr::new(core::ptr::null_mut()),

@@ -57,6 +57,13 @@ pub(crate) const FALLBACK_TID: usize = 4;
 const TID_STEP: usize = 4;
 static NEXT_TID: AtomicUsize = AtomicUsize::new(2 * TID_STEP);
 
+/// A fresh id for a heap (thread or isolated): ids are never reused, so a page's `owner`
+/// can only ever match the heap that owns it.
+pub(crate) fn new_heap_id() -> usize {
+    // Relaxed: ids only need to be unique.
+    NEXT_TID.fetch_add(TID_STEP, Ordering::Relaxed)
+}
+
 // ------------------------------------------------------------------ the registry
 
 /// The live heaps (for statistics), the pool of unused ones, and the totals of heaps gone.
@@ -173,11 +180,7 @@ pub(crate) fn bring_up(current: &Heap) -> Option<&'static Heap> {
         slot::set(&DESTROYED.0);
         return None;
     }
-    // Relaxed: ids only need to be unique.
-    heap.start(
-        NEXT_TID.fetch_add(TID_STEP, Ordering::Relaxed),
-        os_thread_id(),
-    );
+    heap.start(new_heap_id(), os_thread_id());
     let reap = {
         let mut registry = REGISTRY.lock();
         registry.link(heap);

@@ -4,6 +4,7 @@
 pub(crate) mod abandon;
 pub(crate) mod double_free;
 pub(crate) mod fallback;
+pub(crate) mod isolated;
 pub(crate) mod lifecycle;
 pub(crate) mod pages;
 pub(crate) mod size_class;
@@ -48,6 +49,12 @@ pub(crate) fn tracking_requested() -> bool {
     }
 }
 
+/// Whether heaps coming up now run in checked mode (`VMARENA_CHECKED=1`, or the `checked`
+/// feature): see `Heap::alloc_checked`.
+pub(crate) fn checked_mode() -> bool {
+    cfg!(feature = "checked") || crate::env::flag(c"VMARENA_CHECKED")
+}
+
 pub(crate) fn set_tracking_requested(on: bool) {
     // Relaxed: a configuration flag.
     TRACK_REQUESTED.store(
@@ -58,16 +65,64 @@ pub(crate) fn set_tracking_requested(on: bool) {
     fallback::set_counting(on);
 }
 
-/// Records a change of the requested-bytes statistic made outside the fast paths (large
-/// blocks, remote frees, reallocs in place) in this thread's counter, or the shared one if the
-/// thread has no heap. Never brings a heap up: a free may be the last thing a thread does,
-/// after its exit hook has run.
-pub(crate) fn record(requested: isize) {
-    let heap = slot::heap();
+/// Counts in the calling thread's counters, or the shared ones if it has no heap. While
+/// counting, a thread that has not allocated yet gets its heap now (so a thread that only
+/// frees sees its frees in `thread_stats`); a thread whose heap is gone never gets one back
+/// (a free may be the last thing a thread does, after its exit hook has run).
+fn record_with(
+    own: impl FnOnce(&thread_heap::HeapCounters),
+    shared: (usize, usize, (usize, usize)),
+) {
+    let mut heap = slot::heap();
+    if heap.state() == thread_heap::HeapState::Uninit && tracking_requested() {
+        if let Some(up) = lifecycle::bring_up(heap) {
+            heap = up;
+        }
+    }
     if heap.state() == thread_heap::HeapState::Alive {
-        heap.counters.add(requested);
+        own(&heap.counters);
     } else {
-        lifecycle::ORPHAN_COUNTERS.add_shared(requested);
+        let (allocated, freed, blocks) = shared;
+        lifecycle::ORPHAN_COUNTERS.add_shared(allocated, freed, blocks);
+    }
+}
+
+/// Counts an allocation of `bytes` made outside the fast paths (large blocks).
+pub(crate) fn record_alloc(bytes: usize) {
+    record_with(|c| c.on_alloc(bytes), (bytes, 0, (1, 0)));
+}
+
+/// Counts a free of `bytes` made outside the fast paths (large blocks, remote frees).
+pub(crate) fn record_free(bytes: usize) {
+    record_with(|c| c.on_free(bytes), (0, bytes, (0, 1)));
+}
+
+/// Counts a block resized in place from `old` to `new` bytes.
+pub(crate) fn record_resize(old: usize, new: usize) {
+    let (allocated, freed) = (new.saturating_sub(old), old.saturating_sub(new));
+    record_with(|c| c.on_resize(old, new), (allocated, freed, (0, 0)));
+}
+
+/// The calling thread's counts (see [`crate::ThreadStats`]).
+pub(crate) fn thread_stats() -> crate::stats::ThreadStats {
+    use crate::sync::atomic::Ordering;
+    let heap = slot::heap();
+    if heap.state() != thread_heap::HeapState::Alive {
+        // No heap yet (or any more): nothing counted, but say whether it will count.
+        return crate::stats::ThreadStats {
+            counting: tracking_requested(),
+            ..Default::default()
+        };
+    }
+    let c = &heap.counters;
+    // Relaxed: the calling thread's own counters (and a configuration flag).
+    let read = |v: &crate::sync::atomic::AtomicUsize| v.load(Ordering::Relaxed) as u64;
+    crate::stats::ThreadStats {
+        counting: c.counting.load(Ordering::Relaxed),
+        bytes_allocated: read(&c.allocated),
+        bytes_freed: read(&c.freed),
+        allocations: read(&c.allocations),
+        frees: read(&c.frees),
     }
 }
 
@@ -88,6 +143,7 @@ pub(crate) fn fill_stats(stats: &mut Stats) {
         stats.bytes_requested = Some(0);
     }
     lifecycle::fill_stats(stats);
+    isolated::fill_stats(stats);
     stats.pages_abandoned = abandon::count();
 }
 

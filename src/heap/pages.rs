@@ -191,6 +191,12 @@ fn count_of(word: *mut Block) -> u32 {
     (word.addr() >> COUNT_SHIFT) as u32
 }
 
+/// Blocks other threads freed into the page that its owner has not taken in yet.
+pub(crate) fn remote_frees(page: &Page) -> usize {
+    // Relaxed: a statistic; the owner's `collect` takes them in with Acquire.
+    count_of(page.xthread_free.load(Ordering::Relaxed)) as usize
+}
+
 /// Pushes a block freed by a thread that does not own the page (any thread may call this).
 /// Returns true if the page was abandoned and this free emptied it: the caller then owns the
 /// page (to give it back to its region).

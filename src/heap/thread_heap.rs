@@ -54,18 +54,22 @@ pub(crate) enum HeapState {
     Destroyed,
 }
 
-/// The one statistic a heap can keep on its fast paths: bytes requested and not yet freed. It
-/// costs a load and a store per malloc and per free (about 15% of a small malloc/free pair), so
-/// it is only kept while asked for (`VMARENA_STATS=1`, or `vmarena::track_requested_bytes`).
-/// Only the owner updates it, without read-modify-writes. Frees
-/// from other threads make a heap's count go "negative"; only the sum over all heaps is
-/// meaningful, so it wraps. (Bytes in use are not counted per operation at all: `stats()`
-/// derives them from the pages' `used` counts, which the fast paths maintain anyway.)
+/// What a heap can count on its fast paths: bytes and blocks allocated and freed (the sum over
+/// all heaps of allocated minus freed bytes is `Stats::bytes_requested`; one heap's own figures
+/// are [`crate::thread_stats`]). It costs two loads and stores per malloc and per free (about
+/// 15% of a small malloc/free pair), so it is only kept while asked for (`VMARENA_STATS=1`, or
+/// `vmarena::track_requested_bytes`). Only the owner updates it, without read-modify-writes.
+/// Frees from other threads count on the freeing thread, so one heap's freed bytes may exceed
+/// its allocated bytes. (Bytes in use are not counted per operation at all: `stats()` derives
+/// them from the pages' `used` counts, which the fast paths maintain anyway.)
 ///
 /// Whether to count is a flag of the heap's own (on the cache line the fast paths read anyway,
 /// so the test costs a compare with memory, not a load through the GOT of a shared static).
 pub(crate) struct HeapCounters {
-    pub(crate) requested: AtomicUsize,
+    pub(crate) allocated: AtomicUsize,
+    pub(crate) freed: AtomicUsize,
+    pub(crate) allocations: AtomicUsize,
+    pub(crate) frees: AtomicUsize,
     /// Set from the process's setting when the heap comes up, and by
     /// `vmarena::track_requested_bytes` for live heaps.
     pub(crate) counting: AtomicBool,
@@ -73,58 +77,98 @@ pub(crate) struct HeapCounters {
     pub(crate) tally: Tally,
 }
 
+/// Adds `n` to a counter only its owner writes (Relaxed load + store: statistics).
+#[inline(always)]
+fn bump_owned(counter: &AtomicUsize, n: usize) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
 impl HeapCounters {
     /// A heap's counters, written by its owner only.
     pub(crate) const fn new() -> HeapCounters {
-        HeapCounters {
-            requested: AtomicUsize::new(0),
-            counting: AtomicBool::new(false),
-            tally: Tally::owned(),
-        }
+        HeapCounters::with_tally(Tally::owned())
     }
 
     /// Counters any thread may write (for paths without a heap of their own).
     pub(crate) const fn shared() -> HeapCounters {
+        HeapCounters::with_tally(Tally::shared())
+    }
+
+    const fn with_tally(tally: Tally) -> HeapCounters {
         HeapCounters {
-            requested: AtomicUsize::new(0),
+            allocated: AtomicUsize::new(0),
+            freed: AtomicUsize::new(0),
+            allocations: AtomicUsize::new(0),
+            frees: AtomicUsize::new(0),
             counting: AtomicBool::new(false),
-            tally: Tally::shared(),
+            tally,
         }
     }
 
-    /// [`HeapCounters::add`] of an amount computed only if counting is on.
+    /// Counts an allocation whose size is computed only if counting is on (owner only).
     #[inline(always)]
-    pub(crate) fn add_with(&self, bytes: impl FnOnce() -> usize) {
+    pub(crate) fn on_alloc_with(&self, bytes: impl FnOnce() -> usize) {
         // Relaxed: a configuration flag.
         if self.counting.load(Ordering::Relaxed) {
-            self.add(bytes() as isize);
+            bump_owned(&self.allocated, bytes());
+            bump_owned(&self.allocations, 1);
         }
     }
 
-    /// Owner-only update (Relaxed load + store: statistics read by `stats()`).
+    /// Counts an allocation of `bytes` (owner only).
     #[inline(always)]
-    pub(crate) fn add(&self, delta: isize) {
+    pub(crate) fn on_alloc(&self, bytes: usize) {
+        self.on_alloc_with(|| bytes);
+    }
+
+    /// Counts a free of `bytes` (owner only).
+    #[inline(always)]
+    pub(crate) fn on_free(&self, bytes: usize) {
         // Relaxed: a configuration flag.
         if self.counting.load(Ordering::Relaxed) {
-            let c = &self.requested;
-            c.store(
-                c.load(Ordering::Relaxed).wrapping_add(delta as usize),
-                Ordering::Relaxed,
-            );
+            bump_owned(&self.freed, bytes);
+            bump_owned(&self.frees, 1);
         }
     }
 
-    /// Update of counters several threads write (Relaxed: statistics).
-    pub(crate) fn add_shared(&self, delta: isize) {
+    /// Counts a block resized in place from `old` to `new` bytes (owner only): the difference
+    /// as bytes allocated or freed, no block counted.
+    pub(crate) fn on_resize(&self, old: usize, new: usize) {
+        // Relaxed: a configuration flag.
+        if self.counting.load(Ordering::Relaxed) {
+            if new >= old {
+                bump_owned(&self.allocated, new - old);
+            } else {
+                bump_owned(&self.freed, old - new);
+            }
+        }
+    }
+
+    /// The update of shared counters (Relaxed read-modify-writes: statistics), by `bytes`
+    /// allocated and freed and `blocks` allocated and freed.
+    pub(crate) fn add_shared(&self, allocated: usize, freed: usize, blocks: (usize, usize)) {
         if super::tracking_requested() {
-            self.requested.fetch_add(delta as usize, Ordering::Relaxed);
+            self.allocated.fetch_add(allocated, Ordering::Relaxed);
+            self.freed.fetch_add(freed, Ordering::Relaxed);
+            self.allocations.fetch_add(blocks.0, Ordering::Relaxed);
+            self.frees.fetch_add(blocks.1, Ordering::Relaxed);
         }
+    }
+
+    /// Bytes allocated minus bytes freed (wrapping: see above).
+    pub(crate) fn net_bytes(&self) -> usize {
+        // Relaxed: statistics.
+        let allocated = self.allocated.load(Ordering::Relaxed);
+        allocated.wrapping_sub(self.freed.load(Ordering::Relaxed))
     }
 
     /// Adds these counters into `into` (Relaxed: statistics).
     pub(crate) fn add_to(&self, into: &mut crate::stats::Stats) {
         if let Some(total) = &mut into.bytes_requested {
-            *total = total.wrapping_add(self.requested.load(Ordering::Relaxed));
+            *total = total.wrapping_add(self.net_bytes());
         }
         self.tally.add_to(into);
     }
@@ -133,8 +177,19 @@ impl HeapCounters {
     /// owner is gone.
     pub(crate) fn fold_into(&self, into: &HeapCounters) {
         // Relaxed: statistics.
-        into.add_shared(self.requested.swap(0, Ordering::Relaxed) as isize);
+        let take = |c: &AtomicUsize| c.swap(0, Ordering::Relaxed);
+        let (allocated, freed) = (take(&self.allocated), take(&self.freed));
+        let blocks = (take(&self.allocations), take(&self.frees));
+        into.add_shared(allocated, freed, blocks);
         self.tally.fold_into(&into.tally);
+    }
+
+    /// Zeroes the byte and block counts (for a heap going back to its pool).
+    pub(crate) fn clear(&self) {
+        for c in [&self.allocated, &self.freed, &self.allocations, &self.frees] {
+            // Relaxed: statistics of a heap no one uses.
+            c.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -215,6 +270,12 @@ pub(crate) struct Heap {
     /// Cached `double_free::free_key()`.
     free_key: Cell<usize>,
     state: Cell<HeapState>,
+    /// An isolated heap (`vmarena::Heap`): it never takes over pages of exited threads, whose
+    /// blocks would die with it.
+    isolated: Cell<bool>,
+    /// Checked mode (`VMARENA_CHECKED`): every allocation takes the generic path, which
+    /// validates the link of each block it pops (see `alloc_checked`).
+    checked: Cell<bool>,
     /// Per class, pages with free blocks or room to carve; `current` is the first.
     queues: [PageList; NUM_CLASSES],
     /// Per class, pages with nothing left to hand out.
@@ -245,6 +306,8 @@ impl Heap {
             tid: Cell::new(NO_THREAD),
             free_key: Cell::new(0),
             state: Cell::new(state),
+            isolated: Cell::new(false),
+            checked: Cell::new(false),
             queues: [const { PageList::new() }; NUM_CLASSES],
             full: [const { PageList::new() }; NUM_CLASSES],
             counters: HeapCounters::new(),
@@ -263,11 +326,18 @@ impl Heap {
         self.tid.set(tid);
         self.set_os_tid(os_tid);
         self.free_key.set(double_free::free_key());
+        self.checked.set(super::checked_mode());
         // Relaxed: a configuration flag (see `HeapCounters`).
         self.counters
             .counting
             .store(super::tracking_requested(), Ordering::Relaxed);
         self.state.set(HeapState::Alive);
+    }
+
+    /// Makes the heap an isolated heap (`vmarena::Heap`) with id `tid`.
+    pub(crate) fn start_isolated(&self, tid: usize) {
+        self.start(tid, 0);
+        self.isolated.set(true);
     }
 
     /// Where this heap's refill and free paths count: its own tally, or for a sentinel (which
@@ -303,8 +373,10 @@ impl Heap {
         self.tid.set(NO_THREAD);
         self.free_key.set(0);
         self.state.set(HeapState::Uninit);
+        self.isolated.set(false);
+        self.checked.set(false);
         // Relaxed: statistics; the heap is not registered (its counts were folded).
-        self.counters.requested.store(0, Ordering::Relaxed);
+        self.counters.clear();
         self.counters.counting.store(false, Ordering::Relaxed);
         debug_assert!({
             let mut leftover = crate::stats::Stats::default();
@@ -338,7 +410,7 @@ impl Heap {
                     pages::zero(page, block, size);
                 }
                 self.counters
-                    .add_with(|| if USABLE { class_size(class) } else { size });
+                    .on_alloc_with(|| if USABLE { class_size(class) } else { size });
                 return block.cast();
             }
         }
@@ -358,11 +430,46 @@ impl Heap {
                 None => super::fallback::alloc::<ZERO, USABLE>(class, size),
             };
         }
-        if self.find_page(class).is_none() {
+        let Some(page) = self.find_page(class) else {
             return crate::os::out_of_memory();
+        };
+        if self.checked.get() {
+            // SAFETY: `find_page` gave us one of our pages, with a free block.
+            return unsafe { self.alloc_checked::<ZERO, USABLE>(page, class, size) };
         }
         // `find_page` made a page with a free block current: the fast path succeeds now.
         self.alloc::<ZERO, USABLE>(class, size)
+    }
+
+    /// The pop of checked mode: the block's link must be null or another block the page
+    /// carved, else a write past some block's end (or after its free) corrupted the free list,
+    /// and the program stops here with the address instead of crashing later on a wild pointer.
+    ///
+    /// # Safety
+    /// We own `page`, whose free list is not empty.
+    #[cold]
+    unsafe fn alloc_checked<const ZERO: bool, const USABLE: bool>(
+        &self,
+        page: &'static Page,
+        class: usize,
+        size: usize,
+    ) -> *mut u8 {
+        // SAFETY: owner (caller); the free list's head is a block of the page (checked when it
+        // was freed, carved, or popped as the previous block's link).
+        unsafe {
+            let block = page.free.get();
+            let link = (*block).next;
+            if !link.is_null() && !pages::is_carved_block(page, link as usize) {
+                crate::abort::corrupted_free_list(block.cast(), link.cast());
+            }
+            pages::pop(page, block, class);
+            if ZERO {
+                pages::zero(page, block, size);
+            }
+            self.counters
+                .on_alloc_with(|| if USABLE { class_size(class) } else { size });
+            block.cast()
+        }
     }
 
     /// Makes a page with a free block the current page of `class`.
@@ -389,8 +496,13 @@ impl Heap {
             if let Some(page) = self.rescue_full_page(class) {
                 return Some(page);
             }
-            // 3. Pages abandoned by exited threads.
-            for _ in 0..RECLAIM_BUDGET {
+            // 3. Pages abandoned by exited threads (not for isolated heaps: see `isolated`).
+            let budget = if self.isolated.get() {
+                0
+            } else {
+                RECLAIM_BUDGET
+            };
+            for _ in 0..budget {
                 let Some(page) = super::abandon::take(class) else {
                     break;
                 };
@@ -445,10 +557,11 @@ impl Heap {
         None
     }
 
-    /// Points the fast path at the first queued page of `class`.
+    /// Points the fast path at the first queued page of `class` (never, in checked mode: its
+    /// allocations all take the generic path).
     fn sync_current(&self, class: usize) {
         let first = self.queues[class].first.get();
-        self.current[class].set(if first.is_null() {
+        self.current[class].set(if first.is_null() || self.checked.get() {
             &raw const EMPTY_PAGE
         } else {
             first
@@ -474,7 +587,7 @@ impl Heap {
         let requested = if USABLE { size } else { requested };
         if page.owner.load(Ordering::Relaxed) == self.tid.get() {
             // Counted first, so `requested` is dead before the checks below need registers.
-            self.counters.add(-(requested as isize));
+            self.counters.on_free(requested);
             // A pointer into a block, or past what the page carved, would be linked into the
             // free list and handed out again over live data.
             if !pages::is_carved_block(page, block as usize) {
@@ -552,7 +665,7 @@ impl Heap {
                     self.page_emptied(page);
                 }
             }
-            self.counters.add(-(requested as isize));
+            self.counters.on_free(requested);
             return;
         }
         // Another thread's page, an abandoned one, or the fallback heap's.
@@ -567,7 +680,7 @@ impl Heap {
             }
             pages::push_remote(page, block)
         };
-        super::record(-(requested as isize));
+        super::record_free(requested);
         if adopted {
             self.adopt(page);
         }
@@ -626,6 +739,10 @@ impl Heap {
     /// As for `page_emptied`.
     #[inline(never)]
     unsafe fn release_emptied(&self, page: &'static Page, class: usize) {
+        // Checked mode has no current page; it keeps the first queued one instead.
+        if self.checked.get() && core::ptr::eq(self.queues[class].first.get(), page) {
+            return;
+        }
         // SAFETY: owner; the page is on exactly one of our lists (by its full flag).
         unsafe {
             // Relaxed: our own field.
@@ -665,6 +782,49 @@ impl Heap {
             }
             self.sync_current(class);
         }
+    }
+
+    /// Gives every page back to its region, live blocks and all: for an isolated heap being
+    /// destroyed, whose blocks die with it. Leaves the heap empty.
+    pub(crate) fn discard_all(&self) {
+        for class in 0..NUM_CLASSES {
+            for list in [&self.queues[class], &self.full[class]] {
+                while let Some(page) = list.first() {
+                    // SAFETY: our page; its blocks are dead (the caller's contract), so no
+                    // other thread frees into it any more, and the remote frees it had are
+                    // dropped with the rest.
+                    unsafe {
+                        list.remove(page);
+                        // Acquire: the remote frees' pushes happen before the page is reused.
+                        page.xthread_free
+                            .swap(core::ptr::null_mut(), Ordering::Acquire);
+                        ARENA.release_page(page, self.tally());
+                    }
+                }
+            }
+            self.sync_current(class);
+        }
+    }
+
+    /// Bytes of this heap's live blocks (by their pages' counts, less the blocks other threads
+    /// freed and the heap has not taken in yet), and its pages per kind.
+    pub(crate) fn usage(&self) -> (usize, [usize; PageKind::COUNT]) {
+        let (mut bytes, mut pages) = (0, [0; PageKind::COUNT]);
+        for class in 0..NUM_CLASSES {
+            for list in [&self.queues[class], &self.full[class]] {
+                let mut cursor = list.first();
+                while let Some(page) = cursor {
+                    // SAFETY: our page (the caller holds the heap).
+                    unsafe {
+                        cursor = page.next.get().as_ref();
+                        let live = page.used.get() as usize - pages::remote_frees(page);
+                        bytes += live * class_size(class);
+                    }
+                    pages[page_kind(class).index()] += 1;
+                }
+            }
+        }
+        (bytes, pages)
     }
 
     /// Hands every page over: empty ones go back to their regions, the rest to the

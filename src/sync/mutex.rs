@@ -129,6 +129,11 @@ impl<T> Mutex<T> {
         unsafe { &mut *self.value.get() }
     }
 
+    /// The value, without the lock: for reading its atomics while another thread may hold it.
+    pub(crate) fn data_ptr(&self) -> *mut T {
+        self.value.get()
+    }
+
     /// In a forked child: releases the lock whoever held it (see [`RawMutex::reset_after_fork`]).
     ///
     /// # Safety

@@ -1,0 +1,509 @@
+//! Isolated heaps ([`Heap`], `vmarena::Heap`): a heap of its own that any thread may use, whose
+//! memory all goes back at once when it is dropped (mimalloc's `mi_heap_new` and
+//! `mi_heap_destroy`).
+//!
+//! An isolated heap is a thread heap (`thread_heap::Heap`, the same pages, free lists and
+//! refill paths) with an id of its own, behind a mutex: its pages are owned by that id, so its
+//! blocks never share a page with another heap's, and a free through the global allocator of
+//! one of its blocks is a remote free into its pages like any other. It never takes over pages
+//! abandoned by exited threads (their blocks belong to others, and would die with it). Large
+//! blocks are linked into a list of the heap's through their regions.
+//!
+//! Descriptors live in a type-stable pool, like the thread heaps, and the live ones are in a
+//! registry (for `stats()` and `fork`). Lock order: registry, then a heap's mutex; a heap's
+//! holder may go on to take the fallback heap's (a thread it starts allocates) and the arena's
+//! locks, never the reverse (see `crate::fork`).
+
+use core::alloc::Layout;
+use core::cell::Cell;
+use core::ptr::null_mut;
+
+use super::thread_heap;
+use crate::arena::ARENA;
+use crate::arena::meta::{MetaChunks, Pool, Pooled};
+use crate::arena::page::OWNER_FULL_FLAG;
+use crate::arena::pagemap::Entry;
+use crate::arena::region::Region;
+use crate::heap::size_class::{class_for_layout, class_size};
+use crate::large;
+use crate::stats::Stats;
+use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::mutex::Mutex;
+
+/// What the heap's mutex guards.
+pub(crate) struct Guarded {
+    heap: thread_heap::Heap,
+    /// The heap's large blocks, linked through `Region::heap_next`/`heap_prev`.
+    large: Cell<*const Region>,
+}
+
+// SAFETY: used only under the mutex (or by the one thread that owns the descriptor while it
+// is out of the registry); the regions it points to are descriptors, never freed.
+unsafe impl Send for Guarded {}
+
+/// An isolated heap's descriptor.
+pub(crate) struct Isolated {
+    guarded: Mutex<Guarded>,
+    /// The heap's id (`thread_heap::Heap::tid`), readable without the mutex to route frees.
+    id: AtomicUsize,
+    /// Links in the registry of live heaps, or (`next`) in the pool; under the registry lock.
+    next: AtomicPtr<Isolated>,
+    prev: AtomicPtr<Isolated>,
+}
+
+impl Pooled for Isolated {
+    unsafe fn init(slot: *mut Self) {
+        // SAFETY: the pool hands us uninitialised memory for one descriptor.
+        unsafe {
+            slot.write(Isolated {
+                guarded: Mutex::new(Guarded {
+                    heap: thread_heap::Heap::new(),
+                    large: Cell::new(core::ptr::null()),
+                }),
+                id: AtomicUsize::new(0),
+                next: AtomicPtr::new(null_mut()),
+                prev: AtomicPtr::new(null_mut()),
+            })
+        }
+    }
+
+    fn pool_link(&self) -> &AtomicPtr<Self> {
+        &self.next
+    }
+}
+
+struct Registry {
+    live: *mut Isolated,
+    pool: Pool<Isolated>,
+    chunks: MetaChunks,
+}
+
+// SAFETY: pointers to pool descriptors (never freed), used under the registry's mutex.
+unsafe impl Send for Registry {}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    live: null_mut(),
+    pool: Pool::new(),
+    chunks: MetaChunks::new(),
+});
+
+impl Registry {
+    fn live(&self) -> impl Iterator<Item = &'static Isolated> {
+        let mut cursor = self.live;
+        core::iter::from_fn(move || {
+            // SAFETY: pool descriptors are never freed; links change under the mutex, which
+            // the caller holds while it borrows the registry.
+            let heap = unsafe { cursor.as_ref()? };
+            // Relaxed: under the registry lock.
+            cursor = heap.next.load(Ordering::Relaxed);
+            Some(heap)
+        })
+    }
+}
+
+/// An isolated heap: blocks from it never share a page with blocks of any other heap, and
+/// dropping it gives all of its memory back at once.
+///
+/// Any thread may use a `Heap` (it is `Send` and `Sync`; its operations take a mutex of its
+/// own, so threads sharing one heap serialise on it). `&Heap` implements the `Allocator`
+/// trait of the [`allocator-api2`](https://docs.rs/allocator-api2) crate (feature
+/// `allocator-api2`, on by default) and, with the `nightly` feature, `core::alloc::Allocator`,
+/// so collections can live in it:
+///
+/// ```
+/// use allocator_api2::vec::Vec;
+///
+/// let heap = vmarena::Heap::new();
+/// let mut v = Vec::new_in(&heap);
+/// v.extend(0..1000u32);
+/// assert_eq!(v.iter().sum::<u32>(), 499_500);
+/// drop(v);
+/// drop(heap); // every page of the heap goes back to the arena
+/// ```
+///
+/// **Dropping a heap frees every block still allocated from it**, as `mi_heap_destroy` does:
+/// using such a block afterwards is a use after free. The borrow checker prevents it for
+/// collections that hold `&Heap`; raw pointers from [`Heap::alloc`] are the caller's to watch.
+/// An arena per request is one `Heap::new()` and one `drop`.
+///
+/// Blocks of a heap may also be freed through the global allocator (or C's `free`), from any
+/// thread: such frees are remote frees into the heap's pages, taken in at its next refill.
+#[derive(Debug)]
+pub struct Heap {
+    inner: &'static Isolated,
+}
+
+impl core::fmt::Debug for Isolated {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Relaxed: an id, fixed while the heap is live.
+        write!(f, "Heap#{}", self.id.load(Ordering::Relaxed))
+    }
+}
+
+impl Heap {
+    /// A new, empty heap. Costs a mutex round trip on a shared registry (and, rarely, mapping
+    /// a metadata chunk); no memory is taken from the arena until the first allocation.
+    ///
+    /// # Panics
+    /// If the few kilobytes of metadata for the heap cannot be mapped ([`Heap::try_new`]
+    /// returns `None` instead).
+    pub fn new() -> Heap {
+        Heap::try_new().expect("vmarena: out of memory for a new heap")
+    }
+
+    /// A new, empty heap; `None` if the metadata for it cannot be mapped.
+    pub fn try_new() -> Option<Heap> {
+        let inner = {
+            let mut registry = REGISTRY.lock();
+            let Registry { pool, chunks, .. } = &mut *registry;
+            let inner = pool.take(chunks, &ARENA.os)?;
+            let this = (inner as *const Isolated).cast_mut();
+            // Relaxed: under the registry lock.
+            inner.prev.store(null_mut(), Ordering::Relaxed);
+            inner.next.store(registry.live, Ordering::Relaxed);
+            // SAFETY: live descriptors are pool descriptors, never freed.
+            if let Some(head) = unsafe { registry.live.as_ref() } {
+                head.prev.store(this, Ordering::Relaxed);
+            }
+            registry.live = this;
+            inner
+        };
+        let id = super::lifecycle::new_heap_id();
+        inner.guarded.lock().heap.start_isolated(id);
+        // Relaxed: the id reaches other threads with the `Heap` itself (their own sync).
+        inner.id.store(id, Ordering::Relaxed);
+        Some(Heap { inner })
+    }
+
+    fn id(&self) -> usize {
+        // Relaxed: fixed while the heap is live (see `new`).
+        self.inner.id.load(Ordering::Relaxed)
+    }
+
+    /// Allocates a block for `layout` (zero-sized layouts get a dangling, aligned pointer and
+    /// take no memory); null if memory ran out or the layout is impossible.
+    pub fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.alloc_impl::<false>(layout)
+    }
+
+    /// As [`Heap::alloc`], with the block's bytes zero.
+    pub fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        self.alloc_impl::<true>(layout)
+    }
+
+    fn alloc_impl<const ZERO: bool>(&self, layout: Layout) -> *mut u8 {
+        let (size, align) = (layout.size(), layout.align());
+        if size == 0 {
+            return dangling(layout);
+        }
+        let guarded = self.inner.guarded.lock();
+        match class_for_layout(size, align) {
+            Some(class) => guarded.heap.alloc::<ZERO, false>(class, size),
+            None => match large::alloc_block(size, align, ZERO) {
+                Some(region) => {
+                    guarded.link_large(region, self.id());
+                    guarded.heap.counters.on_alloc(size);
+                    region.start()
+                }
+                None => crate::os::out_of_memory(),
+            },
+        }
+    }
+
+    /// Frees a block of this heap.
+    ///
+    /// # Safety
+    /// `ptr` was returned by this heap's `alloc`, `alloc_zeroed` or `realloc` for `layout`
+    /// (or, for `realloc`, the new size), and is not used afterwards. A block of another heap,
+    /// or of the global allocator, is freed where it belongs; a pointer vmarena never handed
+    /// out aborts with its address.
+    pub unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if layout.size() == 0 {
+            return;
+        }
+        let id = self.id();
+        match ARENA.lookup(ptr as usize) {
+            Entry::Page(page) => {
+                // Relaxed: a page holding a live block of ours stays ours (see `Page`).
+                if page.owner.load(Ordering::Relaxed) & !OWNER_FULL_FLAG == id {
+                    let guarded = self.inner.guarded.lock();
+                    // SAFETY: a live block of one of our pages, given up by the caller.
+                    unsafe { guarded.heap.free::<false>(page, ptr.cast(), layout.size()) };
+                    return;
+                }
+            }
+            Entry::Large(region) => {
+                // Relaxed: written under our mutex when the block was allocated; the caller's
+                // own synchronisation brought the block (and so this) here.
+                if region.heap_id.load(Ordering::Relaxed) == id {
+                    let guarded = self.inner.guarded.lock();
+                    guarded.unlink_large(region);
+                    let requested = large::free_block(region, ptr);
+                    guarded.heap.counters.on_free(requested);
+                    return;
+                }
+            }
+            Entry::None => {}
+        }
+        // Not ours: another heap's, the global allocator's, or nobody's (which aborts).
+        // SAFETY: forwarded from the caller.
+        unsafe { crate::global::free(ptr, layout.size()) }
+    }
+
+    /// Resizes a block of this heap to `new_size` bytes, in place where it fits, else by
+    /// moving it (within this heap); null if memory ran out (the old block is then untouched).
+    ///
+    /// # Safety
+    /// As for [`Heap::dealloc`]; `new_size`, rounded up to `layout.align()`, does not overflow
+    /// `isize`.
+    pub unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let (old_size, align) = (layout.size(), layout.align());
+        if old_size == 0 {
+            // SAFETY: the caller promises a valid size for this alignment.
+            return self.alloc(unsafe { Layout::from_size_align_unchecked(new_size, align) });
+        }
+        match class_for_layout(old_size, align) {
+            Some(class) => {
+                let usable = class_size(class);
+                if new_size <= usable && new_size >= usable / 2 && new_size > 0 {
+                    self.inner
+                        .guarded
+                        .lock()
+                        .heap
+                        .counters
+                        .on_resize(old_size, new_size);
+                    return ptr;
+                }
+            }
+            None => {
+                if let Some(moved) = self.resize_large(ptr, new_size, align) {
+                    return moved;
+                }
+            }
+        }
+        // SAFETY: the caller promises a valid size for this alignment.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
+        let new = self.alloc(new_layout);
+        if !new.is_null() {
+            // SAFETY: both blocks are live and distinct (a zero-sized new block is dangling
+            // and receives nothing); we copy what both can hold.
+            unsafe {
+                core::ptr::copy_nonoverlapping(ptr, new, old_size.min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        new
+    }
+
+    /// Resizes or moves a large block of ours without copying, if the arena can.
+    fn resize_large(&self, ptr: *mut u8, new_size: usize, align: usize) -> Option<*mut u8> {
+        let region = ARENA.large_region(ptr)?;
+        // Relaxed: as in `dealloc`.
+        if region.heap_id.load(Ordering::Relaxed) != self.id() {
+            return None;
+        }
+        let guarded = self.inner.guarded.lock();
+        // Off the list while the arena may move the block to another region.
+        guarded.unlink_large(region);
+        match large::resize(region, ptr, new_size, align, guarded.heap.tally()) {
+            Some((moved, old_requested)) => {
+                let now = ARENA.large_region(moved).unwrap_or(region);
+                guarded.link_large(now, self.id());
+                guarded.heap.counters.on_resize(old_requested, new_size);
+                Some(moved)
+            }
+            None => {
+                guarded.link_large(region, self.id());
+                None
+            }
+        }
+    }
+
+    /// The bytes usable in the block at `ptr` (see [`crate::usable_size`]).
+    pub fn usable_size(&self, ptr: *const u8) -> Option<usize> {
+        crate::usable_size(ptr)
+    }
+
+    /// This heap's figures: bytes in live blocks (`bytes_in_use`, by block size), pages per
+    /// kind, large blocks and their bytes, and (while requested bytes are tracked) the bytes
+    /// asked for and not freed through it. Other fields are zero.
+    pub fn stats(&self) -> Stats {
+        let guarded = self.inner.guarded.lock();
+        let mut stats = Stats::default();
+        let (bytes, pages) = guarded.heap.usage();
+        stats.bytes_in_use = bytes;
+        stats.pages_in_use = pages;
+        let mut cursor = guarded.large.get();
+        // SAFETY: our list of live large regions (descriptors are never freed).
+        while let Some(region) = unsafe { cursor.as_ref() } {
+            stats.large_regions += 1;
+            stats.large_bytes += region.len();
+            // Relaxed: statistics of a live block of ours.
+            stats.bytes_in_use += region.requested.load(Ordering::Relaxed);
+            cursor = region.heap_next.load(Ordering::Relaxed);
+        }
+        if super::tracking_requested() {
+            stats.bytes_requested = Some(guarded.heap.counters.net_bytes());
+        }
+        stats
+    }
+}
+
+impl Default for Heap {
+    /// [`Heap::new`].
+    fn default() -> Heap {
+        Heap::new()
+    }
+}
+
+impl Drop for Heap {
+    /// Gives every page and large block of the heap back to the arena, with whatever blocks
+    /// are still allocated in them (see the type's docs).
+    fn drop(&mut self) {
+        let inner = self.inner;
+        {
+            let guarded = inner.guarded.lock();
+            guarded.heap.discard_all();
+            while let Some(region) = {
+                // SAFETY: our list of live large regions.
+                unsafe { guarded.large.get().as_ref() }
+            } {
+                guarded.unlink_large(region);
+                large::free_block(region, region.start());
+            }
+            // Every block died: count them freed, so the process's figures balance.
+            let counters = &guarded.heap.counters;
+            let (allocated, allocations) = (
+                counters.allocated.load(Ordering::Relaxed),
+                counters.allocations.load(Ordering::Relaxed),
+            );
+            counters.freed.store(allocated, Ordering::Relaxed);
+            counters.frees.store(allocations, Ordering::Relaxed);
+            counters.fold_into(&super::lifecycle::ORPHAN_COUNTERS);
+            guarded.heap.reset();
+        }
+        let mut registry = REGISTRY.lock();
+        // Relaxed: under the registry lock.
+        let (prev, next) = (
+            inner.prev.load(Ordering::Relaxed),
+            inner.next.load(Ordering::Relaxed),
+        );
+        // SAFETY: neighbours are live pool descriptors, never freed.
+        unsafe {
+            match prev.as_ref() {
+                Some(p) => p.next.store(next, Ordering::Relaxed),
+                None => registry.live = next,
+            }
+            if let Some(n) = next.as_ref() {
+                n.prev.store(prev, Ordering::Relaxed);
+            }
+        }
+        inner.id.store(0, Ordering::Relaxed);
+        registry.pool.give(inner);
+    }
+}
+
+impl Guarded {
+    /// Puts a large block of ours at the head of the heap's list.
+    fn link_large(&self, region: &'static Region, id: usize) {
+        let head = self.large.get();
+        // Relaxed: (these links) used under our mutex only.
+        region.heap_id.store(id, Ordering::Relaxed);
+        region.heap_prev.store(null_mut(), Ordering::Relaxed);
+        region.heap_next.store(head.cast_mut(), Ordering::Relaxed);
+        // SAFETY: a region on our list, never freed.
+        if let Some(head) = unsafe { head.as_ref() } {
+            head.heap_prev
+                .store((region as *const Region).cast_mut(), Ordering::Relaxed);
+        }
+        self.large.set(region);
+    }
+
+    /// Takes a large block off the heap's list, leaving its region as a thread heap's.
+    fn unlink_large(&self, region: &Region) {
+        // Relaxed: as in `link_large`.
+        let (prev, next) = (
+            region.heap_prev.load(Ordering::Relaxed),
+            region.heap_next.load(Ordering::Relaxed),
+        );
+        // SAFETY: regions on our list, never freed.
+        unsafe {
+            match prev.as_ref() {
+                Some(p) => p.heap_next.store(next, Ordering::Relaxed),
+                None => self.large.set(next),
+            }
+            if let Some(n) = next.as_ref() {
+                n.heap_prev.store(prev, Ordering::Relaxed);
+            }
+        }
+        region.heap_id.store(0, Ordering::Relaxed);
+        region.heap_prev.store(null_mut(), Ordering::Relaxed);
+        region.heap_next.store(null_mut(), Ordering::Relaxed);
+    }
+}
+
+/// A non-null, aligned pointer that is no block (for zero-sized layouts).
+fn dangling(layout: Layout) -> *mut u8 {
+    core::ptr::without_provenance_mut(layout.align())
+}
+
+/// Adds every live isolated heap's counters into `stats`.
+pub(crate) fn fill_stats(stats: &mut Stats) {
+    let registry = REGISTRY.lock();
+    for heap in registry.live() {
+        // SAFETY: counters are atomics, read by any thread (statistics); the heap itself is
+        // not touched.
+        let counters = unsafe { &registry_heap(heap).counters };
+        counters.add_to(stats);
+    }
+}
+
+/// The thread heap inside a registered descriptor, for reading its atomics without the lock.
+///
+/// # Safety
+/// Only atomics of the result are used.
+unsafe fn registry_heap(heap: &'static Isolated) -> &'static thread_heap::Heap {
+    // SAFETY: the descriptor is never freed; the caller only reads atomics.
+    unsafe { &(*heap.guarded.data_ptr()).heap }
+}
+
+/// Locks the registry and every live heap before `fork` (see `crate::fork`).
+pub(crate) fn lock_for_fork() {
+    REGISTRY.lock_raw();
+    // SAFETY: we hold the registry lock, taken just above.
+    let registry = unsafe { REGISTRY.get_locked() };
+    for heap in registry.live() {
+        heap.guarded.lock_raw();
+    }
+}
+
+/// Unlocks what [`lock_for_fork`] locked, in the parent.
+///
+/// # Safety
+/// The calling thread called [`lock_for_fork`] and has not unlocked since.
+pub(crate) unsafe fn unlock_after_fork_parent() {
+    // SAFETY: guaranteed by the caller: we hold the registry and every live heap.
+    unsafe {
+        let registry = REGISTRY.get_locked();
+        for heap in registry.live() {
+            heap.guarded.unlock_raw();
+        }
+        REGISTRY.unlock_raw();
+    }
+}
+
+/// Releases the locks in a forked child. The heaps stay usable there: no operation was half
+/// done when the fork happened (the parent held every heap's lock).
+///
+/// # Safety
+/// The calling thread called [`lock_for_fork`] and is the only one in the process.
+pub(crate) unsafe fn reset_after_fork_child() {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        let registry = REGISTRY.get_locked();
+        for heap in registry.live() {
+            heap.guarded.reset_after_fork();
+        }
+        REGISTRY.reset_after_fork();
+    }
+}

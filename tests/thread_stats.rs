@@ -1,0 +1,73 @@
+//! `vmarena::thread_stats()`: the calling thread's own allocated and freed bytes and blocks,
+//! counted only while requested bytes are tracked. One test: tracking is process-wide.
+
+use std::alloc::{GlobalAlloc, Layout};
+
+use vmarena::VmArena;
+
+#[global_allocator]
+static GLOBAL: VmArena = VmArena;
+
+#[test]
+fn a_thread_sees_what_it_allocated_and_freed() {
+    // Off by default: nothing counted, and the stats say so.
+    std::thread::spawn(|| {
+        let v = vec![1u8; 100];
+        let stats = vmarena::thread_stats();
+        assert!(!stats.counting);
+        assert_eq!(stats.bytes_allocated, 0);
+        drop(v);
+    })
+    .join()
+    .unwrap();
+
+    vmarena::track_requested_bytes(true);
+    let small = Layout::from_size_align(40, 8).unwrap();
+    let large = Layout::from_size_align(3 << 20, 8).unwrap();
+    let handed = std::thread::spawn(move || {
+        let before = vmarena::thread_stats();
+        assert!(before.counting);
+        // SAFETY: non-zero sizes; every block freed below is live.
+        let handed = unsafe {
+            let blocks: Vec<_> = (0..100).map(|_| GLOBAL.alloc(small)).collect();
+            for &p in &blocks[..50] {
+                GLOBAL.dealloc(p, small);
+            }
+            let big = GLOBAL.alloc(large);
+            let big = GLOBAL.realloc(big, large, 5 << 20);
+            GLOBAL.dealloc(big, Layout::from_size_align(5 << 20, 8).unwrap());
+            blocks[50..].iter().map(|&p| p as usize).collect::<Vec<_>>()
+        };
+        let after = vmarena::thread_stats();
+        // The Vec of handed blocks was allocated here too (and not freed yet).
+        let vec_bytes = 50 * std::mem::size_of::<usize>() as u64;
+        assert_eq!(after.allocations - before.allocations, 100 + 1 + 2);
+        assert_eq!(after.frees - before.frees, 50 + 1 + 1);
+        assert_eq!(
+            after.bytes_allocated - before.bytes_allocated,
+            100 * 40 + (5 << 20) + vec_bytes + 100 * 8
+        );
+        assert_eq!(
+            after.bytes_freed - before.bytes_freed,
+            50 * 40 + (5 << 20) + 100 * 8
+        );
+        handed
+    })
+    .join()
+    .unwrap();
+
+    // Blocks freed by another thread count where they are freed.
+    std::thread::spawn(move || {
+        let before = vmarena::thread_stats();
+        for &p in &handed {
+            // SAFETY: live blocks of the other (now exited) thread, given up here.
+            unsafe { GLOBAL.dealloc(p as *mut u8, small) };
+        }
+        let after = vmarena::thread_stats();
+        assert_eq!(after.frees - before.frees, 50);
+        assert_eq!(after.bytes_freed - before.bytes_freed, 50 * 40);
+        drop(handed);
+    })
+    .join()
+    .unwrap();
+}
