@@ -21,6 +21,18 @@
 //! ```
 //!
 //! See `ARCHITECTURE.md` for how it works and why.
+//!
+//! # Features
+//!
+//! * `override`: the program exports vmarena's C allocation functions (`malloc`, `free`,
+//!   `calloc`, `realloc`, `posix_memalign`, ...: [`raw::exports`]), so C code linked into it and
+//!   libc itself allocate from vmarena too:
+//!
+//!   ```toml
+//!   [dependencies]
+//!   vmarena = { version = "0.1", features = ["override"] }
+//!   ```
+//! * `baselines`, `ablation`, `fuzzing`: for the benchmarks and fuzz targets only.
 
 #![cfg_attr(not(test), no_std)]
 

@@ -8,6 +8,7 @@
 //! cannot change under it.
 
 pub mod c;
+pub mod exports;
 
 use crate::arena::ARENA;
 use crate::arena::pagemap::Entry;
