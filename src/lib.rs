@@ -22,6 +22,14 @@
 //!
 //! See `ARCHITECTURE.md` for how it works and why.
 //!
+//! # Platforms
+//!
+//! Linux on x86_64 and aarch64 (glibc), where it is built and tested. Linux on other
+//! architectures compiles, untested, with the thread's heap reached through a `std`
+//! `thread_local!` instead of the assembly slot (so no `no_std` C library there). Other
+//! operating systems are refused at compile time: the arena is built on Linux system calls
+//! (`mremap`, `MADV_DONTNEED`, `MAP_FIXED_NOREPLACE`, futexes).
+//!
 //! # Features
 //!
 //! * `override`: the program exports vmarena's C allocation functions (`malloc`, `free`,
@@ -35,6 +43,13 @@
 //! * `baselines`, `ablation`, `fuzzing`: for the benchmarks and fuzz targets only.
 
 #![cfg_attr(not(test), no_std)]
+#![warn(missing_docs)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "vmarena supports Linux only (x86_64 and aarch64): it is built on Linux system calls \
+     (mremap, MADV_DONTNEED, MAP_FIXED_NOREPLACE, futexes). Use std::alloc::System elsewhere."
+);
 
 // Everything uses `core` and `libc`. `std` comes in only for tests, for the fuzzing entry
 // points, and where the thread's heap slot is a `thread_local!` (Miri, and targets without the
@@ -95,6 +110,17 @@ pub use stats::Stats;
 /// A snapshot of the allocator's counters. Cheap (it sums per-thread counters under a short
 /// lock) and allocation-free, so it can be called from anywhere, including while the program
 /// is low on memory.
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: vmarena::VmArena = vmarena::VmArena;
+///
+/// let big = vec![0u8; 1 << 20];
+/// let stats = vmarena::stats();
+/// assert!(stats.bytes_in_use >= big.len());
+/// assert!(stats.bytes_reserved >= stats.bytes_in_use);
+/// println!("{stats}"); // a report, one counter a line
+/// ```
 #[cfg(not(vmarena_loom))]
 pub fn stats() -> Stats {
     let mut stats = Stats::default();
@@ -106,6 +132,17 @@ pub fn stats() -> Stats {
 /// Gives every free page and empty region back to the OS now, like `malloc_trim(0)` or
 /// `mi_collect(true)`: the calling thread's empty pages, empty pages of exited threads, and the
 /// free pages of every small-object region (which are purged with `MADV_DONTNEED`).
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: vmarena::VmArena = vmarena::VmArena;
+///
+/// let blocks: Vec<Box<[u8; 1000]>> = (0..10_000).map(|_| Box::new([1; 1000])).collect();
+/// let before = vmarena::stats().bytes_purged;
+/// drop(blocks);
+/// vmarena::collect();
+/// assert!(vmarena::stats().bytes_purged > before);
+/// ```
 #[cfg(not(vmarena_loom))]
 pub fn collect() {
     heap::collect();
@@ -116,6 +153,16 @@ pub fn collect() {
 /// costs a load and a store on every malloc and free. The count is exact if it is on from the
 /// start (`VMARENA_STATS=1`); turned on later, blocks allocated before and freed after make it
 /// drift by their size.
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: vmarena::VmArena = vmarena::VmArena;
+///
+/// vmarena::track_requested_bytes(true);
+/// assert!(vmarena::stats().bytes_requested.is_some());
+/// vmarena::track_requested_bytes(false);
+/// assert_eq!(vmarena::stats().bytes_requested, None);
+/// ```
 #[cfg(not(vmarena_loom))]
 pub fn track_requested_bytes(on: bool) {
     heap::set_tracking_requested(on);
@@ -125,6 +172,11 @@ pub fn track_requested_bytes(on: bool) {
 /// `MADV_DONTNEED`). The default is 1 s, or `VMARENA_PURGE_DELAY_MS` from the environment.
 /// Zero purges at the next opportunity. Purging happens on the allocator's own slow paths
 /// (pages going back to their regions, large frees); [`collect`] purges everything now.
+///
+/// ```
+/// vmarena::set_purge_delay(std::time::Duration::from_millis(250));
+/// assert_eq!(vmarena::stats().purge_delay_ms, 250);
+/// ```
 #[cfg(not(vmarena_loom))]
 pub fn set_purge_delay(delay: core::time::Duration) {
     arena::ARENA.set_purge_delay(delay.as_nanos().min(u64::MAX as u128) as u64);
@@ -134,6 +186,16 @@ pub fn set_purge_delay(delay: core::time::Duration) {
 /// returned (or, for blocks up to 512 KiB, points into one): `usable_size(p) >= layout.size()`
 /// for the layout `p` was allocated with. Answered from a lock-free speculative lookup. Returns
 /// `None` for pointers vmarena does not manage.
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: vmarena::VmArena = vmarena::VmArena;
+///
+/// let v: Vec<u8> = Vec::with_capacity(100);
+/// assert!(vmarena::usable_size(v.as_ptr()).unwrap() >= 100);
+/// let on_stack = 0u8;
+/// assert_eq!(vmarena::usable_size(&on_stack), None);
+/// ```
 #[cfg(not(vmarena_loom))]
 pub fn usable_size(ptr: *const u8) -> Option<usize> {
     arena::ARENA.usable_size(ptr as usize, heap::tally())

@@ -16,6 +16,21 @@ use crate::os::set_errno;
 pub const MALLOC_ALIGN: usize = 16;
 
 /// `malloc(size)`: a unique block even for 0.
+///
+/// ```
+/// use vmarena::raw::c;
+///
+/// let p = c::malloc(24);
+/// assert!(!p.is_null() && p as usize % c::MALLOC_ALIGN == 0);
+/// // SAFETY: a live block of 24 bytes or more; each block is freed once.
+/// unsafe {
+///     p.write_bytes(7, 24);
+///     let q = c::realloc(p, 4000);
+///     assert!((0..24).all(|i| *q.add(i) == 7));
+///     c::free_block(q);
+///     assert!(c::realloc(c::malloc(10), 0).is_null()); // freed, as glibc does
+/// }
+/// ```
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
     alloc(size, MALLOC_ALIGN, false)
