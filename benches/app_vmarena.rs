@@ -1,6 +1,6 @@
 //! The application benchmark (`benches/app/workload.rs`) with vmarena as the global allocator.
 //!
-//! `cargo bench --features baselines --bench app_vmarena`
+//! `cargo bench --bench app_vmarena` (no C compiler needed)
 
 mod support;
 

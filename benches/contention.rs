@@ -1,7 +1,8 @@
 //! Multi-threaded benchmarks at 1, 2, 4 and 8 threads (this machine has 2 cores: 4 and 8 are
 //! oversubscribed, which is realistic and must not collapse).
 //!
-//! `cargo bench --features baselines --bench contention`
+//! `cargo bench --bench contention` (vmarena and glibc; `--features baselines` adds mimalloc and
+//! jemalloc, built from C)
 //!
 //! Each benchmark's time is the wall time per operation per thread, for a fixed number of
 //! operations on every thread (criterion's `iter_custom`).

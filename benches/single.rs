@@ -1,6 +1,7 @@
 //! Single-thread benchmarks: the cost of the fast paths and of simple allocation patterns.
 //!
-//! `cargo bench --features baselines --bench single`
+//! `cargo bench --bench single` (vmarena and glibc; `--features baselines` adds mimalloc and
+//! jemalloc, built from C)
 //!
 //! * `pairs/<allocator>/<size>`: one malloc and its free per iteration.
 //! * `batch_{lifo,fifo,random}/<allocator>/<size>`: allocate 1,000 blocks, then free them in

@@ -1,7 +1,7 @@
 //! The footprint torture workload (`benches/torture/workload.rs`) with vmarena as the global
 //! allocator.
 //!
-//! `cargo bench --features baselines --bench torture_vmarena`
+//! `cargo bench --bench torture_vmarena` (no C compiler needed)
 
 mod support;
 

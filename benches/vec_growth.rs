@@ -3,7 +3,8 @@
 //! * four vectors to 64 MiB each, round-robin, so each one's growth is blocked by the others;
 //! * one vector to 1 GiB.
 //!
-//! `cargo bench --features baselines --bench vec_growth`
+//! `cargo bench --bench vec_growth` (vmarena and glibc; `--features baselines` adds mimalloc and
+//! jemalloc, built from C)
 //!
 //! Peak RSS is per process, so each measurement runs in a child process (this binary again,
 //! with `--child <allocator>`). The vectors are grown exactly as `Vec` grows (capacity doubles,

@@ -96,7 +96,8 @@ pub fn protocol(data: &[u8]) {
                 }
             }
             4 => {
-                if session.take().is_some() {
+                let ended = session.take().is_some();
+                if ended {
                     marked = [false; REGIONS];
                     // Every mark is gone: each attached region is readable again.
                     for (r, lock) in regions.iter().enumerate() {
@@ -139,7 +140,10 @@ pub fn protocol(data: &[u8]) {
                 }
             }
             9 => {
-                if shared.take().is_none() && session.is_none() {
+                // Toggles the shared lock: released if held, else taken (not while our own
+                // session holds the write lock).
+                let released = shared.take().is_some();
+                if !released && session.is_none() {
                     shared = Some(arena.read());
                 }
             }

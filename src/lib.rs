@@ -21,9 +21,59 @@
 //! ```
 //!
 //! See `ARCHITECTURE.md` for how it works and why.
+//!
+//! # Platforms
+//!
+//! Linux on x86_64 and aarch64 (glibc), where it is built and tested. Linux on other
+//! architectures compiles, untested, with the thread's heap reached through a `std`
+//! `thread_local!` instead of the assembly slot (so no `no_std` C library there). Other
+//! operating systems are refused at compile time: the arena is built on Linux system calls
+//! (`mremap`, `MADV_DONTNEED`, `MAP_FIXED_NOREPLACE`, futexes).
+//!
+//! # Features
+//!
+//! * `override`: the program exports vmarena's C allocation functions (`malloc`, `free`,
+//!   `calloc`, `realloc`, `posix_memalign`, ...: [`raw::exports`]), so C code linked into it and
+//!   libc itself allocate from vmarena too:
+//!
+//!   ```toml
+//!   [dependencies]
+//!   vmarena = { version = "0.1", features = ["override"] }
+//!   ```
+//! * `allocator-api2` (on by default): [`Heap`] and [`VmArena`] implement the `Allocator`
+//!   trait of the allocator-api2 crate, so its `Vec` and `Box`, and hashbrown's maps, can live
+//!   in them.
+//! * `nightly`: the same for `core::alloc::Allocator` (nightly Rust), for std's collections.
+//! * `checked`: checked mode always on (see `VMARENA_CHECKED` in the README): every
+//!   allocation validates the free-list link it pops, so a write into a freed block aborts
+//!   with its address instead of crashing later. It costs the fast path (measured in
+//!   `BENCHMARKS.md`); the default build pays nothing for its existence.
+//! * `baselines`, `ablation`, `fuzzing`: for the benchmarks and fuzz targets only.
+//!
+//! # Heaps
+//!
+//! A [`Heap`] is an isolated heap: its blocks never share a page with another heap's, any
+//! thread may use it, and dropping it gives all of its memory back at once (blocks still
+//! allocated from it die with it, as with `mi_heap_destroy`):
+//!
+//! ```
+//! let heap = vmarena::Heap::new();
+//! let mut names = allocator_api2::vec::Vec::with_capacity_in(1, &heap);
+//! names.push(42u64);
+//! assert_eq!(heap.stats().bytes_in_use, 8);
+//! drop(names);
+//! drop(heap);
+//! ```
 
 #![cfg_attr(not(test), no_std)]
 #![cfg_attr(feature = "nightly", feature(allocator_api))]
+#![warn(missing_docs)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "vmarena supports Linux only (x86_64 and aarch64): it is built on Linux system calls \
+     (mremap, MADV_DONTNEED, MAP_FIXED_NOREPLACE, futexes). Use std::alloc::System elsewhere."
+);
 
 // Everything uses `core` and `libc`. `std` comes in only for tests, for the fuzzing entry
 // points, and where the thread's heap slot is a `thread_local!` (Miri, and targets without the
@@ -88,6 +138,17 @@ pub use stats::{Stats, ThreadStats};
 /// A snapshot of the allocator's counters. Cheap (it sums per-thread counters under a short
 /// lock) and allocation-free, so it can be called from anywhere, including while the program
 /// is low on memory.
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: vmarena::VmArena = vmarena::VmArena;
+///
+/// let big = vec![0u8; 1 << 20];
+/// let stats = vmarena::stats();
+/// assert!(stats.bytes_in_use >= big.len());
+/// assert!(stats.bytes_reserved >= stats.bytes_in_use);
+/// println!("{stats}"); // a report, one counter a line
+/// ```
 #[cfg(not(vmarena_loom))]
 pub fn stats() -> Stats {
     let mut stats = Stats::default();
@@ -119,6 +180,17 @@ pub fn thread_stats() -> ThreadStats {
 /// Gives every free page and empty region back to the OS now, like `malloc_trim(0)` or
 /// `mi_collect(true)`: the calling thread's empty pages, empty pages of exited threads, and the
 /// free pages of every small-object region (which are purged with `MADV_DONTNEED`).
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: vmarena::VmArena = vmarena::VmArena;
+///
+/// let blocks: Vec<Box<[u8; 1000]>> = (0..10_000).map(|_| Box::new([1; 1000])).collect();
+/// let before = vmarena::stats().bytes_purged;
+/// drop(blocks);
+/// vmarena::collect();
+/// assert!(vmarena::stats().bytes_purged > before);
+/// ```
 #[cfg(not(vmarena_loom))]
 pub fn collect() {
     heap::collect();
@@ -129,6 +201,16 @@ pub fn collect() {
 /// costs a load and a store on every malloc and free. The count is exact if it is on from the
 /// start (`VMARENA_STATS=1`); turned on later, blocks allocated before and freed after make it
 /// drift by their size.
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: vmarena::VmArena = vmarena::VmArena;
+///
+/// vmarena::track_requested_bytes(true);
+/// assert!(vmarena::stats().bytes_requested.is_some());
+/// vmarena::track_requested_bytes(false);
+/// assert_eq!(vmarena::stats().bytes_requested, None);
+/// ```
 #[cfg(not(vmarena_loom))]
 pub fn track_requested_bytes(on: bool) {
     heap::set_tracking_requested(on);
@@ -138,6 +220,11 @@ pub fn track_requested_bytes(on: bool) {
 /// `MADV_DONTNEED`). The default is 1 s, or `VMARENA_PURGE_DELAY_MS` from the environment.
 /// Zero purges at the next opportunity. Purging happens on the allocator's own slow paths
 /// (pages going back to their regions, large frees); [`collect`] purges everything now.
+///
+/// ```
+/// vmarena::set_purge_delay(std::time::Duration::from_millis(250));
+/// assert_eq!(vmarena::stats().purge_delay_ms, 250);
+/// ```
 #[cfg(not(vmarena_loom))]
 pub fn set_purge_delay(delay: core::time::Duration) {
     arena::ARENA.set_purge_delay(delay.as_nanos().min(u64::MAX as u128) as u64);
@@ -147,6 +234,16 @@ pub fn set_purge_delay(delay: core::time::Duration) {
 /// returned (or, for blocks up to 512 KiB, points into one): `usable_size(p) >= layout.size()`
 /// for the layout `p` was allocated with. Answered from a lock-free speculative lookup. Returns
 /// `None` for pointers vmarena does not manage.
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: vmarena::VmArena = vmarena::VmArena;
+///
+/// let v: Vec<u8> = Vec::with_capacity(100);
+/// assert!(vmarena::usable_size(v.as_ptr()).unwrap() >= 100);
+/// let on_stack = 0u8;
+/// assert_eq!(vmarena::usable_size(&on_stack), None);
+/// ```
 #[cfg(not(vmarena_loom))]
 pub fn usable_size(ptr: *const u8) -> Option<usize> {
     arena::ARENA.usable_size(ptr as usize, heap::tally())

@@ -1,13 +1,19 @@
 //! The allocators the benchmarks compare, each called directly through `GlobalAlloc`, so one
-//! benchmark binary measures them side by side in the same run.
+//! benchmark binary measures them side by side in the same run. mimalloc and jemalloc are
+//! built from C, so they come only with `--features baselines`; without it the benchmarks
+//! compare vmarena with glibc (`System`), which needs no C compiler.
 #![allow(dead_code)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
+#[cfg(feature = "baselines")]
+use std::alloc::Layout;
+use std::alloc::{GlobalAlloc, System};
 
 /// mimalloc (v3) through its maintained bindings, `libmimalloc-sys`.
+#[cfg(feature = "baselines")]
 pub struct MiMalloc;
 
 // SAFETY: mimalloc's aligned entry points return blocks honouring size and alignment, or null.
+#[cfg(feature = "baselines")]
 unsafe impl GlobalAlloc for MiMalloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: mimalloc accepts any size and power-of-two alignment.
@@ -28,15 +34,20 @@ unsafe impl GlobalAlloc for MiMalloc {
 }
 
 pub static VMARENA: vmarena::VmArena = vmarena::VmArena;
+#[cfg(feature = "baselines")]
 pub static MIMALLOC: MiMalloc = MiMalloc;
+#[cfg(feature = "baselines")]
 pub static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static GLIBC: System = System;
 
-/// Every allocator under comparison, with the name used in reports.
-pub fn all() -> [(&'static str, &'static (dyn GlobalAlloc + Sync)); 4] {
-    [
+/// Every allocator under comparison, with the name used in reports (in this order: the
+/// reports' tables and charts follow it).
+pub fn all() -> Vec<(&'static str, &'static (dyn GlobalAlloc + Sync))> {
+    vec![
         ("vmarena", &VMARENA),
+        #[cfg(feature = "baselines")]
         ("mimalloc", &MIMALLOC),
+        #[cfg(feature = "baselines")]
         ("jemalloc", &JEMALLOC),
         ("glibc", &GLIBC),
     ]

@@ -1,5 +1,6 @@
-//! The C allocation functions with glibc's semantics, as Rust functions: what `libvmarena.so`
-//! exports (`capi/` only gives them their names) and what the `c_api` fuzz target drives.
+//! The C allocation functions with glibc's semantics, as Rust functions: what
+//! [`super::exports`] exports under the C names (in `libvmarena.so`, or with the `override`
+//! feature) and what the `c_api` fuzz target drives.
 //! Like the C functions they return null on failure with `errno` set: `ENOMEM` when memory
 //! cannot be had (vmarena sets it wherever it returns null for want of memory), `EINVAL` for
 //! an impossible alignment; `posix_memalign` returns the error instead, as POSIX says.
@@ -15,6 +16,21 @@ use crate::os::set_errno;
 pub const MALLOC_ALIGN: usize = 16;
 
 /// `malloc(size)`: a unique block even for 0.
+///
+/// ```
+/// use vmarena::raw::c;
+///
+/// let p = c::malloc(24);
+/// assert!(!p.is_null() && p as usize % c::MALLOC_ALIGN == 0);
+/// // SAFETY: a live block of 24 bytes or more; each block is freed once.
+/// unsafe {
+///     p.write_bytes(7, 24);
+///     let q = c::realloc(p, 4000);
+///     assert!((0..24).all(|i| *q.add(i) == 7));
+///     c::free_block(q);
+///     assert!(c::realloc(c::malloc(10), 0).is_null()); // freed, as glibc does
+/// }
+/// ```
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
     alloc(size, MALLOC_ALIGN, false)
@@ -142,10 +158,15 @@ pub fn malloc_usable_size(ptr: *mut u8) -> usize {
 /// The fields glibc uses for its own structures (free chunks, fastbins, the top chunk) are 0.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MallInfo {
+    /// Committed memory of small-block pages.
     pub arena: usize,
+    /// Large blocks (each a region of its own).
     pub hblks: usize,
+    /// Bytes of large blocks.
     pub hblkhd: usize,
+    /// Bytes of small blocks in use.
     pub uordblks: usize,
+    /// Committed bytes of small-block pages not in use (`arena - uordblks`).
     pub fordblks: usize,
 }
 
@@ -167,5 +188,151 @@ pub fn mallinfo_of(stats: &Stats) -> MallInfo {
         hblkhd: stats.large_bytes,
         uordblks: small_in_use,
         fordblks: small_committed - small_in_use,
+    }
+}
+
+impl MallInfo {
+    /// As glibc's `struct mallinfo2` (the fields vmarena has no figure for are 0).
+    #[cfg(target_env = "gnu")]
+    pub fn to_mallinfo2(self) -> libc::mallinfo2 {
+        libc::mallinfo2 {
+            arena: self.arena,
+            ordblks: 0,
+            smblks: 0,
+            hblks: self.hblks,
+            hblkhd: self.hblkhd,
+            usmblks: 0,
+            fsmblks: 0,
+            uordblks: self.uordblks,
+            fordblks: self.fordblks,
+            keepcost: 0,
+        }
+    }
+
+    /// As glibc's old `struct mallinfo`, in `int`s (clamped, where glibc wraps).
+    #[cfg(target_env = "gnu")]
+    pub fn to_mallinfo(self) -> libc::mallinfo {
+        let int = |v: usize| v.min(core::ffi::c_int::MAX as usize) as core::ffi::c_int;
+        libc::mallinfo {
+            arena: int(self.arena),
+            ordblks: 0,
+            smblks: 0,
+            hblks: int(self.hblks),
+            hblkhd: int(self.hblkhd),
+            usmblks: 0,
+            fsmblks: 0,
+            uordblks: int(self.uordblks),
+            fordblks: int(self.fordblks),
+            keepcost: 0,
+        }
+    }
+}
+
+/// Writes vmarena's statistics report to stderr, without allocating.
+pub fn print_stats() {
+    let stats = crate::stats();
+    let mut buf = Buffer::new();
+    let _ = core::fmt::write(&mut buf, format_args!("{stats}\n"));
+    buf.write_to_stderr();
+}
+
+/// glibc's `malloc_stats()`: its totals in its format, then vmarena's report, on stderr.
+pub fn malloc_stats() {
+    let stats = crate::stats();
+    let m = mallinfo_of(&stats);
+    let mut buf = Buffer::new();
+    let _ = core::fmt::write(
+        &mut buf,
+        format_args!(
+            "Total (incl. mmap):\nsystem bytes     = {:>10}\nin use bytes     = {:>10}\n\
+             max mmap regions = {:>10}\nmax mmap bytes   = {:>10}\n{stats}\n",
+            m.arena + m.hblkhd,
+            m.uordblks + m.hblkhd,
+            m.hblks,
+            m.hblkhd,
+        ),
+    );
+    buf.write_to_stderr();
+}
+
+/// glibc's `malloc_info(options, stream)`: an XML description of the allocator's state on
+/// `stream`, in glibc's elements (one heap) plus a `<vmarena>` element with vmarena's own
+/// counters. `options` must be 0 (else `EINVAL`, returned); 0 on success, -1 if the write
+/// failed.
+///
+/// # Safety
+/// `stream` is a valid `FILE`.
+pub unsafe fn malloc_info(options: core::ffi::c_int, stream: *mut libc::FILE) -> core::ffi::c_int {
+    if options != 0 {
+        return libc::EINVAL;
+    }
+    let s = crate::stats();
+    let m = mallinfo_of(&s);
+    let mut buf = Buffer::new();
+    let _ = core::fmt::write(
+        &mut buf,
+        format_args!(
+            "<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n</sizes>\n\
+             <total type=\"fast\" count=\"0\" size=\"0\"/>\n\
+             <total type=\"rest\" count=\"0\" size=\"{free}\"/>\n\
+             <system type=\"current\" size=\"{small}\"/>\n<system type=\"max\" size=\"{small}\"/>\n\
+             <aspace type=\"total\" size=\"{small}\"/>\n<aspace type=\"mprotect\" size=\"{small}\"/>\n\
+             </heap>\n\
+             <total type=\"fast\" count=\"0\" size=\"0\"/>\n\
+             <total type=\"rest\" count=\"0\" size=\"{free}\"/>\n\
+             <total type=\"mmap\" count=\"{large_count}\" size=\"{large}\"/>\n\
+             <system type=\"current\" size=\"{committed}\"/>\n<system type=\"max\" size=\"{committed}\"/>\n\
+             <aspace type=\"total\" size=\"{reserved}\"/>\n<aspace type=\"mprotect\" size=\"{reserved}\"/>\n\
+             <vmarena in_use=\"{in_use}\" committed=\"{committed}\" reserved=\"{reserved}\" \
+             metadata=\"{metadata}\" purged=\"{purged}\" page_regions=\"{regions}\" \
+             pages_in_use=\"{pages}\" pages_abandoned=\"{abandoned}\" large_blocks=\"{large_count}\" \
+             threads_started=\"{started}\" threads_exited=\"{exited}\"/>\n</malloc>\n",
+            free = m.fordblks,
+            small = m.arena,
+            large_count = m.hblks,
+            large = m.hblkhd,
+            committed = s.bytes_committed,
+            reserved = s.bytes_reserved,
+            in_use = s.bytes_in_use,
+            metadata = s.bytes_metadata,
+            purged = s.bytes_purged,
+            regions = s.page_regions.iter().sum::<usize>(),
+            pages = s.pages_in_use.iter().sum::<usize>(),
+            abandoned = s.pages_abandoned,
+            started = s.threads_started,
+            exited = s.threads_exited,
+        ),
+    );
+    // SAFETY: our buffer, to the caller's stream (which may allocate: we hold no lock).
+    let written = unsafe { libc::fwrite(buf.bytes.as_ptr().cast(), 1, buf.len, stream) };
+    if written == buf.len { 0 } else { -1 }
+}
+
+/// A fixed buffer `core::fmt` can write into without allocating (longer text is cut).
+struct Buffer {
+    bytes: [u8; 4096],
+    len: usize,
+}
+
+impl Buffer {
+    fn new() -> Buffer {
+        Buffer {
+            bytes: [0; 4096],
+            len: 0,
+        }
+    }
+
+    fn write_to_stderr(&self) {
+        // SAFETY: writing our buffer to stderr; a failed write changes nothing.
+        unsafe { libc::write(2, self.bytes.as_ptr().cast(), self.len) };
+    }
+}
+
+impl core::fmt::Write for Buffer {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.bytes.len() - self.len);
+        self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
     }
 }

@@ -8,6 +8,7 @@
 //! cannot change under it.
 
 pub mod c;
+pub mod exports;
 
 use crate::arena::ARENA;
 use crate::arena::pagemap::Entry;
@@ -22,6 +23,21 @@ use crate::{abort, global, heap};
 ///
 /// Inlined into the C library's entry points, where `align` and `zeroed` are constants: the
 /// C `malloc` is then the heap's fast path itself, with no call in between.
+///
+/// ```
+/// use vmarena::raw;
+///
+/// let p = raw::alloc(100, 64, true);
+/// assert!(!p.is_null() && p as usize % 64 == 0);
+/// assert!(raw::usable_size(p) >= 100);
+/// // SAFETY: a live block of at least 100 bytes, zeroed, freed once and not used after.
+/// unsafe {
+///     assert_eq!(*p.add(99), 0);
+///     let p = raw::realloc(p, 10_000, 64);
+///     assert!(raw::usable_size(p) >= 10_000);
+///     raw::free(p);
+/// }
+/// ```
 #[inline(always)]
 pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     // C frees come without a size, so requested bytes are counted as usable bytes.
