@@ -8,6 +8,10 @@
 //!   reverse, forward or shuffled order; the time is per block.
 //! * `realloc_{small,medium}/<allocator>/<growth>`: grow a block by reallocating it 1.5x at a
 //!   time from 8 bytes to 4 KiB (small) or from 4 KiB to 256 KiB (medium); per realloc.
+//! * `heap/<allocator>/<case>`: isolated heaps (`vmarena::Heap`, mimalloc's `mi_heap_t`):
+//!   create and drop an empty heap (`new_drop`), create one, allocate 100 blocks of 64 B and
+//!   drop it without freeing them (`new_100_drop`), and a malloc+free pair of 64 B in a heap
+//!   (`pair`); `vmarena-local` is `vmarena::LocalHeap`, the heap without a mutex.
 
 mod support;
 
@@ -124,9 +128,78 @@ fn reallocs(c: &mut Criterion) {
     }
 }
 
+fn heaps(c: &mut Criterion) {
+    let mut group = c.benchmark_group("heap");
+    let layout = Layout::from_size_align(64, 8).unwrap();
+    group.bench_function("vmarena/new_drop", |b| {
+        b.iter(|| drop(black_box(vmarena::Heap::new())))
+    });
+    group.bench_function("vmarena/new_100_drop", |b| {
+        b.iter(|| {
+            let heap = vmarena::Heap::new();
+            for _ in 0..100 {
+                black_box(heap.alloc(layout));
+            }
+            drop(heap)
+        })
+    });
+    let heap = vmarena::Heap::new();
+    group.bench_function("vmarena/pair", |b| {
+        b.iter(|| {
+            let p = heap.alloc(black_box(layout));
+            // SAFETY: a live block of `heap` with this layout.
+            unsafe { heap.dealloc(black_box(p), layout) };
+        })
+    });
+    let local = vmarena::LocalHeap::new();
+    group.bench_function("vmarena-local/pair", |b| {
+        b.iter(|| {
+            let p = local.alloc(black_box(layout));
+            // SAFETY: a live block of `local` with this layout.
+            unsafe { local.dealloc(black_box(p), layout) };
+        })
+    });
+    group.bench_function("vmarena-local/new_100_drop", |b| {
+        b.iter(|| {
+            let heap = vmarena::LocalHeap::new();
+            for _ in 0..100 {
+                black_box(heap.alloc(layout));
+            }
+            drop(heap)
+        })
+    });
+    #[cfg(feature = "baselines")]
+    {
+        use libmimalloc_sys as mi;
+        group.bench_function("mimalloc/new_drop", |b| {
+            // SAFETY: a fresh heap, destroyed once.
+            b.iter(|| unsafe { mi::mi_heap_destroy(black_box(mi::mi_heap_new())) })
+        });
+        group.bench_function("mimalloc/new_100_drop", |b| {
+            // SAFETY: a fresh heap, used on this thread and destroyed once.
+            b.iter(|| unsafe {
+                let heap = mi::mi_heap_new();
+                for _ in 0..100 {
+                    black_box(mi::mi_heap_malloc(heap, 64));
+                }
+                mi::mi_heap_destroy(heap)
+            })
+        });
+        // SAFETY: a heap of this thread, destroyed below after its last use.
+        let heap = unsafe { mi::mi_heap_new() };
+        group.bench_function("mimalloc/pair", |b| {
+            // SAFETY: blocks of `heap`, freed once.
+            b.iter(|| unsafe { mi::mi_free(black_box(mi::mi_heap_malloc(heap, black_box(64)))) })
+        });
+        // SAFETY: the heap created above, no longer used.
+        unsafe { mi::mi_heap_destroy(heap) };
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = support::criterion();
-    targets = pairs, batches, reallocs
+    targets = pairs, batches, reallocs, heaps
 }
 criterion_main!(benches);

@@ -1,4 +1,5 @@
-//! The `Allocator` trait for [`Heap`] (so also `&Heap`) and [`VmArena`]: allocator-api2's
+//! The `Allocator` trait for [`Heap`] and [`LocalHeap`] (so also `&Heap`, `&LocalHeap`) and
+//! [`VmArena`]: allocator-api2's
 //! (stable Rust, feature `allocator-api2`) and, with the `nightly` feature, `core`'s. Both
 //! traits have the same shape, so one macro writes both impls over the raw operations below.
 
@@ -8,7 +9,7 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 
 #[cfg(any(feature = "allocator-api2", feature = "nightly"))]
-use crate::{Heap, VmArena};
+use crate::{Heap, LocalHeap, VmArena};
 
 /// The operations an `Allocator` impl is written over.
 ///
@@ -26,25 +27,34 @@ unsafe trait RawAllocator {
     unsafe fn raw_realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8;
 }
 
-// SAFETY: `Heap`'s operations keep these promises (see `heap::isolated`).
+/// `RawAllocator` for a heap type, over its inherent operations.
 #[cfg(any(feature = "allocator-api2", feature = "nightly"))]
-unsafe impl RawAllocator for Heap {
-    fn raw_alloc(&self, layout: Layout, zeroed: bool) -> *mut u8 {
-        if zeroed {
-            self.alloc_zeroed(layout)
-        } else {
-            self.alloc(layout)
+macro_rules! raw_heap {
+    ($ty:ty) => {
+        // SAFETY: a heap's operations keep these promises (see `heap::isolated`).
+        unsafe impl RawAllocator for $ty {
+            fn raw_alloc(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+                if zeroed {
+                    self.alloc_zeroed(layout)
+                } else {
+                    self.alloc(layout)
+                }
+            }
+            unsafe fn raw_dealloc(&self, ptr: *mut u8, layout: Layout) {
+                // SAFETY: forwarded from the caller.
+                unsafe { self.dealloc(ptr, layout) }
+            }
+            unsafe fn raw_realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+                // SAFETY: forwarded from the caller.
+                unsafe { self.realloc(ptr, layout, new_size) }
+            }
         }
-    }
-    unsafe fn raw_dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded from the caller.
-        unsafe { self.dealloc(ptr, layout) }
-    }
-    unsafe fn raw_realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded from the caller.
-        unsafe { self.realloc(ptr, layout, new_size) }
-    }
+    };
 }
+#[cfg(any(feature = "allocator-api2", feature = "nightly"))]
+raw_heap!(Heap);
+#[cfg(any(feature = "allocator-api2", feature = "nightly"))]
+raw_heap!(LocalHeap);
 
 // SAFETY: the global allocator's operations, which keep `GlobalAlloc`'s promises; zero sizes
 // (which `GlobalAlloc` never sees) are answered here without reaching them.
@@ -190,9 +200,17 @@ allocator_impl!(
 allocator_impl!(
     allocator_api2::alloc::Allocator,
     allocator_api2::alloc::AllocError,
+    LocalHeap
+);
+#[cfg(feature = "allocator-api2")]
+allocator_impl!(
+    allocator_api2::alloc::Allocator,
+    allocator_api2::alloc::AllocError,
     VmArena
 );
 #[cfg(feature = "nightly")]
 allocator_impl!(core::alloc::Allocator, core::alloc::AllocError, Heap);
+#[cfg(feature = "nightly")]
+allocator_impl!(core::alloc::Allocator, core::alloc::AllocError, LocalHeap);
 #[cfg(feature = "nightly")]
 allocator_impl!(core::alloc::Allocator, core::alloc::AllocError, VmArena);

@@ -44,9 +44,30 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     }
 }
 
-/// Frees the large block at `ptr`, which lives in `region`, for the calling thread.
+/// Frees the large block at `ptr`, which lives in `region`, for the calling thread. A block
+/// of an isolated heap is only marked: the heap, which lists it, gives it back.
 pub(crate) fn free(region: &'static Region, ptr: *mut u8) {
+    if belongs_to_a_heap(region) {
+        if region.start() != ptr {
+            crate::abort::invalid_free(ptr);
+        }
+        // AcqRel: the heap's Acquire load of the mark sees our last use of the block; a
+        // second mark is a double free.
+        if region.heap_freed.swap(true, Ordering::AcqRel) {
+            crate::abort::double_free(ptr);
+        }
+        // Relaxed: statistics of a block that stays allocated until its heap takes it back.
+        crate::heap::record_free(region.requested.load(Ordering::Relaxed));
+        return;
+    }
     crate::heap::record_free(free_block(region, ptr));
+}
+
+/// True if the large block of `region` was allocated from an isolated heap.
+fn belongs_to_a_heap(region: &Region) -> bool {
+    // Relaxed: written by the heap when it allocated the block, before handing it out; the
+    // user's own synchronisation brought the block, and so this, to the calling thread.
+    region.heap_id.load(Ordering::Relaxed) != 0
 }
 
 /// Reallocates a large block for the calling thread (see [`resize`]).
@@ -57,6 +78,9 @@ pub(crate) fn realloc(
     align: usize,
     tally: &Tally,
 ) -> Option<*mut u8> {
+    if belongs_to_a_heap(region) {
+        return None; // the heap lists the block where it is: move it by copy and free
+    }
     let (moved, old_requested) = resize(region, ptr, new_size, align, tally)?;
     crate::heap::record_resize(old_requested, new_size);
     Some(moved)

@@ -131,7 +131,7 @@ pub mod fuzzing;
 #[cfg(not(vmarena_loom))]
 pub use global::VmArena;
 #[cfg(not(vmarena_loom))]
-pub use heap::isolated::Heap;
+pub use heap::isolated::{Heap, LocalHeap};
 #[cfg(not(vmarena_loom))]
 pub use stats::{Stats, ThreadStats};
 

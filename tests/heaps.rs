@@ -386,3 +386,118 @@ fn std_collections_in_a_heap_on_nightly() {
     drop((v, b));
     assert_eq!(heap.stats().bytes_in_use, 0);
 }
+
+#[test]
+fn a_local_heap_moves_between_threads_and_its_blocks_free_anywhere() {
+    let _serial = serial();
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Heap>();
+    send::<vmarena::LocalHeap>();
+    let heap = vmarena::LocalHeap::new();
+    let mut rng = Rng::new(9);
+    let blocks: Vec<(usize, Layout)> = (0..3000)
+        .map(|_| {
+            let layout =
+                Layout::from_size_align(random_size(&mut rng), random_align(&mut rng)).unwrap();
+            let p = heap.alloc(layout);
+            assert!(!p.is_null() && p as usize % layout.align() == 0);
+            // SAFETY: a fresh block.
+            unsafe { fill(p, layout.size()) };
+            (p as usize, layout)
+        })
+        .collect();
+    // The heap moves to another thread, which checks, frees half and allocates more.
+    let (heap, blocks) = std::thread::spawn(move || {
+        check_all(&blocks);
+        let (gone, kept) = blocks.split_at(1500);
+        for &(p, layout) in gone {
+            // SAFETY: live blocks of `heap`.
+            unsafe { heap.dealloc(p as *mut u8, layout) };
+        }
+        let mut kept = kept.to_vec();
+        let mut rng = Rng::new(10);
+        kept.extend(fill_heap_local(&heap, &mut rng, 1500));
+        (heap, kept)
+    })
+    .join()
+    .unwrap();
+    check_all(&blocks);
+    let mut all = blocks.clone();
+    assert_disjoint(&mut all);
+    // Another thread frees some of its blocks through the global allocator (remote frees).
+    let (remote, local) = blocks.split_at(1000);
+    let remote = remote.to_vec();
+    std::thread::spawn(move || {
+        for (p, layout) in remote {
+            // SAFETY: live blocks of the heap, given up here.
+            unsafe { GLOBAL.dealloc(p as *mut u8, layout) };
+        }
+    })
+    .join()
+    .unwrap();
+    check_all(local);
+    let mut v = allocator_api2::vec::Vec::new_in(&heap);
+    v.extend(0..10_000u32);
+    assert_eq!(v.iter().sum::<u32>(), 49_995_000);
+    drop(v);
+    let before = vmarena::stats().pages_in_use.iter().sum::<usize>();
+    let held = heap.stats().pages_in_use.iter().sum::<usize>();
+    assert!(held > 0);
+    drop(heap);
+    let after = vmarena::stats().pages_in_use.iter().sum::<usize>();
+    assert_eq!(after, before - held);
+}
+
+fn fill_heap_local(heap: &vmarena::LocalHeap, rng: &mut Rng, count: usize) -> Vec<(usize, Layout)> {
+    (0..count)
+        .map(|_| {
+            let layout = Layout::from_size_align(random_size(rng), 8).unwrap();
+            let p = heap.alloc(layout);
+            assert!(!p.is_null());
+            // SAFETY: a fresh block.
+            unsafe { fill(p, layout.size()) };
+            (p as usize, layout)
+        })
+        .collect()
+}
+
+#[test]
+fn large_blocks_of_a_heap_freed_through_the_global_allocator() {
+    let _serial = serial();
+    let heap = Heap::new();
+    let layout = Layout::from_size_align(2 << 20, 8).unwrap();
+    let (a, b, c) = (heap.alloc(layout), heap.alloc(layout), heap.alloc(layout));
+    // SAFETY: fresh blocks of 2 MiB.
+    unsafe {
+        fill(a, 2 << 20);
+        fill(b, 2 << 20);
+        fill(c, 2 << 20);
+    }
+    let (a, b) = (a as usize, b as usize);
+    std::thread::spawn(move || {
+        // SAFETY: live blocks of the heap, given up here; `b` grows through the global
+        // allocator first (it must move by copy: the heap lists the block where it is).
+        unsafe {
+            GLOBAL.dealloc(a as *mut u8, layout);
+            let moved = GLOBAL.realloc(b as *mut u8, layout, 6 << 20);
+            common::check_from(moved, b, 2 << 20, 2 << 20);
+            GLOBAL.dealloc(moved, Layout::from_size_align(6 << 20, 8).unwrap());
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(heap.stats().large_regions, 1);
+    let regions = vmarena::stats().large_regions;
+    // The next large allocation of the heap gives the two freed blocks back.
+    let d = heap.alloc(layout);
+    assert_eq!(vmarena::stats().large_regions, regions - 2 + 1);
+    // SAFETY: `c` is live and filled.
+    unsafe { check(c, 2 << 20) };
+    // SAFETY: live blocks of the heap.
+    unsafe {
+        heap.dealloc(c, layout);
+        heap.dealloc(d, layout);
+    }
+    assert_eq!(heap.stats().large_regions, 0);
+}

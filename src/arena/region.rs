@@ -88,6 +88,9 @@ pub(crate) struct Region {
     /// thread heaps) and the links of its list of large blocks. The heap layer's fields, kept
     /// here because a large block has no other descriptor; written under that heap's lock.
     pub(crate) heap_id: AtomicUsize,
+    /// A large block of an isolated heap freed through the global allocator: the heap gives it
+    /// back at its next large allocation or its drop (see `heap::isolated`).
+    pub(crate) heap_freed: AtomicBool,
     pub(crate) heap_prev: AtomicPtr<Region>,
     pub(crate) heap_next: AtomicPtr<Region>,
 
@@ -118,6 +121,7 @@ impl Region {
             requested: AtomicUsize::new(0),
             queued_free: AtomicBool::new(false),
             heap_id: AtomicUsize::new(0),
+            heap_freed: AtomicBool::new(false),
             heap_prev: AtomicPtr::new(core::ptr::null_mut()),
             heap_next: AtomicPtr::new(core::ptr::null_mut()),
             addr_prev: AtomicPtr::new(core::ptr::null_mut()),

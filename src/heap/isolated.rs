@@ -7,7 +7,9 @@
 //! blocks never share a page with another heap's, and a free through the global allocator of
 //! one of its blocks is a remote free into its pages like any other. It never takes over pages
 //! abandoned by exited threads (their blocks belong to others, and would die with it). Large
-//! blocks are linked into a list of the heap's through their regions.
+//! blocks are linked into a list of the heap's through their regions; one freed through the
+//! global allocator is only marked there, and the heap gives it back at its next large
+//! allocation or its drop (a free from another thread must not touch the heap's list).
 //!
 //! Descriptors live in a type-stable pool, like the thread heaps, and the live ones are in a
 //! registry (for `stats()` and `fork`). Lock order: registry, then a heap's mutex; a heap's
@@ -27,7 +29,7 @@ use crate::arena::region::Region;
 use crate::heap::size_class::{class_for_layout, class_size};
 use crate::large;
 use crate::stats::Stats;
-use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use crate::sync::mutex::Mutex;
 
 /// What the heap's mutex guards.
@@ -44,11 +46,22 @@ unsafe impl Send for Guarded {}
 /// An isolated heap's descriptor.
 pub(crate) struct Isolated {
     guarded: Mutex<Guarded>,
+    /// False for a [`LocalHeap`], whose mutex is not used.
+    locked: AtomicBool,
     /// The heap's id (`thread_heap::Heap::tid`), readable without the mutex to route frees.
     id: AtomicUsize,
     /// Links in the registry of live heaps, or (`next`) in the pool; under the registry lock.
     next: AtomicPtr<Isolated>,
     prev: AtomicPtr<Isolated>,
+}
+
+impl Isolated {
+    /// False for a [`LocalHeap`]: `fork` leaves it alone (only its thread can reach it, and
+    /// that thread is not the child's).
+    fn is_locked(&self) -> bool {
+        // Relaxed: written under the registry lock, which the callers hold.
+        self.locked.load(Ordering::Relaxed)
+    }
 }
 
 impl Pooled for Isolated {
@@ -60,6 +73,7 @@ impl Pooled for Isolated {
                     heap: thread_heap::Heap::new(),
                     large: Cell::new(core::ptr::null()),
                 }),
+                locked: AtomicBool::new(true),
                 id: AtomicUsize::new(0),
                 next: AtomicPtr::new(null_mut()),
                 prev: AtomicPtr::new(null_mut()),
@@ -105,10 +119,11 @@ impl Registry {
 /// dropping it gives all of its memory back at once.
 ///
 /// Any thread may use a `Heap` (it is `Send` and `Sync`; its operations take a mutex of its
-/// own, so threads sharing one heap serialise on it). `&Heap` implements the `Allocator`
-/// trait of the [`allocator-api2`](https://docs.rs/allocator-api2) crate (feature
-/// `allocator-api2`, on by default) and, with the `nightly` feature, `core::alloc::Allocator`,
-/// so collections can live in it:
+/// own, so threads sharing one heap serialise on it; a heap one thread uses at a time is a
+/// [`LocalHeap`], without the mutex). `&Heap` implements the `Allocator` trait of the
+/// [`allocator-api2`](https://docs.rs/allocator-api2) crate (feature `allocator-api2`, on by
+/// default) and, with the `nightly` feature, `core::alloc::Allocator`, so collections can live
+/// in it:
 ///
 /// ```
 /// use allocator_api2::vec::Vec;
@@ -130,6 +145,35 @@ impl Registry {
 /// thread: such frees are remote frees into the heap's pages, taken in at its next refill.
 #[derive(Debug)]
 pub struct Heap {
+    core: Core<true>,
+}
+
+/// An isolated heap for one thread at a time: a [`Heap`] without the mutex, so its malloc and
+/// free cost about what the global allocator's do. It is `Send` (it may move to another
+/// thread, and be used there) but not `Sync`: `&LocalHeap`, and so a collection allocating
+/// from it, stays on one thread. Other threads may still free its blocks through the global
+/// allocator (remote frees, as for any heap).
+///
+/// ```
+/// let heap = vmarena::LocalHeap::new();
+/// let mut v = allocator_api2::vec::Vec::new_in(&heap);
+/// v.extend_from_slice(b"per-thread scratch");
+/// assert_eq!(v.len(), 18);
+/// drop(v);
+/// drop(heap);
+/// ```
+///
+/// Everything said of [`Heap`] (pages of its own, dropping frees every block) holds here.
+#[derive(Debug)]
+pub struct LocalHeap {
+    core: Core<false>,
+    /// Not `Sync`: the operations assume one thread at a time.
+    _not_sync: core::marker::PhantomData<Cell<()>>,
+}
+
+/// The operations of both kinds of heap: with `LOCKED`, under the heap's mutex.
+#[derive(Debug)]
+struct Core<const LOCKED: bool> {
     inner: &'static Isolated,
 }
 
@@ -140,25 +184,31 @@ impl core::fmt::Debug for Isolated {
     }
 }
 
-impl Heap {
-    /// A new, empty heap. Costs a mutex round trip on a shared registry (and, rarely, mapping
-    /// a metadata chunk); no memory is taken from the arena until the first allocation.
-    ///
-    /// # Panics
-    /// If the few kilobytes of metadata for the heap cannot be mapped ([`Heap::try_new`]
-    /// returns `None` instead).
-    pub fn new() -> Heap {
-        Heap::try_new().expect("vmarena: out of memory for a new heap")
-    }
+/// Access to a heap's guarded state: the mutex guard, or (unlocked heaps) a plain reference.
+enum Access<'a> {
+    Locked(crate::sync::mutex::MutexGuard<'a, Guarded>),
+    Local(&'a Guarded),
+}
 
-    /// A new, empty heap; `None` if the metadata for it cannot be mapped.
-    pub fn try_new() -> Option<Heap> {
+impl core::ops::Deref for Access<'_> {
+    type Target = Guarded;
+    fn deref(&self) -> &Guarded {
+        match self {
+            Access::Locked(guard) => guard,
+            Access::Local(guarded) => guarded,
+        }
+    }
+}
+
+impl<const LOCKED: bool> Core<LOCKED> {
+    fn try_new() -> Option<Core<LOCKED>> {
         let inner = {
             let mut registry = REGISTRY.lock();
             let Registry { pool, chunks, .. } = &mut *registry;
             let inner = pool.take(chunks, &ARENA.os)?;
             let this = (inner as *const Isolated).cast_mut();
-            // Relaxed: under the registry lock.
+            // Relaxed: (this block) under the registry lock.
+            inner.locked.store(LOCKED, Ordering::Relaxed);
             inner.prev.store(null_mut(), Ordering::Relaxed);
             inner.next.store(registry.live, Ordering::Relaxed);
             // SAFETY: live descriptors are pool descriptors, never freed.
@@ -170,54 +220,50 @@ impl Heap {
         };
         let id = super::lifecycle::new_heap_id();
         inner.guarded.lock().heap.start_isolated(id);
-        // Relaxed: the id reaches other threads with the `Heap` itself (their own sync).
+        // Relaxed: the id reaches other threads with the heap itself (their own sync).
         inner.id.store(id, Ordering::Relaxed);
-        Some(Heap { inner })
+        Some(Core { inner })
+    }
+
+    fn access(&self) -> Access<'_> {
+        if LOCKED {
+            Access::Locked(self.inner.guarded.lock())
+        } else {
+            // SAFETY: an unlocked heap is a `LocalHeap`, which is not `Sync`: only the thread
+            // that holds it reaches it, one operation at a time. (Its mutex is taken only
+            // when it is created, before anyone else has it.)
+            Access::Local(unsafe { &*self.inner.guarded.data_ptr() })
+        }
     }
 
     fn id(&self) -> usize {
-        // Relaxed: fixed while the heap is live (see `new`).
+        // Relaxed: fixed while the heap is live (see `try_new`).
         self.inner.id.load(Ordering::Relaxed)
     }
 
-    /// Allocates a block for `layout` (zero-sized layouts get a dangling, aligned pointer and
-    /// take no memory); null if memory ran out or the layout is impossible.
-    pub fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.alloc_impl::<false>(layout)
-    }
-
-    /// As [`Heap::alloc`], with the block's bytes zero.
-    pub fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        self.alloc_impl::<true>(layout)
-    }
-
-    fn alloc_impl<const ZERO: bool>(&self, layout: Layout) -> *mut u8 {
+    fn alloc<const ZERO: bool>(&self, layout: Layout) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
         if size == 0 {
             return dangling(layout);
         }
-        let guarded = self.inner.guarded.lock();
-        match class_for_layout(size, align) {
-            Some(class) => guarded.heap.alloc::<ZERO, false>(class, size),
-            None => match large::alloc_block(size, align, ZERO) {
-                Some(region) => {
-                    guarded.link_large(region, self.id());
-                    guarded.heap.counters.on_alloc(size);
-                    region.start()
-                }
-                None => crate::os::out_of_memory(),
-            },
+        let guarded = self.access();
+        if let Some(class) = class_for_layout(size, align) {
+            return guarded.heap.alloc::<ZERO, false>(class, size);
+        }
+        guarded.release_freed_large();
+        match large::alloc_block(size, align, ZERO) {
+            Some(region) => {
+                guarded.link_large(region, self.id());
+                guarded.heap.counters.on_alloc(size);
+                region.start()
+            }
+            None => crate::os::out_of_memory(),
         }
     }
 
-    /// Frees a block of this heap.
-    ///
     /// # Safety
-    /// `ptr` was returned by this heap's `alloc`, `alloc_zeroed` or `realloc` for `layout`
-    /// (or, for `realloc`, the new size), and is not used afterwards. A block of another heap,
-    /// or of the global allocator, is freed where it belongs; a pointer vmarena never handed
-    /// out aborts with its address.
-    pub unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+    /// As for [`Heap::dealloc`].
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if layout.size() == 0 {
             return;
         }
@@ -226,17 +272,21 @@ impl Heap {
             Entry::Page(page) => {
                 // Relaxed: a page holding a live block of ours stays ours (see `Page`).
                 if page.owner.load(Ordering::Relaxed) & !OWNER_FULL_FLAG == id {
-                    let guarded = self.inner.guarded.lock();
+                    let guarded = self.access();
                     // SAFETY: a live block of one of our pages, given up by the caller.
                     unsafe { guarded.heap.free::<false>(page, ptr.cast(), layout.size()) };
                     return;
                 }
             }
             Entry::Large(region) => {
-                // Relaxed: written under our mutex when the block was allocated; the caller's
+                // Relaxed: written under our access when the block was allocated; the caller's
                 // own synchronisation brought the block (and so this) here.
                 if region.heap_id.load(Ordering::Relaxed) == id {
-                    let guarded = self.inner.guarded.lock();
+                    let guarded = self.access();
+                    // Acquire: pairs with the marking free's AcqRel (a double free either way).
+                    if region.heap_freed.load(Ordering::Acquire) {
+                        crate::abort::double_free(ptr);
+                    }
                     guarded.unlink_large(region);
                     let requested = large::free_block(region, ptr);
                     guarded.heap.counters.on_free(requested);
@@ -250,28 +300,20 @@ impl Heap {
         unsafe { crate::global::free(ptr, layout.size()) }
     }
 
-    /// Resizes a block of this heap to `new_size` bytes, in place where it fits, else by
-    /// moving it (within this heap); null if memory ran out (the old block is then untouched).
-    ///
     /// # Safety
-    /// As for [`Heap::dealloc`]; `new_size`, rounded up to `layout.align()`, does not overflow
-    /// `isize`.
-    pub unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+    /// As for [`Heap::realloc`].
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let (old_size, align) = (layout.size(), layout.align());
+        // SAFETY: the caller promises a valid size for this alignment.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
         if old_size == 0 {
-            // SAFETY: the caller promises a valid size for this alignment.
-            return self.alloc(unsafe { Layout::from_size_align_unchecked(new_size, align) });
+            return self.alloc::<false>(new_layout);
         }
         match class_for_layout(old_size, align) {
             Some(class) => {
                 let usable = class_size(class);
                 if new_size <= usable && new_size >= usable / 2 && new_size > 0 {
-                    self.inner
-                        .guarded
-                        .lock()
-                        .heap
-                        .counters
-                        .on_resize(old_size, new_size);
+                    self.access().heap.counters.on_resize(old_size, new_size);
                     return ptr;
                 }
             }
@@ -281,9 +323,7 @@ impl Heap {
                 }
             }
         }
-        // SAFETY: the caller promises a valid size for this alignment.
-        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
-        let new = self.alloc(new_layout);
+        let new = self.alloc::<false>(new_layout);
         if !new.is_null() {
             // SAFETY: both blocks are live and distinct (a zero-sized new block is dangling
             // and receives nothing); we copy what both can hold.
@@ -302,7 +342,11 @@ impl Heap {
         if region.heap_id.load(Ordering::Relaxed) != self.id() {
             return None;
         }
-        let guarded = self.inner.guarded.lock();
+        let guarded = self.access();
+        // Acquire: as in `dealloc`.
+        if region.heap_freed.load(Ordering::Acquire) {
+            crate::abort::invalid_free(ptr);
+        }
         // Off the list while the arena may move the block to another region.
         guarded.unlink_large(region);
         match large::resize(region, ptr, new_size, align, guarded.heap.tally()) {
@@ -319,16 +363,8 @@ impl Heap {
         }
     }
 
-    /// The bytes usable in the block at `ptr` (see [`crate::usable_size`]).
-    pub fn usable_size(&self, ptr: *const u8) -> Option<usize> {
-        crate::usable_size(ptr)
-    }
-
-    /// This heap's figures: bytes in live blocks (`bytes_in_use`, by block size), pages per
-    /// kind, large blocks and their bytes, and (while requested bytes are tracked) the bytes
-    /// asked for and not freed through it. Other fields are zero.
-    pub fn stats(&self) -> Stats {
-        let guarded = self.inner.guarded.lock();
+    fn stats(&self) -> Stats {
+        let guarded = self.access();
         let mut stats = Stats::default();
         let (bytes, pages) = guarded.heap.usage();
         stats.bytes_in_use = bytes;
@@ -336,6 +372,11 @@ impl Heap {
         let mut cursor = guarded.large.get();
         // SAFETY: our list of live large regions (descriptors are never freed).
         while let Some(region) = unsafe { cursor.as_ref() } {
+            // Relaxed: statistics (a block freed elsewhere is not in use).
+            if region.heap_freed.load(Ordering::Relaxed) {
+                cursor = region.heap_next.load(Ordering::Relaxed);
+                continue;
+            }
             stats.large_regions += 1;
             stats.large_bytes += region.len();
             // Relaxed: statistics of a live block of ours.
@@ -349,20 +390,13 @@ impl Heap {
     }
 }
 
-impl Default for Heap {
-    /// [`Heap::new`].
-    fn default() -> Heap {
-        Heap::new()
-    }
-}
-
-impl Drop for Heap {
+impl<const LOCKED: bool> Drop for Core<LOCKED> {
     /// Gives every page and large block of the heap back to the arena, with whatever blocks
-    /// are still allocated in them (see the type's docs).
+    /// are still allocated in them (see [`Heap`]).
     fn drop(&mut self) {
         let inner = self.inner;
         {
-            let guarded = inner.guarded.lock();
+            let guarded = self.access();
             guarded.heap.discard_all();
             while let Some(region) = {
                 // SAFETY: our list of live large regions.
@@ -373,6 +407,7 @@ impl Drop for Heap {
             }
             // Every block died: count them freed, so the process's figures balance.
             let counters = &guarded.heap.counters;
+            // Relaxed: statistics.
             let (allocated, allocations) = (
                 counters.allocated.load(Ordering::Relaxed),
                 counters.allocations.load(Ordering::Relaxed),
@@ -403,12 +438,99 @@ impl Drop for Heap {
     }
 }
 
+/// The public operations, the same for both kinds of heap.
+macro_rules! heap_api {
+    ($ty:ident, $init:expr) => {
+        impl $ty {
+            /// A new, empty heap. Costs a mutex round trip on a shared registry (and, rarely,
+            /// mapping a metadata chunk); no memory is taken from the arena until the first
+            /// allocation.
+            ///
+            /// # Panics
+            /// If the few kilobytes of metadata for the heap cannot be mapped (`try_new`
+            /// returns `None` instead).
+            pub fn new() -> $ty {
+                $ty::try_new().expect("vmarena: out of memory for a new heap")
+            }
+
+            /// A new, empty heap; `None` if the metadata for it cannot be mapped.
+            pub fn try_new() -> Option<$ty> {
+                let init: fn(Core<_>) -> $ty = $init;
+                Core::try_new().map(init)
+            }
+
+            /// Allocates a block for `layout` (zero-sized layouts get a dangling, aligned
+            /// pointer and take no memory); null if memory ran out or the layout is
+            /// impossible.
+            pub fn alloc(&self, layout: Layout) -> *mut u8 {
+                self.core.alloc::<false>(layout)
+            }
+
+            /// As `alloc`, with the block's bytes zero.
+            pub fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+                self.core.alloc::<true>(layout)
+            }
+
+            /// Frees a block of this heap.
+            ///
+            /// # Safety
+            /// `ptr` was returned by this heap's `alloc`, `alloc_zeroed` or `realloc` for
+            /// `layout` (or, after `realloc`, for its new size), and is not used afterwards. A
+            /// block of another heap, or of the global allocator, is freed where it belongs;
+            /// a pointer vmarena never handed out aborts with its address.
+            pub unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                // SAFETY: forwarded from the caller.
+                unsafe { self.core.dealloc(ptr, layout) }
+            }
+
+            /// Resizes a block of this heap to `new_size` bytes, in place where it fits, else
+            /// by moving it (within this heap); null if memory ran out (the old block is then
+            /// untouched).
+            ///
+            /// # Safety
+            /// As for `dealloc`; `new_size`, rounded up to `layout.align()`, does not overflow
+            /// `isize`.
+            pub unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+                // SAFETY: forwarded from the caller.
+                unsafe { self.core.realloc(ptr, layout, new_size) }
+            }
+
+            /// The bytes usable in the block at `ptr` (see [`crate::usable_size`]).
+            pub fn usable_size(&self, ptr: *const u8) -> Option<usize> {
+                crate::usable_size(ptr)
+            }
+
+            /// This heap's figures: bytes in live blocks (`bytes_in_use`, by block size; less
+            /// the remote frees not taken in yet), pages per kind, large blocks and their
+            /// bytes, and (while requested bytes are tracked) the bytes asked for and not
+            /// freed through it. Other fields are zero.
+            pub fn stats(&self) -> Stats {
+                self.core.stats()
+            }
+        }
+
+        impl Default for $ty {
+            /// `new()`.
+            fn default() -> $ty {
+                $ty::new()
+            }
+        }
+    };
+}
+
+heap_api!(Heap, |core| Heap { core });
+heap_api!(LocalHeap, |core| LocalHeap {
+    core,
+    _not_sync: core::marker::PhantomData,
+});
+
 impl Guarded {
     /// Puts a large block of ours at the head of the heap's list.
     fn link_large(&self, region: &'static Region, id: usize) {
         let head = self.large.get();
         // Relaxed: (these links) used under our mutex only.
         region.heap_id.store(id, Ordering::Relaxed);
+        region.heap_freed.store(false, Ordering::Relaxed);
         region.heap_prev.store(null_mut(), Ordering::Relaxed);
         region.heap_next.store(head.cast_mut(), Ordering::Relaxed);
         // SAFETY: a region on our list, never freed.
@@ -417,6 +539,22 @@ impl Guarded {
                 .store((region as *const Region).cast_mut(), Ordering::Relaxed);
         }
         self.large.set(region);
+    }
+
+    /// Gives back the heap's large blocks that were freed through the global allocator.
+    fn release_freed_large(&self) {
+        let mut cursor = self.large.get();
+        // SAFETY: our list of live large regions (descriptors are never freed).
+        while let Some(region) = unsafe { cursor.as_ref() } {
+            // Relaxed: our own link.
+            cursor = region.heap_next.load(Ordering::Relaxed);
+            // Acquire: pairs with the marking free's AcqRel, ordering its last use of the
+            // block before we give the block's memory away.
+            if region.heap_freed.load(Ordering::Acquire) {
+                self.unlink_large(region);
+                large::free_block(region, region.start());
+            }
+        }
     }
 
     /// Takes a large block off the heap's list, leaving its region as a thread heap's.
@@ -437,6 +575,7 @@ impl Guarded {
             }
         }
         region.heap_id.store(0, Ordering::Relaxed);
+        region.heap_freed.store(false, Ordering::Relaxed);
         region.heap_prev.store(null_mut(), Ordering::Relaxed);
         region.heap_next.store(null_mut(), Ordering::Relaxed);
     }
@@ -472,7 +611,7 @@ pub(crate) fn lock_for_fork() {
     REGISTRY.lock_raw();
     // SAFETY: we hold the registry lock, taken just above.
     let registry = unsafe { REGISTRY.get_locked() };
-    for heap in registry.live() {
+    for heap in registry.live().filter(|h| h.is_locked()) {
         heap.guarded.lock_raw();
     }
 }
@@ -485,7 +624,7 @@ pub(crate) unsafe fn unlock_after_fork_parent() {
     // SAFETY: guaranteed by the caller: we hold the registry and every live heap.
     unsafe {
         let registry = REGISTRY.get_locked();
-        for heap in registry.live() {
+        for heap in registry.live().filter(|h| h.is_locked()) {
             heap.guarded.unlock_raw();
         }
         REGISTRY.unlock_raw();
@@ -501,7 +640,7 @@ pub(crate) unsafe fn reset_after_fork_child() {
     // SAFETY: guaranteed by the caller.
     unsafe {
         let registry = REGISTRY.get_locked();
-        for heap in registry.live() {
+        for heap in registry.live().filter(|h| h.is_locked()) {
             heap.guarded.reset_after_fork();
         }
         REGISTRY.reset_after_fork();
