@@ -198,7 +198,7 @@ pub fn collect() {
 }
 
 /// Turns counting of requested bytes (`Stats::bytes_requested`) on or off. Off by default: it
-/// costs a load and a store on every malloc and free. The count is exact if it is on from the
+/// costs two loads and stores on every malloc and free. The count is exact if it is on from the
 /// start (`VMARENA_STATS=1`); turned on later, blocks allocated before and freed after make it
 /// drift by their size.
 ///

@@ -243,8 +243,8 @@ pub struct ThreadStats {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Bytes the program asked for and has not freed, if counted: counting costs a load and a
-    /// store on every malloc and free, so it is off unless `VMARENA_STATS=1` is set or
+    /// Bytes the program asked for and has not freed, if counted: counting costs loads and
+    /// stores on every malloc and free, so it is off unless `VMARENA_STATS=1` is set or
     /// [`crate::track_requested_bytes`] turned it on (see there).
     pub bytes_requested: Option<usize>,
     /// Bytes of blocks handed out and not freed (the requested sizes rounded up to size classes
