@@ -192,9 +192,9 @@ fn forks_while_threads_remap() {
     );
 }
 
-/// `default` forks, or `VMARENA_FORK_ROUNDS` (for long runs, or short ones while debugging).
+/// `default` forks, or `VMARENA_TEST_FORK_ROUNDS` (for long runs, or short ones while debugging).
 fn rounds(default: u64) -> u64 {
-    std::env::var("VMARENA_FORK_ROUNDS")
+    std::env::var("VMARENA_TEST_FORK_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
