@@ -92,4 +92,5 @@ extern "C" fn child() {
         fallback::reset_after_fork_child();
     }
     crate::purger::reset_after_fork_child();
+    crate::options::reset_after_fork_child();
 }

@@ -9,6 +9,8 @@ use crate::sync::atomic::Ordering;
 
 /// Allocates a large block of `size` bytes aligned to `align`; null (`ENOMEM`) if impossible.
 pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    // A program's first allocation may be a large one (it brings no heap up).
+    crate::options::read_once();
     if size > isize::MAX as usize {
         return crate::os::out_of_memory();
     }
