@@ -297,6 +297,37 @@ mod tests {
         }
     }
 
+    /// First reads that race: each thread gets the environment's value, whether it read the
+    /// table itself, found a read in progress, or came after; the table ends up read.
+    #[test]
+    fn racing_first_reads_agree() {
+        let expected = |spec: &Spec| {
+            environ::get(spec.name)
+                .and_then(|b| parse(spec.kind, b))
+                .unwrap_or(spec.default)
+        };
+        for _ in 0..50 {
+            // Relaxed: other tests that read now just parse for themselves, as racers do.
+            STATE.store(UNREAD, Ordering::Relaxed);
+            let barrier = std::sync::Barrier::new(8);
+            std::thread::scope(|s| {
+                for t in 0..8 {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        barrier.wait();
+                        let spec = &TABLE[t % COUNT];
+                        assert_eq!(value(spec.opt), expected(spec), "{:?}", spec.opt);
+                    });
+                }
+            });
+            // Relaxed: the threads that read were joined.
+            assert_eq!(STATE.load(Ordering::Relaxed), READ);
+            for spec in &TABLE {
+                assert_eq!(value(spec.opt), expected(spec), "{:?}", spec.opt);
+            }
+        }
+    }
+
     #[test]
     fn getters_agree_with_the_environment_of_this_process() {
         // The unit-test process is run without VMARENA_* options (or with valid ones): each
