@@ -96,4 +96,5 @@ extern "C" fn child() {
         isolated::reset_after_fork_child();
     }
     crate::purger::reset_after_fork_child();
+    crate::options::reset_after_fork_child();
 }

@@ -11,6 +11,8 @@ use crate::sync::atomic::Ordering;
 
 /// Allocates a large block of `size` bytes aligned to `align`, uncounted; `None` if impossible.
 pub(crate) fn alloc_block(size: usize, align: usize, zeroed: bool) -> Option<&'static Region> {
+    // A program's first allocation may be a large one (it brings no heap up).
+    crate::options::read_once();
     if size > isize::MAX as usize {
         return None;
     }

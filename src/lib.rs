@@ -20,6 +20,12 @@
 //! }
 //! ```
 //!
+//! Statistics come from [`stats`]; `VMARENA_SHOW_STATS=1` prints them on stderr at exit.
+//! Every environment variable vmarena reads (the purge delay, the purger thread, counting of
+//! requested bytes, the report at exit, verbose output, the checked mode) is in one table in
+//! `README.md`; they are read once, before the first allocation, and invalid values or unknown
+//! `VMARENA_*` names are reported on stderr and ignored.
+//!
 //! See `ARCHITECTURE.md` for how it works and why.
 //!
 //! # Platforms
@@ -105,8 +111,6 @@ mod allocator;
 pub(crate) mod arena;
 #[cfg(not(vmarena_loom))]
 pub(crate) mod config;
-#[cfg(not(vmarena_loom))]
-mod env;
 #[cfg(all(not(vmarena_loom), not(miri)))]
 mod fork;
 #[cfg(not(vmarena_loom))]
@@ -116,6 +120,8 @@ pub(crate) mod heap;
 #[cfg(not(vmarena_loom))]
 mod large;
 #[cfg(not(vmarena_loom))]
+mod options;
+#[cfg(not(vmarena_loom))]
 pub(crate) mod os;
 #[cfg(not(vmarena_loom))]
 pub(crate) mod purger;
@@ -123,6 +129,8 @@ pub(crate) mod purger;
 pub mod raw;
 #[cfg(not(vmarena_loom))]
 mod stats;
+#[cfg(not(vmarena_loom))]
+mod stderr;
 
 #[cfg(all(feature = "fuzzing", not(vmarena_loom)))]
 #[doc(hidden)]

@@ -49,7 +49,7 @@ pub(crate) fn poke() {
 #[inline(never)]
 fn start() {
     if STATE.load(Ordering::Relaxed) == UNREAD {
-        let wanted = crate::env::flag(c"VMARENA_PURGE_THREAD");
+        let wanted = crate::options::purge_thread();
         // Relaxed: racing readers compute the same value.
         let _ = STATE.compare_exchange(
             UNREAD,
@@ -68,6 +68,7 @@ fn start() {
     }
     if !spawn() {
         STATE.store(OFF, Ordering::Relaxed); // no second try: it would fail the same way
+        crate::options::report::purger_not_started();
     }
 }
 

@@ -192,7 +192,6 @@ fn forks_while_threads_remap() {
     );
 }
 
-/// `default` forks, or `VMARENA_FORK_ROUNDS` (for long runs, or short ones while debugging).
 /// Threads hammering a shared isolated heap while the main thread forks: the child must find
 /// the heap's lock free and the heap whole, allocate from it, and drop it.
 fn forks_while_threads_use_a_heap() {
@@ -247,8 +246,9 @@ fn forks_while_threads_use_a_heap() {
     );
 }
 
+/// `default` forks, or `VMARENA_TEST_FORK_ROUNDS` (for long runs, or short ones while debugging).
 fn rounds(default: u64) -> u64 {
-    std::env::var("VMARENA_FORK_ROUNDS")
+    std::env::var("VMARENA_TEST_FORK_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)

@@ -9,7 +9,7 @@ use std::process::Command;
 #[global_allocator]
 static GLOBAL: vmarena::VmArena = vmarena::VmArena;
 
-const CASE: &str = "VMARENA_HARDENING_CASE";
+const CASE: &str = "VMARENA_TEST_HARDENING_CASE";
 
 /// Runs the misbehaviour named by `CASE`, if any (in the child).
 fn misbehave() {

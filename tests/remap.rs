@@ -190,7 +190,7 @@ fn moving_blocks_with_mremap_keeps_the_kernel_mapping_count_bounded() {
 fn allocation_stays_correct_while_another_thread_remaps() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     static STOP: AtomicBool = AtomicBool::new(false);
-    let seconds: u64 = std::env::var("VMARENA_REMAP_STRESS_SECS")
+    let seconds: u64 = std::env::var("VMARENA_TEST_REMAP_STRESS_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);

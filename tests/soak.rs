@@ -10,7 +10,7 @@
 //! a block checks it before freeing or resizing it, so a block handed out twice shows up as a
 //! mismatch, and a block freed twice trips vmarena's own double-free check.
 //!
-//! It runs for `VMARENA_SOAK_SECS` seconds (default 5).
+//! It runs for `VMARENA_TEST_SOAK_SECS` seconds (default 5).
 
 mod common;
 
@@ -292,7 +292,7 @@ fn remapper(shared: &Shared, slot: usize) {
 
 #[test]
 fn blocks_passed_between_threads_survive_concurrent_remaps_and_exits() {
-    let seconds: u64 = std::env::var("VMARENA_SOAK_SECS")
+    let seconds: u64 = std::env::var("VMARENA_TEST_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);

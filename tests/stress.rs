@@ -78,7 +78,7 @@ fn realloc(block: Block, rng: &mut Rng) -> Block {
 fn threads_share_blocks_of_every_size_without_corruption() {
     let mailboxes: Arc<Vec<Mutex<Vec<Block>>>> =
         Arc::new((0..THREADS).map(|_| Mutex::new(Vec::new())).collect());
-    let rounds: usize = std::env::var("VMARENA_STRESS_ROUNDS")
+    let rounds: usize = std::env::var("VMARENA_TEST_STRESS_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(60_000);

@@ -66,13 +66,13 @@ fn memory_stays_bounded_as_threads_come_and_go() {
     }
     let warm = vmarena::stats();
     let warm_rss = resident_bytes();
-    let generations = std::env::var("VMARENA_GENERATIONS")
+    let generations = std::env::var("VMARENA_TEST_GENERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(400);
     for g in 100..100 + generations {
         generation(g, 8);
-        if std::env::var("VMARENA_TREND").is_ok() && g % 100 == 0 {
+        if std::env::var("VMARENA_TEST_TREND").is_ok() && g % 100 == 0 {
             let s = vmarena::stats();
             println!(
                 "gen {g}: rss {} MiB committed {} MiB regions {:?}",

@@ -47,12 +47,11 @@ extern "C" fn rust_eh_personality() {
 }
 
 /// At load: install the `fork` handlers before any other library can register its own (see
-/// `vmarena::raw::init`); if `VMARENA_VERIFY` is set, say so on stderr (tests use it to check
-/// that the preload took effect).
+/// `vmarena::raw::init`, which also reads the options if no allocation has yet); with
+/// `VMARENA_VERIFY=1`, say so on stderr (tests use it to check that the preload took effect).
 extern "C" fn on_load() {
     vmarena_core::raw::init();
-    // SAFETY: getenv with a NUL-terminated name; only compared with null.
-    if unsafe { !libc::getenv(c"VMARENA_VERIFY".as_ptr()).is_null() } {
+    if vmarena_core::raw::verify_requested() {
         let msg = b"vmarena: libvmarena.so is the allocator\n";
         // SAFETY: writing a static buffer to stderr.
         unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };

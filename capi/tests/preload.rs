@@ -322,3 +322,36 @@ fn a_rust_plugin_on_vmarena_can_be_unloaded() {
     let out = run(cmd, false);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
+
+/// The options work in a C program: an invalid value is reported once (the options are read
+/// once, however early the first `malloc` comes), and `VMARENA_SHOW_STATS=1` prints the
+/// report when the program exits. (Perl: coreutils close stderr before they exit, and python3
+/// may be a shell-script shim, whose every process would print.)
+#[test]
+fn options_under_ld_preload() {
+    assert!(have("perl"), "perl is needed");
+    let mut cmd = Command::new("perl");
+    cmd.args(["-e", "print join(',', sort qw(b c a)), \"\\n\""])
+        .env("VMARENA_SHOW_STATS", "1")
+        .env("VMARENA_PURGE_DELAY_MS", "abc");
+    let out = run(cmd, true);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a,b,c\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ignoring: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.starts_with("vmarena: ignoring"))
+        .collect();
+    assert_eq!(
+        ignoring,
+        ["vmarena: ignoring VMARENA_PURGE_DELAY_MS=abc (expected milliseconds, a whole number)"],
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("vmarena: at exit: vmarena statistics\n"),
+        "no report at exit: {stderr}"
+    );
+    assert!(
+        stderr.lines().last().unwrap_or("").starts_with("  threads"),
+        "the report is cut: {stderr}"
+    );
+}

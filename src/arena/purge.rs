@@ -22,22 +22,19 @@ use crate::os::Os;
 use crate::stats::{adjust, bump};
 use crate::sync::atomic::Ordering;
 
-/// The default delay before freed memory is purged: mimalloc v3 waits 1 s (v2: 100 ms),
-/// jemalloc 10 s. Override with `VMARENA_PURGE_DELAY_MS` or [`crate::set_purge_delay`].
-pub(crate) const DEFAULT_PURGE_DELAY_MS: u64 = 1000;
-
 /// Nothing scheduled.
 const NEVER: u64 = u64::MAX;
 
 impl<O: Os> Arena<O> {
-    /// The purge delay in nanoseconds, read from `VMARENA_PURGE_DELAY_MS` on first use.
+    /// The purge delay in nanoseconds: `VMARENA_PURGE_DELAY_MS` (default 1 s, see
+    /// `crate::options`) until [`crate::set_purge_delay`] changes it.
     pub(crate) fn purge_delay(&self) -> u64 {
         // Relaxed: a configuration value; racing first readers compute the same thing.
         let delay = self.purge_delay.load(Ordering::Relaxed);
         if delay != u64::MAX {
             return delay;
         }
-        let ms = crate::env::number(c"VMARENA_PURGE_DELAY_MS").unwrap_or(DEFAULT_PURGE_DELAY_MS);
+        let ms = crate::options::purge_delay_ms();
         let delay = ms.saturating_mul(1_000_000).min(u64::MAX - 1);
         self.purge_delay.store(delay, Ordering::Relaxed);
         delay

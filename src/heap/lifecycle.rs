@@ -163,6 +163,9 @@ pub(crate) fn bring_up(current: &Heap) -> Option<&'static Heap> {
     if current.state() != HeapState::Uninit {
         return None;
     }
+    // The first allocation of every thread passes here: the options are in effect from the
+    // first one on.
+    crate::options::read_once();
     slot::set(&INITIALISING.0);
     let Some(heap) = take_heap() else {
         slot::set(&UNINIT.0);

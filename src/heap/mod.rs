@@ -40,8 +40,7 @@ pub(crate) fn tracking_requested() -> bool {
     // Relaxed: a configuration flag; racing first readers decide the same way.
     match TRACK_REQUESTED.load(Ordering::Relaxed) {
         0 => {
-            // SAFETY: a NUL-terminated name; the value is only tested for null.
-            let on = unsafe { !libc::getenv(c"VMARENA_STATS".as_ptr()).is_null() };
+            let on = crate::options::count_requested();
             TRACK_REQUESTED.store(if on { 2 } else { 1 }, Ordering::Relaxed);
             on
         }
@@ -52,7 +51,7 @@ pub(crate) fn tracking_requested() -> bool {
 /// Whether heaps coming up now run in checked mode (`VMARENA_CHECKED=1`, or the `checked`
 /// feature): see `Heap::alloc_checked`.
 pub(crate) fn checked_mode() -> bool {
-    cfg!(feature = "checked") || crate::env::flag(c"VMARENA_CHECKED")
+    crate::options::checked()
 }
 
 pub(crate) fn set_tracking_requested(on: bool) {

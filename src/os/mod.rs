@@ -22,6 +22,7 @@ pub(crate) fn set_errno(code: i32) {
 /// (every allocation path returns this rather than a bare null).
 #[cold]
 pub(crate) fn out_of_memory() -> *mut u8 {
+    crate::options::report::out_of_memory();
     set_errno(libc::ENOMEM);
     core::ptr::null_mut()
 }

@@ -127,4 +127,10 @@ pub fn page_size() -> usize {
 pub fn init() {
     #[cfg(not(miri))]
     crate::fork::install();
+    crate::options::read_once();
+}
+
+/// True if `VMARENA_VERIFY=1`: the C library then says on stderr that it is the allocator.
+pub fn verify_requested() -> bool {
+    crate::options::verify()
 }
