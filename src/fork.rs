@@ -16,7 +16,8 @@
 //! other libraries register later run before ours, while allocating still works.
 
 use crate::arena::ARENA;
-use crate::heap::{abandon, fallback, isolated, lifecycle};
+use crate::heap::{abandon, fallback, lifecycle};
+use crate::isolated;
 use crate::sync::atomic::{AtomicBool, Ordering};
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);

@@ -118,6 +118,8 @@ mod global;
 #[cfg(not(vmarena_loom))]
 pub(crate) mod heap;
 #[cfg(not(vmarena_loom))]
+mod isolated;
+#[cfg(not(vmarena_loom))]
 mod large;
 #[cfg(not(vmarena_loom))]
 mod options;
@@ -139,7 +141,7 @@ pub mod fuzzing;
 #[cfg(not(vmarena_loom))]
 pub use global::VmArena;
 #[cfg(not(vmarena_loom))]
-pub use heap::isolated::{Heap, LocalHeap};
+pub use isolated::{Heap, LocalHeap};
 #[cfg(not(vmarena_loom))]
 pub use stats::{Stats, ThreadStats};
 
@@ -162,6 +164,7 @@ pub fn stats() -> Stats {
     let mut stats = Stats::default();
     arena::ARENA.fill_stats(&mut stats);
     heap::fill_stats(&mut stats);
+    isolated::fill_stats(&mut stats);
     stats
 }
 

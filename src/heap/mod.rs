@@ -4,7 +4,6 @@
 pub(crate) mod abandon;
 pub(crate) mod double_free;
 pub(crate) mod fallback;
-pub(crate) mod isolated;
 pub(crate) mod lifecycle;
 pub(crate) mod pages;
 pub(crate) mod size_class;
@@ -142,7 +141,6 @@ pub(crate) fn fill_stats(stats: &mut Stats) {
         stats.bytes_requested = Some(0);
     }
     lifecycle::fill_stats(stats);
-    isolated::fill_stats(stats);
     stats.pages_abandoned = abandon::count();
 }
 

@@ -12,7 +12,8 @@
 //! allocation or its drop (a free from another thread must not touch the heap's list).
 //!
 //! Descriptors live in a type-stable pool, like the thread heaps, and the live ones are in a
-//! registry (for `stats()` and `fork`). Lock order: registry, then a heap's mutex; a heap's
+//! registry (for `stats()` and `fork`). This module sits beside `global` (it may call `global`,
+//! `heap` and `large`; nothing but `lib`, `allocator` and `fork` calls it). Lock order: registry, then a heap's mutex; a heap's
 //! holder may go on to take the fallback heap's (a thread it starts allocates) and the arena's
 //! locks, never the reverse (see `crate::fork`).
 
@@ -20,13 +21,13 @@ use core::alloc::Layout;
 use core::cell::Cell;
 use core::ptr::null_mut;
 
-use super::thread_heap;
 use crate::arena::ARENA;
 use crate::arena::meta::{MetaChunks, Pool, Pooled};
 use crate::arena::page::OWNER_FULL_FLAG;
 use crate::arena::pagemap::Entry;
 use crate::arena::region::Region;
 use crate::heap::size_class::{class_for_layout, class_size};
+use crate::heap::thread_heap;
 use crate::large;
 use crate::stats::Stats;
 use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
@@ -218,7 +219,7 @@ impl<const LOCKED: bool> Core<LOCKED> {
             registry.live = this;
             inner
         };
-        let id = super::lifecycle::new_heap_id();
+        let id = crate::heap::lifecycle::new_heap_id();
         inner.guarded.lock().heap.start_isolated(id);
         // Relaxed: the id reaches other threads with the heap itself (their own sync).
         inner.id.store(id, Ordering::Relaxed);
@@ -383,7 +384,7 @@ impl<const LOCKED: bool> Core<LOCKED> {
             stats.bytes_in_use += region.requested.load(Ordering::Relaxed);
             cursor = region.heap_next.load(Ordering::Relaxed);
         }
-        if super::tracking_requested() {
+        if crate::heap::tracking_requested() {
             stats.bytes_requested = Some(guarded.heap.counters.net_bytes());
         }
         stats
@@ -414,7 +415,7 @@ impl<const LOCKED: bool> Drop for Core<LOCKED> {
             );
             counters.freed.store(allocated, Ordering::Relaxed);
             counters.frees.store(allocations, Ordering::Relaxed);
-            counters.fold_into(&super::lifecycle::ORPHAN_COUNTERS);
+            counters.fold_into(&crate::heap::lifecycle::ORPHAN_COUNTERS);
             guarded.heap.reset();
         }
         let mut registry = REGISTRY.lock();
