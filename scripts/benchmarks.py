@@ -117,6 +117,19 @@ def criterion_table(group, unit):
     return "\n".join(rows), ratios
 
 
+def heap_table():
+    """Isolated heaps: vmarena's Heap and LocalHeap against mimalloc's mi_heap_t."""
+    group, kinds = "heap", ["vmarena", "vmarena-local", "mimalloc"]
+    cases = [("new_drop", "create + drop an empty heap"), ("new_100_drop", "create, 100 blocks of 64 B, drop"),
+             ("pair", "malloc + free of 64 B in a heap")]
+    rows = ["| case | Heap | LocalHeap | mimalloc heap | Heap / mimalloc | LocalHeap / mimalloc |", "|---|---|---|---|---|---|"]
+    for case, what in cases:
+        t = {k: median_ns(group, k, case) for k in kinds}
+        ratio = lambda k: f"{t[k] / t['mimalloc']:.2f}" if t[k] and t["mimalloc"] else "–"
+        rows.append(f"| {what} | " + " | ".join(fmt_time(t[k]) for k in kinds) + f" | {ratio('vmarena')} | {ratio('vmarena-local')} |")
+    return "\n".join(rows)
+
+
 def breakeven_table():
     group = "remap_breakeven"
     kinds = ["copy_fresh", "copy_reused", "mremap"]
@@ -509,6 +522,8 @@ def report():
         doc = replace_section(doc, group, f"{table}\n\n![{title}](benches/charts/{group}.svg)")
     if (CRITERION / "remap_breakeven").is_dir():
         doc = replace_section(doc, "remap_breakeven", breakeven_table())
+    if (CRITERION / "heap").is_dir():
+        doc = replace_section(doc, "heap", heap_table())
     for name, _ in CUSTOM:
         out = RESULTS / f"{name}.md"
         if out.exists():
