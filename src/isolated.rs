@@ -598,6 +598,17 @@ pub(crate) fn fill_stats(stats: &mut Stats) {
     }
 }
 
+/// Turns counting on or off in every live isolated heap (see `track_requested_bytes`).
+pub(crate) fn set_counting(on: bool) {
+    let registry = REGISTRY.lock();
+    for heap in registry.live() {
+        // SAFETY: only the atomic flag is touched.
+        let counters = unsafe { &registry_heap(heap).counters };
+        // Relaxed: a configuration flag each heap reads on its fast paths.
+        counters.counting.store(on, Ordering::Relaxed);
+    }
+}
+
 /// The thread heap inside a registered descriptor, for reading its atomics without the lock.
 ///
 /// # Safety

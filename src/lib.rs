@@ -225,6 +225,7 @@ pub fn collect() {
 #[cfg(not(vmarena_loom))]
 pub fn track_requested_bytes(on: bool) {
     heap::set_tracking_requested(on);
+    isolated::set_counting(on);
 }
 
 /// Sets how long freed memory stays mapped before it is purged (given back to the OS with

@@ -26,6 +26,21 @@ fn misbehave() {
                 GLOBAL.dealloc(p, layout);
                 GLOBAL.dealloc(p, layout);
             }
+            "heap-double-free" => {
+                let heap = vmarena::Heap::new();
+                let p = heap.alloc(layout);
+                println!("address {p:p}");
+                heap.dealloc(p, layout);
+                heap.dealloc(p, layout);
+            }
+            "heap-large-double-free" => {
+                let heap = vmarena::LocalHeap::new();
+                let big = Layout::from_size_align(1 << 20, 8).unwrap();
+                let p = heap.alloc(big);
+                println!("address {p:p}");
+                GLOBAL.dealloc(p, big); // marked: the heap gives it back later
+                heap.dealloc(p, big);
+            }
             "double-free-other-thread" => {
                 let p = GLOBAL.alloc(layout) as usize;
                 println!("address {:p}", p as *const u8);
@@ -138,6 +153,16 @@ fn child() {
 #[test]
 fn double_free_aborts_naming_the_block() {
     run("double-free", "double free");
+}
+
+#[test]
+fn double_free_in_a_heap_aborts_naming_the_block() {
+    run("heap-double-free", "double free");
+}
+
+#[test]
+fn double_free_of_a_heaps_large_block_aborts_naming_it() {
+    run("heap-large-double-free", "double free");
 }
 
 #[test]
