@@ -68,34 +68,85 @@ fn register(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C"
     unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
 }
 
-extern "C" fn prepare() {
-    isolated::lock_for_fork();
-    fallback::lock_for_fork();
-    abandon::lock_for_fork();
-    lifecycle::lock_for_fork();
+/// What one lock holder does across `fork`: lock before it; unlock in the parent; reset in
+/// the child (where the calling thread is the only one and holds the lock).
+struct Participant {
+    lock: fn(),
+    /// # Safety
+    /// The calling thread ran `lock` and has not unlocked since.
+    unlock_in_parent: unsafe fn(),
+    /// # Safety
+    /// As for `unlock_in_parent`, and the calling thread is the process's only one.
+    reset_in_child: unsafe fn(),
+}
+
+fn arena_lock() {
     ARENA.lock_for_fork();
 }
 
-extern "C" fn parent() {
+/// # Safety
+/// See [`Participant::unlock_in_parent`].
+unsafe fn arena_unlock_in_parent() {
     ARENA.unlock_after_fork_parent();
-    // SAFETY: `prepare` locked these on this thread; reverse order.
-    unsafe {
-        lifecycle::unlock_after_fork_parent();
-        abandon::unlock_after_fork_parent();
-        fallback::unlock_after_fork_parent();
-        isolated::unlock_after_fork_parent();
+}
+
+/// # Safety
+/// See [`Participant::reset_in_child`].
+unsafe fn arena_reset_in_child() {
+    // SAFETY: forwarded from the caller.
+    unsafe { ARENA.unlock_after_fork_child() };
+}
+
+/// The one fork sequence: every allocator lock, in the only order they ever nest (an entry
+/// may be taken while holding the ones before it, never the reverse). `prepare` locks them
+/// front to back; `parent` and `child` release them back to front.
+const SEQUENCE: [Participant; 5] = [
+    Participant {
+        lock: isolated::lock_for_fork,
+        unlock_in_parent: isolated::unlock_after_fork_parent,
+        reset_in_child: isolated::reset_after_fork_child,
+    },
+    Participant {
+        lock: fallback::lock_for_fork,
+        unlock_in_parent: fallback::unlock_after_fork_parent,
+        reset_in_child: fallback::reset_after_fork_child,
+    },
+    Participant {
+        lock: abandon::lock_for_fork,
+        unlock_in_parent: abandon::unlock_after_fork_parent,
+        reset_in_child: abandon::reset_after_fork_child,
+    },
+    Participant {
+        lock: lifecycle::lock_for_fork,
+        unlock_in_parent: lifecycle::unlock_after_fork_parent,
+        reset_in_child: lifecycle::reset_after_fork_child,
+    },
+    Participant {
+        lock: arena_lock,
+        unlock_in_parent: arena_unlock_in_parent,
+        reset_in_child: arena_reset_in_child,
+    },
+];
+
+extern "C" fn prepare() {
+    for participant in &SEQUENCE {
+        (participant.lock)();
+    }
+}
+
+extern "C" fn parent() {
+    for participant in SEQUENCE.iter().rev() {
+        // SAFETY: `prepare` locked every entry on this thread; released in reverse order.
+        unsafe { (participant.unlock_in_parent)() };
     }
 }
 
 extern "C" fn child() {
-    // SAFETY: `prepare` locked all of these on this thread, the child's only one.
-    unsafe {
-        ARENA.unlock_after_fork_child();
-        lifecycle::reset_after_fork_child();
-        abandon::reset_after_fork_child();
-        fallback::reset_after_fork_child();
-        isolated::reset_after_fork_child();
+    for participant in SEQUENCE.iter().rev() {
+        // SAFETY: `prepare` locked every entry on this thread, the child's only one.
+        unsafe { (participant.reset_in_child)() };
     }
+    // Lock-free state that names threads the child does not have.
     crate::purger::reset_after_fork_child();
     crate::options::reset_after_fork_child();
 }
