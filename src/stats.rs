@@ -5,6 +5,8 @@
 //! and store (no read-modify-write, no cache line another thread writes); a snapshot sums
 //! them. Counters of the remap paths ([`ArenaCounters`]) are written inside write sessions,
 //! by one thread at a time. All are statistics, never used to synchronise anything.
+//!
+//! Layer: a leaf service any layer may call; calls `config` and `sync::atomic`.
 
 use core::fmt;
 

@@ -3,6 +3,9 @@
 //! lets lock-free readers hold stale descriptor pointers safely (the kernel gets the same
 //! guarantee from `SLAB_TYPESAFE_BY_RCU`). The arena's pools run under the arena write lock;
 //! the heaps' pool (in `heap::lifecycle`) under the heap registry's mutex.
+//!
+//! Layer: `arena`; calls `os` (for chunks), `config` and `sync::atomic`. `heap::lifecycle` and
+//! `isolated` build their pools of heap descriptors on it.
 
 use core::ptr::NonNull;
 

@@ -13,6 +13,9 @@
 //!
 //! Bookkeeping that only write sessions touch (pools, free ranges, region lists) lives in
 //! [`ArenaState`] behind the lock.
+//!
+//! Layer: `arena`, above `sync` and `os`; calls `sync` (the arena lock), `os`, `config` and
+//! `stats`. `heap`, `large`, `global`, `isolated`, `raw`, `purger` and `fork` call it.
 
 mod blocks;
 #[cfg(not(miri))]

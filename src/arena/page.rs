@@ -8,6 +8,9 @@
 //! threads touch only the atomics: `xthread_free` (frees from other threads), `owner` (to tell
 //! whether a free is local), and `block_size`, `carved` and the block divisor (to validate a
 //! pointer).
+//!
+//! Layer: `arena` (the descriptor), though most fields are the heap's state (see
+//! `heap::pages`); calls only `sync::atomic` and `config`.
 
 use core::cell::UnsafeCell;
 

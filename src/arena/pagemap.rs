@@ -18,6 +18,8 @@
 //! Acquire, so whatever a lookup finds is fully initialised for the reader even when nothing
 //! else orders the two (speculative readers, which validate only afterwards). On x86-64 an
 //! Acquire load is a plain load; on aarch64 it is `ldar`.
+//!
+//! Layer: `arena`; calls `os` (to reserve leaves), `config` and `sync::atomic`.
 
 use core::ptr::NonNull;
 

@@ -5,6 +5,9 @@
 //! also kept in bins by size (`floor(log2(len / 64 KiB))`) for a good-fit search. All of this
 //! is plain single-threaded code: it only runs under the arena write lock, and lock-free
 //! readers never look at free ranges (they are not in the page map).
+//!
+//! Layer: `arena`; calls `arena`'s own `region` and `meta`, and `os`, `config` and
+//! `sync::atomic`.
 
 use super::meta::Descriptors;
 use super::region::{Region, RegionKind};

@@ -2,6 +2,9 @@
 //! hinted region, then on the others of its kind; the shared arena lock only as fallback for
 //! a marked region), give empty pages back, and, when no region has a free page, a write
 //! session creates one.
+//!
+//! Layer: `arena`; calls `arena`'s own `region`, `page` and `ranges`, and `sync` (region
+//! locks), `os`, `config`, `stats` and `ablation`.
 
 use super::page::{NO_OWNER, Page, PageTable};
 use super::ranges::Dirt;

@@ -12,6 +12,8 @@
 //! its bit (done by readers holding the region's read lock, so many threads carve pages from
 //! one region at once), releasing is a `fetch_or`. A second bitmap remembers which pages were
 //! touched since they were last purged.
+//!
+//! Layer: `arena`; calls `sync` (the region lock), `config` and `arena::page`.
 
 use super::page::{Page, PageTable};
 use crate::config::{MAX_REGION_PAGES, PageKind};

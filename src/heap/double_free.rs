@@ -16,6 +16,9 @@
 //! 3 min).
 //! So the comparison is made where instrumentation cannot see its operands (inline assembly),
 //! and the owner confirms before aborting in any case.
+//!
+//! Layer: `heap`; calls `heap::pages` (free-list walks, the block test), `heap::size_class`,
+//! `arena::page`, `os` (`errno_preserved`) and `sync::atomic`.
 
 use crate::arena::page::{Block, Page};
 use crate::sync::atomic::{AtomicUsize, Ordering};

@@ -2,6 +2,8 @@
 //! mappings (the one kind Miri emulates), purging zeroes, remapping copies, nothing is ever
 //! unmapped. It counts what the arena asked of it, so tests can check. Used by unit tests and
 //! under Miri.
+//!
+//! Layer: `os`; calls only `sync::atomic`.
 
 use core::ptr::NonNull;
 

@@ -7,6 +7,9 @@
 //!
 //! Everything here inlines into the exported symbols, so C's `malloc` and `free` are the
 //! heap's fast paths with no call in between, and reach their slow paths by tail calls.
+//!
+//! Layer: the top, over `raw`; calls `raw`'s functions, `crate::stats()` (for `mallinfo`,
+//! `malloc_stats` and `malloc_info`) and `os` (`errno`).
 
 use super::{alloc, free, page_size, realloc as resize, usable_size};
 use crate::Stats;

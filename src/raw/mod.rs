@@ -6,6 +6,10 @@
 //! which the free path reads anyway: one page-map lookup, no lock, no speculation, no shared
 //! counter. The caller owns the block, so its page's block size (and a large block's length)
 //! cannot change under it.
+//!
+//! Layer: the top, beside `global`; calls `global`, `heap` (`alloc`, `pages::is_carved_block`,
+//! `size_class`), `arena` (page-map lookups, the OS back end), `os`, `options`, `abort` and
+//! `crate::fork`.
 
 pub mod c;
 pub mod exports;

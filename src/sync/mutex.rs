@@ -5,6 +5,8 @@
 //! (so there is no re-entry); the few that nest (the fallback heap's holder may take an
 //! abandoned list's) always nest in the one order `crate::fork` takes them in, so there is no
 //! cycle.
+//!
+//! Layer: `sync`, the bottom; calls `sync::futex` and `sync::atomic`.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
