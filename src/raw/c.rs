@@ -80,8 +80,8 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
         unsafe { free(ptr) };
         return core::ptr::null_mut();
     }
-    // SAFETY: forwarded from the caller; C blocks are aligned to at most their request, and
-    // realloc only promises malloc's alignment.
+    // SAFETY: forwarded from the caller (`resize` allows a block aligned more than the 16
+    // passed here, e.g. from `memalign`); realloc only promises malloc's alignment.
     unsafe { resize(ptr, size, MALLOC_ALIGN) }
 }
 

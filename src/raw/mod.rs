@@ -88,7 +88,9 @@ pub unsafe fn free(ptr: *mut u8) {
 /// unchanged).
 ///
 /// # Safety
-/// `ptr` is a live block from vmarena allocated with an alignment of at most `align`.
+/// `ptr` is a live block from vmarena. Its own alignment may be larger than `align` (C's
+/// `realloc` passes malloc's 16 for a `memalign` block): the old block is found by the page
+/// map and its usable size, never by its alignment; `align` is only the new block's.
 pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align: usize) -> *mut u8 {
     if new_size > isize::MAX as usize - (align - 1) {
         return crate::os::out_of_memory();
