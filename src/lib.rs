@@ -20,7 +20,7 @@
 //! }
 //! ```
 //!
-//! Statistics come from [`stats`]; `VMARENA_SHOW_STATS=1` prints them on stderr at exit.
+//! Statistics come from [`stats()`]; `VMARENA_SHOW_STATS=1` prints them on stderr at exit.
 //! Every environment variable vmarena reads (the purge delay, the purger thread, counting of
 //! requested bytes, the report at exit, verbose output, the checked mode) is in one table in
 //! `README.md`; they are read once, before the first allocation, and invalid values or unknown
