@@ -34,7 +34,7 @@ unsafe trait RawAllocator {
 #[cfg(any(feature = "allocator-api2", feature = "nightly"))]
 macro_rules! raw_heap {
     ($ty:ty) => {
-        // SAFETY: a heap's operations keep these promises (see `heap::isolated`).
+        // SAFETY: a heap's operations keep these promises (see `crate::isolated`).
         unsafe impl RawAllocator for $ty {
             fn raw_alloc(&self, layout: Layout, zeroed: bool) -> *mut u8 {
                 if zeroed {

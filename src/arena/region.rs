@@ -94,7 +94,7 @@ pub(crate) struct Region {
     /// here because a large block has no other descriptor; written under that heap's lock.
     pub(crate) heap_id: AtomicUsize,
     /// A large block of an isolated heap freed through the global allocator: the heap gives it
-    /// back at its next large allocation or its drop (see `heap::isolated`).
+    /// back at its next large allocation or its drop (see `crate::isolated`).
     pub(crate) heap_freed: AtomicBool,
     pub(crate) heap_prev: AtomicPtr<Region>,
     pub(crate) heap_next: AtomicPtr<Region>,
