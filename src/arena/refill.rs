@@ -215,7 +215,7 @@ impl<O: Os> WriteSession<'_, O> {
             head.list_prev.store(as_ptr(region), Ordering::Relaxed);
         }
         arena.page_lists[kind.index()].store(as_ptr(region), Ordering::Release);
-        // Release: see `claim_from_hint`.
+        // Release: see `claim_lock_free`.
         arena.hints[kind.index()].store(as_ptr(region), Ordering::Release);
         adjust(&arena.counters.page_regions[kind.index()], 1);
         state.publish_metadata(&arena.counters);
