@@ -2,6 +2,9 @@
 //! refill going through the arena lock in shared mode, as page faults went through
 //! `mmap_lock` before Linux had per-VMA locks. Only with the `ablation` feature; only for
 //! benchmarks (`benches/remap_under_load.rs`).
+//!
+//! Layer: a leaf service beside `config`; calls only `sync::atomic`. `arena::refill` is its one
+//! caller.
 
 #[cfg(feature = "ablation")]
 static GLOBAL_LOCK: crate::sync::atomic::AtomicBool = crate::sync::atomic::AtomicBool::new(false);

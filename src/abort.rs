@@ -1,6 +1,9 @@
-//! Fatal errors: a detected invalid or double free. The message goes straight to stderr with
+//! Fatal errors: a detected invalid or double free, or (checked mode) a corrupted free-list
+//! link. The message goes straight to stderr with
 //! `write(2)` (no formatting machinery, no allocation) and the process aborts, because
 //! continuing after heap corruption only spreads it.
+//!
+//! Layer: a leaf service any layer may call; calls nothing in the crate (`libc` only).
 
 /// Aborts: `ptr` was passed to free/realloc but is not a live block of this allocator.
 #[cold]

@@ -2,6 +2,9 @@
 //! [`VmArena`]: allocator-api2's
 //! (stable Rust, feature `allocator-api2`) and, with the `nightly` feature, `core`'s. Both
 //! traits have the same shape, so one macro writes both impls over the raw operations below.
+//!
+//! Layer: the top, beside `global`; calls `global` (alloc, free, realloc), `isolated`'s heaps
+//! and `crate::usable_size`. Nothing calls it.
 
 #[cfg(any(feature = "allocator-api2", feature = "nightly"))]
 use core::alloc::Layout;
@@ -31,7 +34,7 @@ unsafe trait RawAllocator {
 #[cfg(any(feature = "allocator-api2", feature = "nightly"))]
 macro_rules! raw_heap {
     ($ty:ty) => {
-        // SAFETY: a heap's operations keep these promises (see `heap::isolated`).
+        // SAFETY: a heap's operations keep these promises (see `crate::isolated`).
         unsafe impl RawAllocator for $ty {
             fn raw_alloc(&self, layout: Layout, zeroed: bool) -> *mut u8 {
                 if zeroed {

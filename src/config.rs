@@ -1,4 +1,6 @@
 //! Sizes that shape the arena. Everything else is derived from these.
+//!
+//! Layer: a leaf every layer reads; calls nothing.
 
 /// The page map's granule and the smallest page: 64 KiB. Every region starts and ends on a
 /// slice boundary, so a slice belongs to exactly one page or large block. It is also at least

@@ -14,6 +14,9 @@
 //! The handlers are registered at the first heap bring-up (and, in the C library, when it is
 //! loaded). glibc runs prepare handlers in reverse order of registration, so handlers that
 //! other libraries register later run before ours, while allocating still works.
+//!
+//! Layer: the top (with `global`); calls the fork hooks of every layer below: `arena`, `heap`
+//! (`abandon`, `fallback`, `lifecycle`), `isolated`, `purger` and `options`.
 
 use crate::arena::ARENA;
 use crate::heap::{abandon, fallback, lifecycle};

@@ -2,6 +2,9 @@
 //! and the arena's region logic on the fake OS back end. Each runs a sequence of operations
 //! decoded from the fuzzer's bytes against a model of what must happen, and panics on any
 //! difference. Not part of the public API (the `fuzzing` feature turns it on).
+//!
+//! Layer: test scaffolding on top (`--features fuzzing`); calls `arena`, `sync`, `os::fake`,
+//! `config` and `stats` directly.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::vec::Vec;

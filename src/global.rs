@@ -1,5 +1,8 @@
 //! [`VmArena`], the `GlobalAlloc` implementation, and the free/realloc routing shared with the
 //! public helpers.
+//!
+//! Layer: the top; calls `heap` (small blocks), `large`, `arena` (page-map lookups) and
+//! `abort`. `lib`, `allocator`, `isolated` and `raw` call it.
 
 use core::alloc::{GlobalAlloc, Layout};
 

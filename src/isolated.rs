@@ -16,6 +16,9 @@
 //! `heap` and `large`; nothing but `lib`, `allocator` and `fork` calls it). Lock order: registry, then a heap's mutex; a heap's
 //! holder may go on to take the fallback heap's (a thread it starts allocates) and the arena's
 //! locks, never the reverse (see `crate::fork`).
+//!
+//! Layer: the top, beside `global`; calls `global`, `heap` (`thread_heap`, `lifecycle`,
+//! `size_class`), `large`, `arena`, `sync::mutex`, `stats`, `os` and `abort`.
 
 use core::alloc::Layout;
 use core::cell::Cell;

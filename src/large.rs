@@ -2,6 +2,9 @@
 //! own, created and removed by write sessions on the arena. The block operations here count
 //! nothing; the thread-heap entry points (`alloc`, `free`, `realloc`) count in the calling
 //! thread's counters, isolated heaps in their own.
+//!
+//! Layer: beside `heap`, above `arena`; calls `arena`, `stats`, `os`, `config`, `options`,
+//! `purger` and `abort`, and `heap` for its per-thread counts.
 
 use crate::arena::ARENA;
 use crate::arena::region::Region;

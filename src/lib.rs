@@ -20,7 +20,7 @@
 //! }
 //! ```
 //!
-//! Statistics come from [`stats`]; `VMARENA_SHOW_STATS=1` prints them on stderr at exit.
+//! Statistics come from [`stats()`]; `VMARENA_SHOW_STATS=1` prints them on stderr at exit.
 //! Every environment variable vmarena reads (the purge delay, the purger thread, counting of
 //! requested bytes, the report at exit, verbose output, the checked mode) is in one table in
 //! `README.md`; they are read once, before the first allocation, and invalid values or unknown
@@ -145,9 +145,11 @@ pub use isolated::{Heap, LocalHeap};
 #[cfg(not(vmarena_loom))]
 pub use stats::{Stats, ThreadStats};
 
-/// A snapshot of the allocator's counters. Cheap (it sums per-thread counters under a short
-/// lock) and allocation-free, so it can be called from anywhere, including while the program
-/// is low on memory.
+/// A snapshot of the allocator's counters. Allocation-free, so it can be called from
+/// anywhere, including while the program is low on memory. Not free: it walks every page
+/// descriptor of every small-object region under the arena read lock (so it waits while a
+/// write session runs; a few microseconds per GiB of small objects), and sums the heaps'
+/// counters under the heap registry's mutex and the isolated heaps' registry's.
 ///
 /// ```
 /// #[global_allocator]
@@ -189,8 +191,10 @@ pub fn thread_stats() -> ThreadStats {
 }
 
 /// Gives every free page and empty region back to the OS now, like `malloc_trim(0)` or
-/// `mi_collect(true)`: the calling thread's empty pages, empty pages of exited threads, and the
-/// free pages of every small-object region (which are purged with `MADV_DONTNEED`).
+/// `mi_collect(true)`: the calling thread's empty pages, the fallback heap's and exited
+/// threads' empty pages (and the pages of threads that died without their exit hook) go back
+/// to their regions, then the free pages of every small-object region and every dirty free
+/// range are purged (`MADV_DONTNEED`) and empty regions removed.
 ///
 /// ```
 /// #[global_allocator]
@@ -244,8 +248,9 @@ pub fn set_purge_delay(delay: core::time::Duration) {
 
 /// The number of bytes usable from `ptr` to the end of its block, where `ptr` is a block vmarena
 /// returned (or, for blocks up to 512 KiB, points into one): `usable_size(p) >= layout.size()`
-/// for the layout `p` was allocated with. Answered from a lock-free speculative lookup. Returns
-/// `None` for pointers vmarena does not manage.
+/// for the layout `p` was allocated with. Answered from a lock-free speculative lookup,
+/// validated by the arena's sequence count (while write sessions keep it busy, under the arena
+/// read lock instead). Returns `None` for pointers vmarena does not manage.
 ///
 /// ```
 /// #[global_allocator]

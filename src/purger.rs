@@ -12,6 +12,9 @@
 //! which under `LD_PRELOAD` is us, on the creating thread). A forked child has no purger (only
 //! the forking thread survives `fork`), so the child handler marks it wanted again and the
 //! child's first release starts its own.
+//!
+//! Layer: beside `heap`, above `arena`; calls `arena`, `os` and `options`. `heap`, `large` and
+//! `fork` call it.
 
 use crate::arena::ARENA;
 use crate::os::Os;

@@ -1,10 +1,12 @@
-//! Counters and the [`Stats`] snapshot returned by [`crate::stats`].
+//! Counters and the [`Stats`] snapshot returned by [`crate::stats()`].
 //!
 //! Counters that change on the malloc and free paths (fast, refill and slow) live in each
 //! thread's heap ([`Tally`], and the bytes and blocks allocated and freed) and are updated with a plain load
 //! and store (no read-modify-write, no cache line another thread writes); a snapshot sums
 //! them. Counters of the remap paths ([`ArenaCounters`]) are written inside write sessions,
 //! by one thread at a time. All are statistics, never used to synchronise anything.
+//!
+//! Layer: a leaf service any layer may call; calls `config` and `sync::atomic`.
 
 use core::fmt;
 
@@ -236,7 +238,7 @@ pub struct ThreadStats {
     pub frees: u64,
 }
 
-/// A snapshot of the allocator's counters, taken by [`crate::stats`] without allocating.
+/// A snapshot of the allocator's counters, taken by [`crate::stats()`] without allocating.
 ///
 /// Counters are read one by one while other threads run, so a snapshot taken under load is
 /// approximate (each counter is exact at some instant during the call).

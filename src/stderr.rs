@@ -1,6 +1,8 @@
 //! Messages on stderr without allocating: text is formatted into a buffer on the stack and
 //! written with `write(2)`, so warnings and reports can come from allocation paths and from
 //! exit hooks, where the allocator must not be entered.
+//!
+//! Layer: a leaf service; calls `os` (`errno_preserved`) and `libc`.
 
 use core::fmt;
 

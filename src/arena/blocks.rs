@@ -7,6 +7,9 @@
 //! A freed block's range stays dirty (and committed) until the purge delay passes, so a
 //! program that frees and reallocates large buffers reuses memory that is already mapped in
 //! instead of faulting fresh pages in every time.
+//!
+//! Layer: `arena`; calls `arena`'s own `region`, `ranges` and `pagemap`, and `sync`, `os`,
+//! `config`, `stats` and `abort`.
 
 use core::ptr::NonNull;
 

@@ -2,6 +2,9 @@
 //! (so no remap operation is half done in the child), and in the child the regions' reader
 //! counts and the arena lock are reset (their readers and waiters were other threads, which
 //! the child does not have).
+//!
+//! Layer: `arena`; calls `arena`'s own lists and `sync`'s locks and `config`. Its caller is
+//! `crate::fork`.
 
 use core::cell::UnsafeCell;
 

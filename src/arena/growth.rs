@@ -1,6 +1,9 @@
 //! Where free ranges come from: the free ranges of the existing reservations, or, when none
 //! fits, a new reservation. The arena grows without bound while the OS gives address space;
 //! page-map lookups cover every reservation because the map spans the whole address space.
+//!
+//! Layer: `arena`; calls `arena`'s own `region`, `ranges` and `pagemap`, and `os`, `config` and
+//! `stats`.
 
 use super::WriteSession;
 use super::pagemap::LEAF_BYTES;

@@ -2,7 +2,11 @@
 //! region descriptors and page tables. Nothing here is ever returned to the OS, which is what
 //! lets lock-free readers hold stale descriptor pointers safely (the kernel gets the same
 //! guarantee from `SLAB_TYPESAFE_BY_RCU`). The arena's pools run under the arena write lock;
-//! the heaps' pool (in `heap::lifecycle`) under the heap registry's mutex.
+//! the thread heaps' pool (in `heap::lifecycle`) under the heap registry's mutex, and the
+//! isolated heaps' pool (in `isolated`) under their registry's.
+//!
+//! Layer: `arena`; calls `os` (for chunks), `config` and `sync::atomic`. `heap::lifecycle` and
+//! `isolated` build their pools of heap descriptors on it.
 
 use core::ptr::NonNull;
 

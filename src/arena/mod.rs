@@ -4,8 +4,9 @@
 //!   speculative reads ([`Arena::usable_size`], the in-place growth check).
 //! * The region read path ([`refill`]): a heap that needs a page takes a small-object region in
 //!   shared mode with `start_read` and claims a page with atomics; many threads do this on one
-//!   region at once. If the region is write-locked it falls back to the arena lock in shared
-//!   mode.
+//!   region at once. If the hinted region is full, it tries the kind's other regions the same
+//!   way, lock-free; only a region marked by a write session sends it to the arena lock in
+//!   shared mode.
 //! * Write sessions (remap operations): creating page regions ([`refill`]), large blocks and
 //!   their resizing and moving ([`blocks`]), reserving more address space ([`growth`]),
 //!   purging and removing regions ([`purge`]). Each takes the arena write lock, marks only the
@@ -13,6 +14,9 @@
 //!
 //! Bookkeeping that only write sessions touch (pools, free ranges, region lists) lives in
 //! [`ArenaState`] behind the lock.
+//!
+//! Layer: `arena`, above `sync` and `os`; calls `sync` (the arena lock), `os`, `config` and
+//! `stats`. `heap`, `large`, `global`, `isolated`, `raw`, `purger` and `fork` call it.
 
 mod blocks;
 #[cfg(not(miri))]
@@ -113,9 +117,12 @@ impl<O: Os> Drop for WriteSession<'_, O> {
     }
 }
 
-/// Reads a region link. Acquire: pairs with the Release that stored it, so a speculative
-/// reader that follows a link finds the descriptor initialised (links change only under the
-/// arena write lock; other readers hold the arena lock anyway).
+/// Reads a region link. Acquire: pairs with the Release stores of the links lock-free readers
+/// follow (a kind list's head and the `list_next` that unlinking rewrites, the address links
+/// of `ranges::set`), so a reader that follows one finds the descriptor initialised. The links
+/// stored Relaxed (a new head's `list_next`, which points at a descriptor published before;
+/// every `list_prev`; the queue of freed large blocks, published by its own CAS) need no
+/// more: they are read only by the arena lock's holders or after that other publication.
 fn region_at(link: &AtomicPtr<Region>) -> Option<&'static Region> {
     // SAFETY: region descriptors are never freed.
     unsafe { link.load(Ordering::Acquire).as_ref() }

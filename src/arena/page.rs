@@ -2,12 +2,18 @@
 //! pages themselves (so user data can never overwrite allocator metadata).
 //!
 //! A page has one owner at a time: the heap of the thread whose id is in `owner`, or nobody
-//! (free in its region, or abandoned). Only the owner touches the [`OwnerCell`] fields; ownership
-//! moves between threads only through an Acquire/Release pair (the region's page bitmap, or the
-//! abandoned-page list's mutex), so the new owner sees everything the old one wrote. Other
+//! (free in its region, or abandoned). Only the owner touches the [`OwnerCell`] fields, with one
+//! exception: while a page is abandoned it has no owner, and its `next`/`prev` link it into an
+//! abandoned list, changed by whoever holds that list's mutex (`heap::abandon`). Ownership
+//! moves between threads only through an Acquire/Release pair (the region's page bitmap, the
+//! abandoned tag in `xthread_free`, or the abandoned list's mutex), so the new owner sees
+//! everything the old one wrote. Other
 //! threads touch only the atomics: `xthread_free` (frees from other threads), `owner` (to tell
 //! whether a free is local), and `block_size`, `carved` and the block divisor (to validate a
 //! pointer).
+//!
+//! Layer: `arena` (the descriptor), though most fields are the heap's state (see
+//! `heap::pages`); calls only `sync::atomic` and `config`.
 
 use core::cell::UnsafeCell;
 
@@ -20,7 +26,8 @@ pub(crate) struct Block {
     pub(crate) next: *mut Block,
 }
 
-/// A field only the page's owner reads or writes.
+/// A field only the page's owner reads or writes (or, for an abandoned page's `next`/`prev`,
+/// the holder of its abandoned list's mutex).
 pub(crate) struct OwnerCell<T: Copy>(UnsafeCell<T>);
 
 impl<T: Copy> OwnerCell<T> {
@@ -79,10 +86,8 @@ pub(crate) const OWNER_FULL_FLAG: usize = 1;
 /// * the second everyone reads and almost no one writes (owner id, block size, where it is),
 /// * the third other threads write (their frees, with a CAS).
 ///
-/// So no two threads write one line, unless they contend on the same page's remote list.
-/// With descriptors packed 96 bytes apart, pages of different threads shared lines and the lines
-/// bounced between cores on every operation (the remap-under-load workers ran at half speed);
-/// with the remote list on the owner's line, every remote free stole the line from the owner.
+/// So no two threads write one line, unless they contend on the same page's remote list, and
+/// no remote free steals the owner's line (measurements: `docs/findings.md`).
 #[repr(C, align(64))]
 pub(crate) struct Page {
     // ---- line 1: the owner's ----
@@ -108,8 +113,8 @@ pub(crate) struct Page {
     _pad1: [u8; 16],
 
     // ---- line 2: read by everyone ----
-    /// Id of the owning thread (a multiple of 4), possibly with [`OWNER_FULL_FLAG`]: every
-    /// free compares it with its own id.
+    /// Id of the owning heap (a thread's, or an isolated heap's; a multiple of 4), possibly
+    /// with [`OWNER_FULL_FLAG`]: every free compares it with its own heap's id.
     pub(crate) owner: AtomicUsize,
     /// Block size while the page is in use, else 0 (read to validate pointers).
     pub(crate) block_size: AtomicUsize,

@@ -18,6 +18,8 @@
 //! Acquire, so whatever a lookup finds is fully initialised for the reader even when nothing
 //! else orders the two (speculative readers, which validate only afterwards). On x86-64 an
 //! Acquire load is a plain load; on aarch64 it is `ldar`.
+//!
+//! Layer: `arena`; calls `os` (to reserve leaves), `config` and `sync::atomic`.
 
 use core::ptr::NonNull;
 
@@ -147,7 +149,8 @@ impl PageMap {
             let leaf = NonNull::new(leaf).expect("page-map leaf ensured before use");
             let index = (addr >> SLICE_SHIFT) & (LEAF_ENTRIES - 1);
             // Release: the descriptor's initialisation is visible to whoever reads the entry
-            // with an Acquire (speculative readers use a fence instead).
+            // with an Acquire, as every lookup does (speculative readers included: see the
+            // module docs).
             // SAFETY: leaves are never freed.
             unsafe { leaf.as_ref()[index].store(value, Ordering::Release) };
             addr += SLICE_SIZE;

@@ -12,6 +12,9 @@
 //! A purge session is a write session that marks only the regions it purges: refills from
 //! other regions go on. Empty pages regions are removed; dirty free ranges are purged and
 //! merged with their clean neighbours.
+//!
+//! Layer: `arena`; calls `arena`'s own `region` and `ranges`, and `os`, `config`, `stats` and
+//! `options` (the default delay).
 
 use core::ptr::NonNull;
 

@@ -3,8 +3,13 @@
 //! Every region of a reservation, used or free, is on an address-ordered list (`addr_prev`,
 //! `addr_next`), so a region that is freed merges with free neighbours in O(1). Free ranges are
 //! also kept in bins by size (`floor(log2(len / 64 KiB))`) for a good-fit search. All of this
-//! is plain single-threaded code: it only runs under the arena write lock, and lock-free
-//! readers never look at free ranges (they are not in the page map).
+//! is single-threaded code: it only runs under the arena write lock. Free ranges are not in
+//! the page map, so lookups never find them; the one lock-free reader is the speculative
+//! "can this large block grow in place?" check (`blocks.rs`), which follows a block's
+//! `addr_next` to its neighbour: so address links are stored with Release.
+//!
+//! Layer: `arena`; calls `arena`'s own `region` and `meta`, and `os`, `config` and
+//! `sync::atomic`.
 
 use super::meta::Descriptors;
 use super::region::{Region, RegionKind};

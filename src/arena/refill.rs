@@ -2,6 +2,9 @@
 //! hinted region, then on the others of its kind; the shared arena lock only as fallback for
 //! a marked region), give empty pages back, and, when no region has a free page, a write
 //! session creates one.
+//!
+//! Layer: `arena`; calls `arena`'s own `region`, `page` and `ranges`, and `sync` (region
+//! locks), `os`, `config`, `stats` and `ablation`.
 
 use super::page::{NO_OWNER, Page, PageTable};
 use super::ranges::Dirt;
@@ -212,7 +215,7 @@ impl<O: Os> WriteSession<'_, O> {
             head.list_prev.store(as_ptr(region), Ordering::Relaxed);
         }
         arena.page_lists[kind.index()].store(as_ptr(region), Ordering::Release);
-        // Release: see `claim_from_hint`.
+        // Release: see `claim_lock_free`.
         arena.hints[kind.index()].store(as_ptr(region), Ordering::Release);
         adjust(&arena.counters.page_regions[kind.index()], 1);
         state.publish_metadata(&arena.counters);

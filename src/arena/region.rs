@@ -12,6 +12,8 @@
 //! its bit (done by readers holding the region's read lock, so many threads carve pages from
 //! one region at once), releasing is a `fetch_or`. A second bitmap remembers which pages were
 //! touched since they were last purged.
+//!
+//! Layer: `arena`; calls `sync` (the region lock), `config` and `arena::page`.
 
 use super::page::{Page, PageTable};
 use crate::config::{MAX_REGION_PAGES, PageKind};
@@ -70,7 +72,10 @@ pub(crate) struct Region {
     /// Free ranges and large blocks: true if any byte may be non-zero.
     dirty: AtomicBool,
     /// Free ranges: when to purge (if dirty). Pages regions: when to purge the free pages
-    /// released since the last purge (0 = nothing scheduled).
+    /// released since the last purge (0 = nothing scheduled). Unlike the other fields, a pages
+    /// region's due time is also written without the write lock: by [`Region::schedule_purge`]
+    /// (a CAS from any thread releasing a page) and by the purge loop, which clears it before
+    /// marking the region (`Arena::purge`).
     purge_due: AtomicU64,
     /// True if pages moved in by `mremap` may form kernel mappings of their own in the range.
     moved: AtomicBool,
@@ -89,12 +94,12 @@ pub(crate) struct Region {
     /// here because a large block has no other descriptor; written under that heap's lock.
     pub(crate) heap_id: AtomicUsize,
     /// A large block of an isolated heap freed through the global allocator: the heap gives it
-    /// back at its next large allocation or its drop (see `heap::isolated`).
+    /// back at its next large allocation or its drop (see `crate::isolated`).
     pub(crate) heap_freed: AtomicBool,
     pub(crate) heap_prev: AtomicPtr<Region>,
     pub(crate) heap_next: AtomicPtr<Region>,
 
-    // ---- arena bookkeeping: written only under the arena write lock ----
+    // ---- arena bookkeeping: written under the arena write lock (but see `list_next`) ----
     /// Neighbours in address order within the reservation.
     pub(crate) addr_prev: AtomicPtr<Region>,
     pub(crate) addr_next: AtomicPtr<Region>,
@@ -131,9 +136,11 @@ impl Region {
         }
     }
 
-    // Plain field accessors. Relaxed everywhere: these fields change only under the arena write
-    // lock while the region is detached or marked, and readers are ordered after those changes
-    // by the region lock (Acquire reference), the arena lock, or a validated speculation.
+    // Plain field accessors. Relaxed everywhere: these fields change under the arena write lock
+    // while the region is detached or marked, and readers are ordered after those changes by
+    // the region lock (Acquire reference), the arena lock, or a validated speculation. The
+    // exception is a pages region's `purge_due` (see the field): a hint whose races only move
+    // a purge earlier or later.
 
     #[inline]
     pub(crate) fn kind(&self) -> RegionKind {
@@ -254,7 +261,10 @@ impl Region {
     }
 
     /// Returns a page whose blocks are all free. Needs no lock: a region is only removed when
-    /// every page is free, which cannot happen while the caller still owns this one.
+    /// every page is free, which cannot happen before this store. After it the caller owns no
+    /// page of the region, so the region may be removed (and its descriptor reused) at once;
+    /// `Arena::release_page` still touches `purge_due` afterwards, which type stability keeps
+    /// memory-safe but not exact (a stray due time on a reused descriptor).
     pub(crate) fn release_page(&self, index: usize) {
         let (word, bit) = (index / 64, index % 64);
         // Release: our writes to the page descriptor happen before the next claimer's Acquire

@@ -1,5 +1,7 @@
 //! Region logic on the fake OS back end: page claims, large blocks, splitting and merging,
 //! in-place resizing, remapping and collecting, single-threaded and racing.
+//!
+//! Layer: `arena`'s tests; drives `Arena` on `os::fake`.
 
 use std::collections::HashSet;
 use std::sync::Mutex;

@@ -9,6 +9,9 @@
 //! where the threads that allocate its class find it.
 //! The owner unlinks the page; a list walker that finds the tag already cleared leaves the
 //! page for its new owner to unlink.
+//!
+//! Layer: `heap`; calls `heap::pages`, `arena` (to give empty pages back), `sync::mutex` and
+//! `stats`.
 
 use crate::arena::ARENA;
 use crate::arena::page::Page;

@@ -11,11 +11,12 @@
 //! chance: coverage-guided fuzzers (libFuzzer's CMP tracing, which cargo-fuzz turns on, and
 //! AFL++'s cmplog) record both operands of every comparison in instrumented code and write
 //! them into their inputs. With a plain `==` a fuzzer learned a block's marker and wrote it
-//! into a buffer of its input, which then "double freed" (vmarena's own `threads` fuzz
-//! target hit it once; a target that only copies its input into a `Vec` hit it within 20 s to
-//! 3 min).
+//! into a buffer of its input, which then "double freed" (the story: `docs/findings.md`).
 //! So the comparison is made where instrumentation cannot see its operands (inline assembly),
 //! and the owner confirms before aborting in any case.
+//!
+//! Layer: `heap`; calls `heap::pages` (free-list walks, the block test), `heap::size_class`,
+//! `arena::page`, `os` (`errno_preserved`) and `sync::atomic`.
 
 use crate::arena::page::{Block, Page};
 use crate::sync::atomic::{AtomicUsize, Ordering};

@@ -2,6 +2,8 @@
 //! own heap is being set up or after it was torn down (late TLS destructors). Frees into its
 //! pages arrive through the normal remote-free path and are collected on its next use, or by
 //! `vmarena::collect()`, which also gives its empty pages back.
+//!
+//! Layer: `heap`; calls `heap::thread_heap`, `heap::lifecycle`, `sync::mutex` and `stats`.
 
 use super::lifecycle::FALLBACK_TID;
 use super::thread_heap::{Heap, HeapState};

@@ -27,6 +27,10 @@
 //! last round of key destructors (glibc runs at most four), nothing runs our destructor. Such
 //! heaps are found by their thread id ([`reap_dead_heaps`], run by `collect()` and every so
 //! often when threads start) and handed over as if their thread had exited normally.
+//!
+//! Layer: `heap`; calls `heap::slot`, `thread_heap` and `fallback`, `arena` (`meta`'s pool, the
+//! OS back end), `sync::mutex`, `stats`, `os`, `options` and `purger`, and `crate::fork` to
+//! install the fork handlers.
 
 use core::ptr::null_mut;
 

@@ -1,5 +1,8 @@
 //! Small blocks (up to 512 KiB): size classes, pages and their free lists, the per-thread heap,
 //! its life cycle, and the hand-over of pages when threads exit.
+//!
+//! Layer: `heap`, above `arena`; calls its submodules, `options` and `stats`. `global`,
+//! `large`, `isolated`, `raw`, `fork` and `lib` call it.
 
 pub(crate) mod abandon;
 pub(crate) mod double_free;

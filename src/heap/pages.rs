@@ -7,6 +7,9 @@
 //! freed, and the slow path runs at a steady cadence where remote frees get collected.
 //!
 //! Allocation clears a block's double-free marker (see `double_free`).
+//!
+//! Layer: `heap`; calls `arena::page`, `heap::size_class`, `heap::double_free` (to clear
+//! markers), `config` and `sync::atomic`.
 
 use crate::arena::page::{Block, OWNER_FULL_FLAG, Page};
 use crate::config::PageKind;

@@ -18,6 +18,8 @@
 //! 8 up to 128. So rounding a size up to a power-of-two alignment first always lands on a
 //! class that is itself a multiple of that alignment; pages start at page-size-aligned
 //! addresses, so such blocks are aligned without any per-block adjustment.
+//!
+//! Layer: `heap`; calls only `config`.
 
 use crate::config::{MAX_SMALL_SIZE, PageKind};
 

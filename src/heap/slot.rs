@@ -14,6 +14,9 @@
 //! `UNINIT` sentinel: the fast paths never test for null.
 //!
 //! Elsewhere (other architectures, Miri) the slot is a `thread_local!` `Cell`.
+//!
+//! Layer: `heap`; names `heap::lifecycle`'s `UNINIT` sentinel and `thread_heap::Heap`, nothing
+//! else.
 
 use super::thread_heap::Heap;
 

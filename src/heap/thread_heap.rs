@@ -8,6 +8,10 @@
 //! Everything else is the generic path, in order of cost: take in freed blocks of the queued
 //! pages, carve fresh blocks, rescue a full page that other threads freed into, take over a
 //! page an exited thread abandoned, claim a fresh page from the arena (the region read path).
+//!
+//! Layer: `heap`; calls `heap::pages`, `double_free`, `size_class`, `abandon`, `lifecycle` and
+//! `fallback`, `arena` (claiming and releasing pages), `stats`, `abort`, `os`, `config` and
+//! `purger`.
 
 use core::cell::Cell;
 

@@ -1,5 +1,7 @@
 //! The process environment, read without allocating: one variable's value, and the names of
 //! every `VMARENA_*` variable (to find misspelt ones).
+//!
+//! Layer: `options`, a leaf service; calls nothing in the crate (`libc` only).
 
 use core::ffi::{CStr, c_char};
 

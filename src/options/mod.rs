@@ -11,6 +11,8 @@
 //! wants for itself, quietly, rather than wait for a reader that may never get to run.
 //!
 //! README.md documents the same table; a test checks that the two agree.
+//!
+//! Layer: a leaf service any layer may read; calls `sync::atomic` and its own submodules.
 
 mod environ;
 mod parse;

@@ -1,4 +1,6 @@
 //! Parsing option values: pure functions of the bytes, so every spelling is unit-tested.
+//!
+//! Layer: `options`; calls nothing in the crate.
 
 /// The kinds of value an option takes, each with one accepted spelling.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

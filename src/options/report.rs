@@ -1,6 +1,9 @@
 //! What the options make vmarena say on stderr: warnings about the environment, the options
 //! in effect (`VMARENA_VERBOSE=1`), warnings while running, and the statistics report at exit
 //! (`VMARENA_SHOW_STATS=1`). Nothing here allocates (see `crate::stderr`).
+//!
+//! Layer: `options`; calls `stderr` and `sync::atomic`, and `crate::stats()` for the report at
+//! exit.
 
 use super::{Kind, Opt, Spec, TABLE};
 use crate::stderr::{Stderr, line};

@@ -1,7 +1,9 @@
 //! A back end that needs no address-space tricks: reservations are plain anonymous read-write
 //! mappings (the one kind Miri emulates), purging zeroes, remapping copies, nothing is ever
-//! unmapped. It counts what the arena asked of it, so tests can check. Used by unit tests and
-//! under Miri.
+//! unmapped. It counts what the arena asked of it, so tests can check. Used by unit tests,
+//! under Miri (as the process arena's back end) and by the `protocol` fuzz target.
+//!
+//! Layer: `os`; calls only `sync::atomic`.
 
 use core::ptr::NonNull;
 

@@ -6,6 +6,8 @@
 //! which private anonymous memory reads as zero.
 //!
 //! No call here leaves `errno` changed (see [`errno_preserved`]).
+//!
+//! Layer: `os`, above `sync`; calls only `sync::atomic` (and `libc`).
 
 use core::ptr::NonNull;
 

@@ -5,6 +5,9 @@
 //! without touching the address space. Failures are reported as `false`/`None`, never panics,
 //! and never change `errno` (POSIX requires `free` to leave it alone, and any of these may run
 //! inside a `free`).
+//!
+//! Layer: `os`, above `sync`; calls `options` to warn when memory runs out. `arena` calls it
+//! for memory; most other modules call its `errno` helpers.
 
 pub(crate) mod fake;
 pub(crate) mod linux;

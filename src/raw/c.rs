@@ -7,6 +7,9 @@
 //!
 //! Everything here inlines into the exported symbols, so C's `malloc` and `free` are the
 //! heap's fast paths with no call in between, and reach their slow paths by tail calls.
+//!
+//! Layer: the top, over `raw`; calls `raw`'s functions, `crate::stats()` (for `mallinfo`,
+//! `malloc_stats` and `malloc_info`) and `os` (`errno`).
 
 use super::{alloc, free, page_size, realloc as resize, usable_size};
 use crate::Stats;
@@ -77,8 +80,8 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
         unsafe { free(ptr) };
         return core::ptr::null_mut();
     }
-    // SAFETY: forwarded from the caller; C blocks are aligned to at most their request, and
-    // realloc only promises malloc's alignment.
+    // SAFETY: forwarded from the caller (`resize` allows a block aligned more than the 16
+    // passed here, e.g. from `memalign`); realloc only promises malloc's alignment.
     unsafe { resize(ptr, size, MALLOC_ALIGN) }
 }
 

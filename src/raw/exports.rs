@@ -20,6 +20,8 @@
 //! (`capi/`, `libvmarena.so`) in its own crate. The C library does not enable the feature
 //! instead: cargo unifies a package's features across one build, so `cargo test --workspace`
 //! would then build every test of vmarena with `malloc` replaced.
+//!
+//! Layer: the top, over `raw::c`; calls `raw::c`, `crate::usable_size` and `crate::collect`.
 
 /// Defines the exported C functions in the crate that expands it (`capi/` does; with the
 /// `override` feature vmarena does it itself, and then this expands to nothing, so that a

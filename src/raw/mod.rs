@@ -6,6 +6,10 @@
 //! which the free path reads anyway: one page-map lookup, no lock, no speculation, no shared
 //! counter. The caller owns the block, so its page's block size (and a large block's length)
 //! cannot change under it.
+//!
+//! Layer: the top, beside `global`; calls `global`, `heap` (`alloc`, `pages::is_carved_block`,
+//! `size_class`), `arena` (page-map lookups, the OS back end), `os`, `options`, `abort` and
+//! `crate::fork`.
 
 pub mod c;
 pub mod exports;
@@ -84,7 +88,9 @@ pub unsafe fn free(ptr: *mut u8) {
 /// unchanged).
 ///
 /// # Safety
-/// `ptr` is a live block from vmarena allocated with an alignment of at most `align`.
+/// `ptr` is a live block from vmarena. Its own alignment may be larger than `align` (C's
+/// `realloc` passes malloc's 16 for a `memalign` block): the old block is found by the page
+/// map and its usable size, never by its alignment; `align` is only the new block's.
 pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align: usize) -> *mut u8 {
     if new_size > isize::MAX as usize - (align - 1) {
         return crate::os::out_of_memory();

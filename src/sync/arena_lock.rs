@@ -21,6 +21,8 @@
 //! synchronises with the reader's Acquire fence, so the writer's `s+1` store happens-before the
 //! reader's second load and `s2 != s1`: the read is rejected. If `s1` already read `s+2`, the
 //! Acquire load synchronised with the writer's final Release store and every store is visible.
+//!
+//! Layer: `sync`, the bottom; calls `sync::rwlock` and `sync::atomic`.
 
 use super::atomic::{AtomicU64, Ordering, fence, loom_const_fn};
 use super::rwlock::RawRwLock;

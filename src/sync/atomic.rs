@@ -3,6 +3,8 @@
 //! Normal builds use `core::sync::atomic`. Under `--cfg vmarena_loom` the lock protocol is
 //! model-checked, so the same names resolve to loom's instrumented types. Nothing else in the
 //! crate names `core::sync::atomic` or `loom` directly.
+//!
+//! Layer: `sync`, the bottom; calls nothing in the crate.
 
 #[cfg(not(vmarena_loom))]
 pub(crate) use core::sync::atomic::{

@@ -3,6 +3,9 @@
 //! Linux futexes need no memory of their own, so waiting never allocates. Spurious wake-ups are
 //! allowed: every caller re-checks its condition in a loop. Under loom there is no kernel to sleep
 //! in, so waiting becomes a yield and the model checker explores the retry loop instead.
+//!
+//! Layer: `sync`, the bottom; calls `sync::atomic`, and `os::errno_preserved` around the system
+//! call.
 
 use super::atomic::AtomicU32;
 

@@ -2,6 +2,8 @@
 //! `.ci/run`). loom explores every interleaving (up to a preemption bound) under the C11 memory
 //! model, and its `UnsafeCell` reports any access that is not ordered by happens-before, so
 //! "reader and writer never overlap" is checked as "no data race on the region's contents".
+//!
+//! Layer: `sync`'s tests; drive `arena_lock` and `region_lock` under loom.
 
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;

@@ -6,6 +6,8 @@
 //!   `vm_lock_seq`): `start_read`, `start_write`, attach and detach.
 //! * [`rwlock`], [`mutex`], [`futex`]: the non-allocating blocking primitives underneath.
 //! * [`atomic`]: the atomics in use (core's, or loom's when model checking).
+//!
+//! Layer: the bottom; every other module may call it.
 
 pub(crate) mod arena_lock;
 pub(crate) mod atomic;

@@ -1,10 +1,14 @@
 //! A small futex mutex for the allocator's bookkeeping that must be serialised but never sits
-//! on a malloc/free fast path: the heap registry, the abandoned-page lists, the fallback heap.
+//! on a malloc/free fast path: the heap registry and the exit key's initialisation, the
+//! abandoned-page lists, the fallback heap, and the isolated heaps' registry and each `Heap`.
 //!
-//! States: 0 unlocked, 1 locked, 2 locked with (possible) sleepers. A holder never allocates
-//! (so there is no re-entry); the few that nest (the fallback heap's holder may take an
-//! abandoned list's) always nest in the one order `crate::fork` takes them in, so there is no
-//! cycle.
+//! States: 0 unlocked, 1 locked, 2 locked with (possible) sleepers. No holder re-enters its own
+//! mutex through the allocator. Some do nest: an isolated heap's holder takes the fallback
+//! heap's, and the fallback heap's holder (like any heap refilling) an abandoned list's. They
+//! always nest in the one order `crate::fork` takes them in (isolated heaps' registry, each
+//! `Heap`, the fallback heap, the abandoned lists, the heap registry), so there is no cycle.
+//!
+//! Layer: `sync`, the bottom; calls `sync::futex` and `sync::atomic`.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};

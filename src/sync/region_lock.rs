@@ -23,6 +23,8 @@
 //!
 //! Descriptors are type-stable (never unmapped, never another type), so a stale pointer to one is
 //! always safe to lock; the caller checks the region's identity after `start_read` succeeds.
+//!
+//! Layer: `sync`, the bottom; calls `sync::arena_lock`, `sync::futex` and `sync::atomic`.
 
 use super::arena_lock::{ArenaLock, ArenaWriteGuard};
 use super::atomic::{AtomicU32, AtomicU64, Ordering, loom_const_fn, spin_hint};

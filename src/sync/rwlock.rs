@@ -6,6 +6,8 @@
 //!
 //! State word: bits 0..29 count readers, then WRITER (held exclusively), WRITER_WAITING (a
 //! writer is queued: new readers wait) and SLEEPERS (someone may be asleep in the futex).
+//!
+//! Layer: `sync`, the bottom; calls `sync::futex` and `sync::atomic`.
 
 use super::atomic::{AtomicU32, Ordering, loom_const_fn, spin_hint};
 use super::futex;
