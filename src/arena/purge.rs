@@ -109,7 +109,7 @@ impl<O: Os> Arena<O> {
                 let mut cursor = self.page_list(kind);
                 while let Some(region) = cursor {
                     cursor = region_at(&region.list_next);
-                    region.set_purge_due(1);
+                    region.set_purge_hint(1);
                 }
             }
         }
@@ -124,7 +124,7 @@ impl<O: Os> Arena<O> {
                 let mut cursor = self.page_list(kind);
                 while let Some(region) = cursor {
                     cursor = region_at(&region.list_next);
-                    match region.purge_due() {
+                    match region.purge_hint() {
                         0 => {}
                         due if due <= now && due_region.is_none() => due_region = Some(region),
                         due => next = next.min(due),
@@ -132,10 +132,11 @@ impl<O: Os> Arena<O> {
                 }
             }
             let Some(region) = due_region else { break next };
-            // Clear before looking at the pages: a page released from now on schedules a new
-            // purge. (A release racing with this may find the old due time and not
-            // reschedule; its page then waits for the region's next release or a collect.)
-            region.set_purge_due(0);
+            // Clear the (racy) hint before looking at the pages: a page released from now on
+            // schedules a new purge. (A release racing with this may find the old due time
+            // and not reschedule, or schedule before we clear and free its page after we
+            // looked; its page then waits for the region's next release or a collect.)
+            region.set_purge_hint(0);
             region.lock.start_write(&session.guard);
             if region.all_pages_free() {
                 session.remove_page_region(region);

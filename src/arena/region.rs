@@ -69,9 +69,16 @@ pub(crate) struct Region {
     len: AtomicUsize,
     /// Free ranges and large blocks: true if any byte may be non-zero.
     dirty: AtomicBool,
-    /// Free ranges: when to purge (if dirty). Pages regions: when to purge the free pages
-    /// released since the last purge (0 = nothing scheduled).
+    /// Free ranges: when to purge (if dirty). Locked state: changed only under the arena write
+    /// lock (through [`super::ranges::Dirt::apply`]); 0 for the other kinds.
     purge_due: AtomicU64,
+    /// Pages regions: a racy *hint* of when to purge the free pages released since the last
+    /// purge (0 = nothing scheduled). Set lock-free by the releasing thread
+    /// ([`Region::schedule_purge`], before its page goes back), cleared or forced by purge
+    /// sessions; nothing depends on it for correctness: a purge session re-checks the
+    /// bitmaps under the lock, and a lost update only delays a purge until the region's next
+    /// release or a collect.
+    purge_hint: AtomicU64,
     /// True if pages moved in by `mremap` may form kernel mappings of their own in the range.
     moved: AtomicBool,
     /// Pages regions: the page descriptors.
@@ -114,6 +121,7 @@ impl Region {
             len: AtomicUsize::new(0),
             dirty: AtomicBool::new(false),
             purge_due: AtomicU64::new(0),
+            purge_hint: AtomicU64::new(0),
             moved: AtomicBool::new(false),
             table: AtomicPtr::new(core::ptr::null_mut()),
             free_pages: [const { AtomicU64::new(0) }; BITMAP_WORDS],
@@ -169,11 +177,23 @@ impl Region {
     pub(crate) fn set_purge_due(&self, due: u64) {
         self.purge_due.store(due, Ordering::Relaxed);
     }
+    /// The purge hint of a pages region (0 = nothing scheduled): racy, see `purge_hint`.
+    pub(crate) fn purge_hint(&self) -> u64 {
+        // Relaxed: a hint; purge sessions re-check the bitmaps under the lock.
+        self.purge_hint.load(Ordering::Relaxed)
+    }
+    /// Sets the purge hint of a pages region (a purge session: 0 after taking it, 1 to force
+    /// it due). Needs no lock: the hint is racy by design.
+    pub(crate) fn set_purge_hint(&self, due: u64) {
+        // Relaxed: a hint, see `purge_hint`.
+        self.purge_hint.store(due, Ordering::Relaxed);
+    }
     /// Schedules a purge of a pages region at `due` unless one is already scheduled. Returns
-    /// true if this call scheduled it. (Relaxed: racing releases agree through the CAS; a lost
-    /// race only delays a purge until the region's next release.)
+    /// true if this call scheduled it. Lock-free: only the racy hint changes. (Relaxed:
+    /// racing releases agree through the CAS; a lost race only delays a purge until the
+    /// region's next release.)
     pub(crate) fn schedule_purge(&self, due: u64) -> bool {
-        self.purge_due
+        self.purge_hint
             .compare_exchange(0, due, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
     }
