@@ -149,9 +149,10 @@ impl<O: Os> Arena<O> {
             return;
         };
         let state = &mut *session.state;
-        let (purged, ranges_next) = state
-            .free
-            .purge(&mut state.descriptors, &self.os, now, force);
+        let (purged, ranges_next) =
+            state
+                .free
+                .purge(&session.guard, &mut state.descriptors, &self.os, now, force);
         adjust(&self.counters.committed, -(purged as isize));
         bump(&self.counters.purged_bytes, purged as u64);
         drop(session);
@@ -201,7 +202,7 @@ impl<O: Os> WriteSession<'_, O> {
         );
         // SAFETY: page tables are never freed; the region is detached, so no one claims from it.
         state.descriptors.give_table(unsafe { &*region.table() });
-        region.set_table(core::ptr::null_mut());
+        region.set_table(&self.guard, core::ptr::null_mut());
         let dirt = if purged {
             adjust(&arena.counters.committed, -(dirty_bytes as isize));
             bump(&arena.counters.purged_bytes, dirty_bytes as u64);
@@ -209,7 +210,9 @@ impl<O: Os> WriteSession<'_, O> {
         } else {
             super::ranges::Dirt::dirty(arena.os.now_ns(), region.is_moved())
         };
-        state.free.release(&mut state.descriptors, region, dirt);
+        state
+            .free
+            .release(&self.guard, &mut state.descriptors, region, dirt);
         adjust(&arena.counters.page_regions[kind.index()], -1);
     }
 

@@ -180,14 +180,16 @@ impl<O: Os> WriteSession<'_, O> {
         let state = &mut *self.state;
         let dirt = Dirt::of(region);
         let Some(table) = state.descriptors.take_table(&arena.os) else {
-            state.free.release(&mut state.descriptors, region, dirt);
+            state
+                .free
+                .release(&self.guard, &mut state.descriptors, region, dirt);
             return None;
         };
         let start = region.start();
-        region.set_kind(RegionKind::Pages(kind));
-        region.set_table((table as *const PageTable).cast_mut());
-        region.reset_page_maps(dirt.is_dirty());
-        region.set_purge_due(0); // the free-range due time; pages use the hint
+        region.set_kind(&self.guard, RegionKind::Pages(kind));
+        region.set_table(&self.guard, (table as *const PageTable).cast_mut());
+        region.reset_page_maps(&self.guard, dirt.is_dirty());
+        region.set_purge_due(&self.guard, 0); // the free-range due time; pages use the hint
         region.set_purge_hint(0);
         for (index, page) in table.pages.iter().take(kind.pages_per_region()).enumerate() {
             let page_start = start.wrapping_add(index << kind.shift());

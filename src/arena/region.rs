@@ -15,6 +15,7 @@
 
 use super::page::{Page, PageTable};
 use crate::config::{MAX_REGION_PAGES, PageKind};
+use crate::sync::arena_lock::ArenaWriteGuard;
 use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::region_lock::RegionLock;
 
@@ -141,13 +142,27 @@ impl Region {
 
     // Plain field accessors. Relaxed everywhere: these fields change only under the arena write
     // lock while the region is detached or marked, and readers are ordered after those changes
-    // by the region lock (Acquire reference), the arena lock, or a validated speculation.
+    // by the region lock (Acquire reference), the arena lock, or a validated speculation. Each
+    // setter takes the write guard as proof of the lock and asserts (debug builds) that the
+    // region is detached or marked by the guard's session (`vma_assert_write_locked`).
+
+    /// Checks a setter's precondition: the caller holds the arena write lock (`guard`) and the
+    /// region is detached or marked in its session.
+    #[inline]
+    pub(crate) fn assert_writable(&self, guard: &ArenaWriteGuard<'_>) {
+        debug_assert!(
+            !self.lock.is_attached() || self.lock.is_write_locked(guard),
+            "region changed while attached and not marked by this write session"
+        );
+        let _ = guard;
+    }
 
     #[inline]
     pub(crate) fn kind(&self) -> RegionKind {
         RegionKind::decode(self.kind.load(Ordering::Relaxed))
     }
-    pub(crate) fn set_kind(&self, kind: RegionKind) {
+    pub(crate) fn set_kind(&self, guard: &ArenaWriteGuard<'_>, kind: RegionKind) {
+        self.assert_writable(guard);
         self.kind.store(kind.encode(), Ordering::Relaxed);
     }
     #[inline]
@@ -161,20 +176,23 @@ impl Region {
     pub(crate) fn end(&self) -> usize {
         self.start() as usize + self.len()
     }
-    pub(crate) fn set_range(&self, start: *mut u8, len: usize) {
+    pub(crate) fn set_range(&self, guard: &ArenaWriteGuard<'_>, start: *mut u8, len: usize) {
+        self.assert_writable(guard);
         self.start.store(start, Ordering::Relaxed);
         self.len.store(len, Ordering::Relaxed);
     }
     pub(crate) fn is_dirty(&self) -> bool {
         self.dirty.load(Ordering::Relaxed)
     }
-    pub(crate) fn set_dirty(&self, dirty: bool) {
+    pub(crate) fn set_dirty(&self, guard: &ArenaWriteGuard<'_>, dirty: bool) {
+        self.assert_writable(guard);
         self.dirty.store(dirty, Ordering::Relaxed);
     }
     pub(crate) fn purge_due(&self) -> u64 {
         self.purge_due.load(Ordering::Relaxed)
     }
-    pub(crate) fn set_purge_due(&self, due: u64) {
+    pub(crate) fn set_purge_due(&self, guard: &ArenaWriteGuard<'_>, due: u64) {
+        self.assert_writable(guard);
         self.purge_due.store(due, Ordering::Relaxed);
     }
     /// The purge hint of a pages region (0 = nothing scheduled): racy, see `purge_hint`.
@@ -200,13 +218,15 @@ impl Region {
     pub(crate) fn is_moved(&self) -> bool {
         self.moved.load(Ordering::Relaxed)
     }
-    pub(crate) fn set_moved(&self, moved: bool) {
+    pub(crate) fn set_moved(&self, guard: &ArenaWriteGuard<'_>, moved: bool) {
+        self.assert_writable(guard);
         self.moved.store(moved, Ordering::Relaxed);
     }
     pub(crate) fn table(&self) -> *mut PageTable {
         self.table.load(Ordering::Relaxed)
     }
-    pub(crate) fn set_table(&self, table: *mut PageTable) {
+    pub(crate) fn set_table(&self, guard: &ArenaWriteGuard<'_>, table: *mut PageTable) {
+        self.assert_writable(guard);
         self.table.store(table, Ordering::Relaxed);
     }
 
@@ -231,7 +251,8 @@ impl Region {
 
     /// Sets up the page bitmaps of a new pages region: every page free; touched if the range
     /// may hold old data.
-    pub(crate) fn reset_page_maps(&self, dirty: bool) {
+    pub(crate) fn reset_page_maps(&self, guard: &ArenaWriteGuard<'_>, dirty: bool) {
+        self.assert_writable(guard);
         let count = self.page_count();
         for word in 0..BITMAP_WORDS {
             let bits = bits_below(count.saturating_sub(word * 64));
@@ -338,9 +359,11 @@ mod tests {
 
     fn pages_region(kind: PageKind, table: &mut PageTable) -> Region {
         let r = Region::new();
-        r.set_kind(RegionKind::Pages(kind));
-        r.set_table(table);
-        r.reset_page_maps(false);
+        let lock = crate::sync::arena_lock::ArenaLock::new();
+        let guard = lock.write();
+        r.set_kind(&guard, RegionKind::Pages(kind));
+        r.set_table(&guard, table);
+        r.reset_page_maps(&guard, false);
         r
     }
 
