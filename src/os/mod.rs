@@ -6,6 +6,8 @@
 //! and never change `errno` (POSIX requires `free` to leave it alone, and any of these may run
 //! inside a `free`).
 
+// Scaffolding: only tests, Miri and the fuzzing harness use the fake back end.
+#[cfg(any(test, miri, feature = "fuzzing"))]
 pub(crate) mod fake;
 pub(crate) mod linux;
 
