@@ -308,7 +308,7 @@ pub fn regions(data: &[u8]) {
             }
             6 => {
                 let step = input.below(30).unwrap_or(0) as u64 * MS;
-                ARENA.os.now.fetch_add(step, Ordering::Relaxed);
+                ARENA.os().now.fetch_add(step, Ordering::Relaxed);
                 ARENA.maybe_purge();
             }
             7 => ARENA.collect(),
@@ -327,7 +327,7 @@ pub fn regions(data: &[u8]) {
     assert_eq!(free, reserved, "freed ranges did not all come back");
     for kind in PageKind::ALL {
         assert_eq!(
-            ARENA.counters.page_regions[kind.index()].load(Ordering::Relaxed),
+            ARENA.page_region_count(kind),
             0
         );
     }

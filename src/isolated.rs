@@ -206,7 +206,7 @@ impl<const LOCKED: bool> Core<LOCKED> {
         let inner = {
             let mut registry = REGISTRY.lock();
             let Registry { pool, chunks, .. } = &mut *registry;
-            let inner = pool.take(chunks, &ARENA.os)?;
+            let inner = pool.take(chunks, ARENA.os())?;
             let this = (inner as *const Isolated).cast_mut();
             // Relaxed: (this block) under the registry lock.
             inner.locked.store(LOCKED, Ordering::Relaxed);

@@ -43,7 +43,7 @@ pub(crate) struct Arena<O: Os> {
     lock: ArenaLock,
     state: UnsafeCell<ArenaState>,
     map: PageMap,
-    pub(crate) os: O,
+    os: O,
     /// Per page kind, a region that recently had free pages: where refills look first.
     hints: [AtomicPtr<Region>; PageKind::COUNT],
     /// Small-object regions per page kind, linked through `list_next`/`list_prev`. Changed
@@ -59,7 +59,7 @@ pub(crate) struct Arena<O: Os> {
     queued_large: AtomicPtr<Region>,
     /// How long freed memory stays before it is purged, in ns (`u64::MAX`: not read yet).
     purge_delay: AtomicU64,
-    pub(crate) counters: ArenaCounters,
+    counters: ArenaCounters,
 }
 
 // SAFETY: `state` is only reached through the arena lock (exclusively in write sessions,
@@ -145,6 +145,18 @@ impl<O: Os> Arena<O> {
             purge_delay: AtomicU64::new(u64::MAX),
             counters: ArenaCounters::new(),
         }
+    }
+
+    /// The OS back end (the clock, the page size, metadata memory for other layers).
+    pub(crate) fn os(&self) -> &O {
+        &self.os
+    }
+
+    /// The number of small-object regions of `kind` (a statistic).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn page_region_count(&self, kind: PageKind) -> usize {
+        // Relaxed: statistics.
+        self.counters.page_regions[kind.index()].load(Ordering::Relaxed)
     }
 
     /// The first small-object region of `kind`.
