@@ -96,6 +96,9 @@ compile_error!(
 ))]
 extern crate std;
 
+// The loom build (`--cfg vmarena_loom`) is `sync` alone, used only by its models
+// (`sync::loom_tests`, which exercise part of it): dead code there is expected.
+#[cfg_attr(vmarena_loom, allow(dead_code, unused_imports))]
 pub(crate) mod sync;
 
 /// Compiles each item only outside the loom build (`--cfg vmarena_loom`), which model-checks
