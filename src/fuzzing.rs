@@ -314,6 +314,7 @@ pub fn regions(data: &[u8]) {
             7 => ARENA.collect(),
             _ => {}
         }
+        ARENA.validate();
     }
     // Leave the arena as we found it, so every run starts clean and can check the merge.
     for page in pages {
@@ -323,6 +324,7 @@ pub fn regions(data: &[u8]) {
         ARENA.free_large(region, ptr);
     }
     ARENA.collect();
+    ARENA.validate();
     let (free, reserved) = ARENA.free_and_reserved_bytes();
     assert_eq!(free, reserved, "freed ranges did not all come back");
     for kind in PageKind::ALL {

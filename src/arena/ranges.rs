@@ -309,6 +309,21 @@ impl FreeRanges {
         found
     }
 
+    /// Checks every free range (see `Region::validate`): free, in the bin of its size.
+    #[cfg_attr(not(debug_assertions), allow(dead_code))] // tests call it in any profile
+    pub(crate) fn validate(&self, guard: &ArenaWriteGuard<'_>) {
+        for (bin, head) in self.bins.iter().enumerate() {
+            // SAFETY: bins hold descriptors, which are never freed.
+            let mut cursor = unsafe { head.as_ref() };
+            while let Some(r) = cursor {
+                assert_eq!(r.kind(), RegionKind::Free, "a free-range bin holds a {:?}", r.kind());
+                assert_eq!(bin_of(r.len()), bin, "a free range in the wrong bin");
+                r.validate(guard);
+                cursor = get(&r.list_next);
+            }
+        }
+    }
+
     fn for_each(&self, mut f: impl FnMut(&'static Region)) {
         for head in self.bins {
             // SAFETY: bins hold descriptors, which are never freed.

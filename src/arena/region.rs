@@ -347,6 +347,75 @@ impl Region {
     }
 }
 
+impl Region {
+    /// Checks the region's invariants (mimalloc's `mi_assert_valid` style): the kind agrees
+    /// with attachment, range and page table; the bitmaps have no bits past the region's
+    /// pages; every page descriptor points back at its place in the region. If the guard's
+    /// session has the region marked (so no refill can claim a page meanwhile) it also checks
+    /// that every free page has no owner, block size or carved blocks. Panics on a violation.
+    /// Checks whenever it is called (tests call it in any profile); the arena's own calls
+    /// are in debug builds only. The caller holds the arena write lock.
+    #[cfg_attr(not(debug_assertions), allow(dead_code))] // tests call it in any profile
+    pub(crate) fn validate(&self, guard: &ArenaWriteGuard<'_>) {
+        let kind = self.kind();
+        let attached = self.lock.is_attached();
+        match kind {
+            RegionKind::Free | RegionKind::Taken => {
+                assert!(!attached, "a free range attached");
+            }
+            RegionKind::Pages(_) | RegionKind::Large => {
+                assert!(attached, "a {kind:?} region detached");
+            }
+        }
+        assert!(self.len() != 0 && !self.start().is_null(), "an empty region");
+        assert_eq!(
+            self.start() as usize % crate::config::SLICE_SIZE,
+            0,
+            "a region not slice-aligned"
+        );
+        let Some(page_kind) = self.page_kind() else {
+            assert!(self.table().is_null(), "a {kind:?} region with a page table");
+            return;
+        };
+        assert!(!self.table().is_null(), "a pages region without a page table");
+        assert_eq!(self.len(), crate::config::SMALL_REGION_SIZE, "pages region size");
+        assert_eq!(self.purge_due(), 0, "a pages region with a free-range due time");
+        let count = self.page_count();
+        let marked = self.lock.is_write_locked(guard);
+        for word in 0..BITMAP_WORDS {
+            let valid = bits_below(count.saturating_sub(word * 64));
+            // Acquire: pairs with `release_page`, so a free page's descriptor is seen as its
+            // releaser left it. Relaxed for the dirty bits: only checked for their range.
+            let free = self.free_pages[word].load(Ordering::Acquire);
+            let dirty = self.dirty_pages[word].load(Ordering::Relaxed);
+            assert_eq!(free & !valid, 0, "free bits past the region's pages");
+            assert_eq!(dirty & !valid, 0, "dirty bits past the region's pages");
+            for bit in 0..64.min(count.saturating_sub(word * 64)) {
+                let index = word * 64 + bit;
+                let page = self.page(index);
+                // Relaxed: fixed while the region is attached (set before `attach`).
+                let start = page.start.load(Ordering::Relaxed) as usize;
+                assert_eq!(
+                    start,
+                    self.start() as usize + (index << page_kind.shift()),
+                    "page start"
+                );
+                assert!(
+                    core::ptr::eq(page.region.load(Ordering::Relaxed), self),
+                    "page of another region"
+                );
+                assert_eq!(page.index.load(Ordering::Relaxed) as usize, index, "page index");
+                if marked && free & (1 << bit) != 0 {
+                    // Relaxed: published by the bitmap's Release, which we acquired.
+                    assert_eq!(page.owner.load(Ordering::Relaxed), super::page::NO_OWNER);
+                    assert_eq!(page.block_size.load(Ordering::Relaxed), 0);
+                    assert_eq!(page.carved.load(Ordering::Relaxed), 0);
+                }
+            }
+        }
+    }
+}
+
 /// A word with the lowest `n` bits set (all 64 if `n >= 64`).
 const fn bits_below(n: usize) -> u64 {
     if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
