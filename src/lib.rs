@@ -112,6 +112,11 @@ macro_rules! not_loom {
     };
 }
 
+// Not in `not_loom!`: `raw`'s `#[macro_export]` macros are referred to by path, which a
+// module that a macro expands to does not allow.
+#[cfg(not(vmarena_loom))]
+pub mod raw;
+
 not_loom! {
     #[cfg(feature = "ablation")]
     #[doc(hidden)]
@@ -131,7 +136,6 @@ not_loom! {
     mod options;
     pub(crate) mod os;
     pub(crate) mod purger;
-    pub mod raw;
     mod stats;
     mod stderr;
 

@@ -164,8 +164,7 @@ impl<O: Os> Arena<O> {
                 &mut state.descriptors,
                 &self.os,
                 region,
-                tail,
-                tail_len,
+                (tail, tail_len),
                 dirt,
             ) {
                 return false;

@@ -125,8 +125,7 @@ impl FreeRanges {
         descriptors: &mut Descriptors,
         os: &impl Os,
         owner: &'static Region,
-        start: *mut u8,
-        len: usize,
+        (start, len): (*mut u8, usize),
         dirt: Dirt,
     ) -> bool {
         let Some(tail) = descriptors.take_region(os) else {
