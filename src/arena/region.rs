@@ -295,7 +295,9 @@ impl Region {
     }
 
     /// Returns a page whose blocks are all free. Needs no lock: a region is only removed when
-    /// every page is free, which cannot happen while the caller still owns this one.
+    /// every page is free, which cannot happen while the caller still owns this one. This is
+    /// the caller's last touch of the region: once the bit is back, a purge session may
+    /// remove the region and reuse the descriptor (so `schedule_purge` comes first).
     pub(crate) fn release_page(&self, index: usize) {
         let (word, bit) = (index / 64, index % 64);
         // Release: our writes to the page descriptor happen before the next claimer's Acquire
