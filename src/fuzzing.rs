@@ -311,12 +311,13 @@ pub fn regions(data: &[u8]) {
             }
             6 => {
                 let step = input.below(30).unwrap_or(0) as u64 * MS;
-                ARENA.os.now.fetch_add(step, Ordering::Relaxed);
+                ARENA.os().now.fetch_add(step, Ordering::Relaxed);
                 ARENA.maybe_purge();
             }
             7 => ARENA.collect(),
             _ => {}
         }
+        ARENA.validate();
     }
     // Leave the arena as we found it, so every run starts clean and can check the merge.
     for page in pages {
@@ -326,11 +327,12 @@ pub fn regions(data: &[u8]) {
         ARENA.free_large(region, ptr);
     }
     ARENA.collect();
+    ARENA.validate();
     let (free, reserved) = ARENA.free_and_reserved_bytes();
     assert_eq!(free, reserved, "freed ranges did not all come back");
     for kind in PageKind::ALL {
         assert_eq!(
-            ARENA.counters.page_regions[kind.index()].load(Ordering::Relaxed),
+            ARENA.page_region_count(kind),
             0
         );
     }

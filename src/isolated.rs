@@ -209,7 +209,7 @@ impl<const LOCKED: bool> Core<LOCKED> {
         let inner = {
             let mut registry = REGISTRY.lock();
             let Registry { pool, chunks, .. } = &mut *registry;
-            let inner = pool.take(chunks, &ARENA.os)?;
+            let inner = pool.take(chunks, ARENA.os())?;
             let this = (inner as *const Isolated).cast_mut();
             // Relaxed: (this block) under the registry lock.
             inner.locked.store(LOCKED, Ordering::Relaxed);
@@ -444,7 +444,7 @@ impl<const LOCKED: bool> Drop for Core<LOCKED> {
 
 /// The public operations, the same for both kinds of heap.
 macro_rules! heap_api {
-    ($ty:ident, $init:expr) => {
+    ($ty:ident, $locked:literal, $init:expr) => {
         impl $ty {
             /// A new, empty heap. Costs a mutex round trip on a shared registry (and, rarely,
             /// mapping a metadata chunk); no memory is taken from the arena until the first
@@ -459,7 +459,7 @@ macro_rules! heap_api {
 
             /// A new, empty heap; `None` if the metadata for it cannot be mapped.
             pub fn try_new() -> Option<$ty> {
-                let init: fn(Core<_>) -> $ty = $init;
+                let init: fn(Core<$locked>) -> $ty = $init;
                 Core::try_new().map(init)
             }
 
@@ -522,8 +522,8 @@ macro_rules! heap_api {
     };
 }
 
-heap_api!(Heap, |core| Heap { core });
-heap_api!(LocalHeap, |core| LocalHeap {
+heap_api!(Heap, true, |core| Heap { core });
+heap_api!(LocalHeap, false, |core| LocalHeap {
     core,
     _not_sync: core::marker::PhantomData,
 });

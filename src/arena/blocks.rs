@@ -55,8 +55,8 @@ impl<O: Os> Arena<O> {
         let region = session.take_range(len, align, 0)?;
         let dirt = Dirt::of(region);
         let start = region.start();
-        region.set_kind(RegionKind::Large);
-        region.set_purge_due(0);
+        region.set_kind(&session.guard, RegionKind::Large);
+        region.set_purge_due(&session.guard, 0);
         self.map.set_large(start as usize, region);
         region.lock.attach(&session.guard);
         adjust(&self.counters.large_regions, 1);
@@ -163,16 +163,16 @@ impl<O: Os> Arena<O> {
             let (tail, tail_len) = (ptr.wrapping_add(new_len), old_len - new_len);
             let dirt = Dirt::dirty(due, region.is_moved());
             if !state.free.split_tail(
+                &session.guard,
                 &mut state.descriptors,
                 &self.os,
                 region,
-                tail,
-                tail_len,
+                (tail, tail_len),
                 dirt,
             ) {
                 return false;
             }
-            region.set_range(ptr, new_len);
+            region.set_range(&session.guard, ptr, new_len);
             adjust(&self.counters.large_bytes, -(tail_len as isize));
             drop(session);
             self.schedule_purge(due);
@@ -184,10 +184,14 @@ impl<O: Os> Arena<O> {
             if next.start() as usize != region.end() {
                 return false;
             }
-            let Some(dirty) = state.free.take_front(&mut state.descriptors, next, grow) else {
+            let Some(dirty) =
+                state
+                    .free
+                    .take_front(&session.guard, &mut state.descriptors, next, grow)
+            else {
                 return false;
             };
-            region.set_range(ptr, new_len);
+            region.set_range(&session.guard, ptr, new_len);
             adjust(&self.counters.large_bytes, grow as isize);
             if !dirty {
                 adjust(&self.counters.committed, grow as isize);
@@ -252,7 +256,9 @@ impl<O: Os> Arena<O> {
         };
         let state = &mut *session.state;
         if moved == Remap::Failed {
-            state.free.release(&mut state.descriptors, dest, dest_dirt);
+            state
+                .free
+                .release(&session.guard, &mut state.descriptors, dest, dest_dirt);
             return None;
         }
         // From here on the user's pages are in `dest`: nothing below can fail.
@@ -264,12 +270,12 @@ impl<O: Os> Arena<O> {
         if moved == Remap::Moved {
             state
                 .free
-                .release(&mut state.descriptors, region, Dirt::CLEAN);
+                .release(&session.guard, &mut state.descriptors, region, Dirt::CLEAN);
         }
-        dest.set_kind(RegionKind::Large);
-        dest.set_purge_due(0);
+        dest.set_kind(&session.guard, RegionKind::Large);
+        dest.set_purge_due(&session.guard, 0);
         // The moved pages keep their own kernel mapping until the range is reset.
-        dest.set_moved(true);
+        dest.set_moved(&session.guard, true);
         // Relaxed: statistics.
         dest.requested
             .store(region.requested.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -327,7 +333,9 @@ impl<O: Os> WriteSession<'_, O> {
             arena.map.clear(ptr as usize, SLICE_SIZE);
             let state = &mut *self.state;
             let dirt = Dirt::dirty(due, region.is_moved());
-            state.free.release(&mut state.descriptors, region, dirt);
+            state
+                .free
+                .release(&self.guard, &mut state.descriptors, region, dirt);
             adjust(&arena.counters.large_regions, -1);
             adjust(&arena.counters.large_bytes, -(len as isize));
             released = true;

@@ -26,9 +26,10 @@ impl<O: Os> WriteSession<'_, O> {
     ) -> Option<&'static Region> {
         let os = &self.arena.os;
         let state = &mut *self.state;
-        if let Some(r) = state
-            .free
-            .take(&mut state.descriptors, os, size, align, phase)
+        if let Some(r) =
+            state
+                .free
+                .take(&self.guard, &mut state.descriptors, os, size, align, phase)
         {
             return Some(r);
         }
@@ -36,7 +37,7 @@ impl<O: Os> WriteSession<'_, O> {
         let state = &mut *self.state;
         state
             .free
-            .take(&mut state.descriptors, os, size, align, phase)
+            .take(&self.guard, &mut state.descriptors, os, size, align, phase)
     }
 
     /// Adds a reservation with room for `size` bytes aligned to `align`.
@@ -98,10 +99,10 @@ impl<O: Os> WriteSession<'_, O> {
             arena.os.release(base, len);
             return None;
         };
-        region.set_kind(RegionKind::Free);
-        region.set_range(base.as_ptr(), len);
-        Dirt::CLEAN.apply(region);
-        state.free.add_reservation(region);
+        region.set_kind(&self.guard, RegionKind::Free);
+        region.set_range(&self.guard, base.as_ptr(), len);
+        Dirt::CLEAN.apply(&self.guard, region);
+        state.free.add_reservation(&self.guard, region);
         Some(())
     }
 }

@@ -47,7 +47,7 @@ pub(crate) struct Arena<O: Os> {
     lock: ArenaLock,
     state: UnsafeCell<ArenaState>,
     map: PageMap,
-    pub(crate) os: O,
+    os: O,
     /// Per page kind, a region that recently had free pages: where refills look first.
     hints: [AtomicPtr<Region>; PageKind::COUNT],
     /// Small-object regions per page kind, linked through `list_next`/`list_prev`. Changed
@@ -63,7 +63,7 @@ pub(crate) struct Arena<O: Os> {
     queued_large: AtomicPtr<Region>,
     /// How long freed memory stays before it is purged, in ns (`u64::MAX`: not read yet).
     purge_delay: AtomicU64,
-    pub(crate) counters: ArenaCounters,
+    counters: ArenaCounters,
 }
 
 // SAFETY: `state` is only reached through the arena lock (exclusively in write sessions,
@@ -99,10 +99,29 @@ struct WriteSession<'a, O: Os> {
     guard: ManuallyDrop<ArenaWriteGuard<'a>>,
 }
 
+impl<O: Os> WriteSession<'_, O> {
+    /// Checks every small-object region and free range (`Region::validate`); the regions
+    /// this session marked in full. Debug builds run it at the end of every session.
+    #[cfg_attr(not(debug_assertions), allow(dead_code))] // tests call it in any profile
+    pub(super) fn validate(&self) {
+        for kind in PageKind::ALL {
+            let mut cursor = self.arena.page_list(kind);
+            while let Some(region) = cursor {
+                assert_eq!(region.page_kind(), Some(kind), "a region on another kind's list");
+                region.validate(&self.guard);
+                cursor = region_at(&region.list_next);
+            }
+        }
+        self.state.free.validate(&self.guard);
+    }
+}
+
 impl<O: Os> Drop for WriteSession<'_, O> {
     fn drop(&mut self) {
         // Every session ends by releasing the large blocks freed while the lock was busy.
         self.release_queued_large();
+        #[cfg(debug_assertions)]
+        self.validate();
         let held = self.arena.os.now_ns().saturating_sub(self.started);
         bump(&self.arena.counters.write_held_ns, held);
         // Relaxed: statistics.
@@ -152,6 +171,25 @@ impl<O: Os> Arena<O> {
             purge_delay: AtomicU64::new(u64::MAX),
             counters: ArenaCounters::new(),
         }
+    }
+
+    /// The OS back end (the clock, the page size, metadata memory for other layers).
+    pub(crate) fn os(&self) -> &O {
+        &self.os
+    }
+
+    /// The number of small-object regions of `kind` (a statistic).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn page_region_count(&self, kind: PageKind) -> usize {
+        // Relaxed: statistics.
+        self.counters.page_regions[kind.index()].load(Ordering::Relaxed)
+    }
+
+    /// Checks every small-object region and free range in a write session of its own (see
+    /// `WriteSession::validate`): for tests and fuzzing, in any profile.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn validate(&self) {
+        self.write().validate();
     }
 
     /// The first small-object region of `kind`.

@@ -173,10 +173,116 @@ impl Page {
     }
 }
 
+impl Page {
+    /// Checks what the owner of an in-use page can check (mimalloc's `mi_page_is_valid`):
+    /// owned by `owner` (a heap's id, with or without [`OWNER_FULL_FLAG`]), a block size,
+    /// `used <= capacity <= reserved`, `carved == capacity`, and the free lists hold at most
+    /// the blocks not in use, each a carved block of this page. Panics on a violation. Checks
+    /// whenever it is called (tests call it in any profile); the allocator's own calls are in
+    /// debug builds only.
+    ///
+    /// # Safety
+    /// The calling thread owns the page (the `OwnerCell` fields are its own).
+    #[cfg_attr(not(debug_assertions), allow(dead_code))] // tests call it in any profile
+    pub(crate) unsafe fn validate(&self, owner: usize) {
+        // Relaxed: the owner's own stores, or fixed while the page is in use.
+        let id = self.owner.load(Ordering::Relaxed);
+        assert_eq!(id & !OWNER_FULL_FLAG, owner, "page owned by another heap");
+        let size = self.block_size.load(Ordering::Relaxed);
+        assert!(size != 0, "an in-use page without a block size");
+        // SAFETY: owner (caller).
+        let (capacity, reserved) = unsafe { (self.capacity.get(), self.reserved.get()) };
+        let used = self.used.get();
+        assert!(used <= capacity && capacity <= reserved, "page counts out of order");
+        assert_eq!(self.carved.load(Ordering::Relaxed), capacity, "carved != capacity");
+        let start = self.start.load(Ordering::Relaxed) as usize;
+        let end = start + capacity as usize * size;
+        let mut free = 0u32;
+        // SAFETY: owner (caller).
+        for head in unsafe { [self.free.get(), self.local_free.get()] } {
+            let mut block = head;
+            while !block.is_null() {
+                let at = block as usize;
+                assert!(
+                    (start..end).contains(&at) && (at - start) % size == 0,
+                    "a free-list link that is not a carved block of its page"
+                );
+                free += 1;
+                assert!(free <= capacity - used, "free lists longer than the free blocks");
+                // SAFETY: a carved block of the page (checked above), owned by the caller.
+                block = unsafe { (*block).next };
+            }
+        }
+    }
+}
+
 /// The page descriptors of one small-object region; pooled and type-stable like regions.
 #[repr(C)]
 pub(crate) struct PageTable {
     /// Link in the pool's free list.
     pub(crate) next_free: AtomicPtr<PageTable>,
     pub(crate) pages: [Page; crate::config::MAX_REGION_PAGES],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page of `capacity` blocks of 64 bytes over `memory`, `used` of them handed out and
+    /// the rest on the free list, owned by heap 4.
+    fn page_over(memory: &mut [u64], capacity: u32, used: u32) -> Page {
+        let page = Page::new();
+        let start = memory.as_mut_ptr().cast::<u8>();
+        page.owner.store(4, Ordering::Relaxed);
+        page.block_size.store(64, Ordering::Relaxed);
+        page.start.store(start, Ordering::Relaxed);
+        page.carved.store(capacity, Ordering::Relaxed);
+        page.used.set(used);
+        let mut head: *mut Block = core::ptr::null_mut();
+        for i in used..capacity {
+            let block = start.wrapping_add(i as usize * 64).cast::<Block>();
+            // SAFETY: inside `memory`, aligned; the test owns the page.
+            unsafe {
+                (*block).next = head;
+            }
+            head = block;
+        }
+        // SAFETY: the test owns the page.
+        unsafe {
+            page.capacity.set(capacity);
+            page.reserved.set(capacity + 2);
+            page.free.set(head);
+        }
+        page
+    }
+
+    #[test]
+    fn a_consistent_page_validates() {
+        let mut memory = [0u64; 8 * 8];
+        let page = page_over(&mut memory, 8, 3);
+        // SAFETY: the test owns the page.
+        unsafe { page.validate(4) };
+        page.owner.store(4 | OWNER_FULL_FLAG, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { page.validate(4) };
+    }
+
+    #[test]
+    #[should_panic(expected = "free lists longer than the free blocks")]
+    fn a_free_list_longer_than_the_free_blocks_fails() {
+        let mut memory = [0u64; 8 * 8];
+        let page = page_over(&mut memory, 8, 3);
+        page.used.set(4); // one block counted in use is still on the free list
+        // SAFETY: the test owns the page.
+        unsafe { page.validate(4) };
+    }
+
+    #[test]
+    #[should_panic(expected = "page owned by another heap")]
+    fn a_page_of_another_heap_fails() {
+        let mut memory = [0u64; 8 * 8];
+        let page = page_over(&mut memory, 8, 3);
+        // SAFETY: the test owns the page.
+        unsafe { page.validate(8) };
+    }
 }

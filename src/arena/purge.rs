@@ -112,7 +112,7 @@ impl<O: Os> Arena<O> {
                 let mut cursor = self.page_list(kind);
                 while let Some(region) = cursor {
                     cursor = region_at(&region.list_next);
-                    region.set_purge_due(1);
+                    region.set_purge_hint(1);
                 }
             }
         }
@@ -127,7 +127,7 @@ impl<O: Os> Arena<O> {
                 let mut cursor = self.page_list(kind);
                 while let Some(region) = cursor {
                     cursor = region_at(&region.list_next);
-                    match region.purge_due() {
+                    match region.purge_hint() {
                         0 => {}
                         due if due <= now && due_region.is_none() => due_region = Some(region),
                         due => next = next.min(due),
@@ -135,10 +135,11 @@ impl<O: Os> Arena<O> {
                 }
             }
             let Some(region) = due_region else { break next };
-            // Clear before looking at the pages: a page released from now on schedules a new
-            // purge. (A release racing with this may find the old due time and not
-            // reschedule; its page then waits for the region's next release or a collect.)
-            region.set_purge_due(0);
+            // Clear the (racy) hint before looking at the pages: a page released from now on
+            // schedules a new purge. (A release racing with this may find the old due time
+            // and not reschedule, or schedule before we clear and free its page after we
+            // looked; its page then waits for the region's next release or a collect.)
+            region.set_purge_hint(0);
             region.lock.start_write(&session.guard);
             if region.all_pages_free() {
                 session.remove_page_region(region);
@@ -151,9 +152,10 @@ impl<O: Os> Arena<O> {
             return;
         };
         let state = &mut *session.state;
-        let (purged, ranges_next) = state
-            .free
-            .purge(&mut state.descriptors, &self.os, now, force);
+        let (purged, ranges_next) =
+            state
+                .free
+                .purge(&session.guard, &mut state.descriptors, &self.os, now, force);
         adjust(&self.counters.committed, -(purged as isize));
         bump(&self.counters.purged_bytes, purged as u64);
         drop(session);
@@ -203,7 +205,7 @@ impl<O: Os> WriteSession<'_, O> {
         );
         // SAFETY: page tables are never freed; the region is detached, so no one claims from it.
         state.descriptors.give_table(unsafe { &*region.table() });
-        region.set_table(core::ptr::null_mut());
+        region.set_table(&self.guard, core::ptr::null_mut());
         let dirt = if purged {
             adjust(&arena.counters.committed, -(dirty_bytes as isize));
             bump(&arena.counters.purged_bytes, dirty_bytes as u64);
@@ -211,7 +213,9 @@ impl<O: Os> WriteSession<'_, O> {
         } else {
             super::ranges::Dirt::dirty(arena.os.now_ns(), region.is_moved())
         };
-        state.free.release(&mut state.descriptors, region, dirt);
+        state
+            .free
+            .release(&self.guard, &mut state.descriptors, region, dirt);
         adjust(&arena.counters.page_regions[kind.index()], -1);
     }
 

@@ -15,6 +15,7 @@ use super::meta::Descriptors;
 use super::region::{Region, RegionKind};
 use crate::config::{SLICE_SHIFT, align_up};
 use crate::os::Os;
+use crate::sync::arena_lock::ArenaWriteGuard;
 use crate::sync::atomic::{AtomicPtr, Ordering};
 
 const BINS: usize = 48;
@@ -101,6 +102,7 @@ impl FreeRanges {
     /// long.
     pub(crate) fn take_front(
         &mut self,
+        guard: &ArenaWriteGuard<'_>,
         descriptors: &mut Descriptors,
         r: &'static Region,
         len: usize,
@@ -114,7 +116,7 @@ impl FreeRanges {
             link(get(&r.addr_prev), get(&r.addr_next));
             descriptors.give_region(r);
         } else {
-            r.set_range(r.start().wrapping_add(len), r.len() - len);
+            r.set_range(guard, r.start().wrapping_add(len), r.len() - len);
             self.insert(r);
         }
         Some(dirty)
@@ -124,28 +126,28 @@ impl FreeRanges {
     /// `dirt` (the caller shrinks `owner`). Returns false if metadata ran out (nothing changed).
     pub(crate) fn split_tail(
         &mut self,
+        guard: &ArenaWriteGuard<'_>,
         descriptors: &mut Descriptors,
         os: &impl Os,
         owner: &'static Region,
-        start: *mut u8,
-        len: usize,
+        (start, len): (*mut u8, usize),
         dirt: Dirt,
     ) -> bool {
         let Some(tail) = descriptors.take_region(os) else {
             return false;
         };
-        tail.set_range(start, len);
+        tail.set_range(guard, start, len);
         link(Some(tail), get(&owner.addr_next));
         link(Some(owner), Some(tail));
-        self.release(descriptors, tail, dirt);
+        self.release(guard, descriptors, tail, dirt);
         true
     }
 
     /// Adds a whole new reservation as one free range.
-    pub(crate) fn add_reservation(&mut self, r: &'static Region) {
+    pub(crate) fn add_reservation(&mut self, guard: &ArenaWriteGuard<'_>, r: &'static Region) {
         set(&r.addr_prev, None);
         set(&r.addr_next, None);
-        Dirt::CLEAN.apply(r);
+        Dirt::CLEAN.apply(guard, r);
         self.insert(r);
     }
 
@@ -155,6 +157,7 @@ impl FreeRanges {
     /// or `None` if no free range fits or metadata ran out (then nothing changed).
     pub(crate) fn take(
         &mut self,
+        guard: &ArenaWriteGuard<'_>,
         descriptors: &mut Descriptors,
         os: &impl Os,
         size: usize,
@@ -180,22 +183,22 @@ impl FreeRanges {
         self.remove(free);
         let base = free.start();
         let dirt = Dirt::of(free);
-        carved.set_kind(RegionKind::Taken);
-        carved.set_range(base.wrapping_add(start - a), size);
-        dirt.apply(carved);
+        carved.set_kind(guard, RegionKind::Taken);
+        carved.set_range(guard, base.wrapping_add(start - a), size);
+        dirt.apply(guard, carved);
         // The head [a, start) keeps `free`'s descriptor; if it is empty the descriptor goes
         // back to the pool.
         let head = if start > a {
-            free.set_range(base, start - a);
+            free.set_range(guard, base, start - a);
             Some(free)
         } else {
             descriptors.give_region(free);
             None
         };
         if let Some(t) = tail {
-            t.set_kind(RegionKind::Free);
-            t.set_range(base.wrapping_add(end - a), b - end);
-            dirt.apply(t);
+            t.set_kind(guard, RegionKind::Free);
+            t.set_range(guard, base.wrapping_add(end - a), b - end);
+            dirt.apply(guard, t);
         }
         // Address order: before, [head], carved, [tail], after.
         link(head.or(before), Some(carved));
@@ -217,24 +220,30 @@ impl FreeRanges {
     /// never has to touch clean memory, and the committed-bytes count stays exact).
     pub(crate) fn release(
         &mut self,
+        guard: &ArenaWriteGuard<'_>,
         descriptors: &mut Descriptors,
         r: &'static Region,
         dirt: Dirt,
     ) {
-        r.set_kind(RegionKind::Free);
-        dirt.apply(r);
-        self.merge_and_insert(descriptors, r);
+        r.set_kind(guard, RegionKind::Free);
+        dirt.apply(guard, r);
+        self.merge_and_insert(guard, descriptors, r);
     }
 
-    fn merge_and_insert(&mut self, descriptors: &mut Descriptors, r: &'static Region) {
+    fn merge_and_insert(
+        &mut self,
+        guard: &ArenaWriteGuard<'_>,
+        descriptors: &mut Descriptors,
+        r: &'static Region,
+    ) {
         let dirt = Dirt::of(r);
         let mut merged = r;
         if let Some(prev) = get(&r.addr_prev)
             .filter(|p| p.kind() == RegionKind::Free && Dirt::of(p).mergeable(dirt))
         {
             self.remove(prev);
-            prev.set_range(prev.start(), prev.len() + r.len());
-            Dirt::of(prev).merge(dirt).apply(prev);
+            prev.set_range(guard, prev.start(), prev.len() + r.len());
+            Dirt::of(prev).merge(dirt).apply(guard, prev);
             link(Some(prev), get(&r.addr_next));
             descriptors.give_region(r);
             merged = prev;
@@ -244,8 +253,8 @@ impl FreeRanges {
             .filter(|n| n.kind() == RegionKind::Free && Dirt::of(n).mergeable(dirt))
         {
             self.remove(next);
-            merged.set_range(merged.start(), merged.len() + next.len());
-            dirt.merge(Dirt::of(next)).apply(merged);
+            merged.set_range(guard, merged.start(), merged.len() + next.len());
+            dirt.merge(Dirt::of(next)).apply(guard, merged);
             link(Some(merged), get(&next.addr_next));
             descriptors.give_region(next);
         }
@@ -256,6 +265,7 @@ impl FreeRanges {
     /// them with clean neighbours. Returns the bytes purged and the earliest due time left.
     pub(crate) fn purge(
         &mut self,
+        guard: &ArenaWriteGuard<'_>,
         descriptors: &mut Descriptors,
         os: &impl Os,
         now: u64,
@@ -281,8 +291,8 @@ impl FreeRanges {
             }
             purged += r.len();
             self.remove(r);
-            Dirt::CLEAN.apply(r);
-            self.merge_and_insert(descriptors, r);
+            Dirt::CLEAN.apply(guard, r);
+            self.merge_and_insert(guard, descriptors, r);
         }
         let mut next = u64::MAX;
         self.for_each(|r| {
@@ -301,6 +311,21 @@ impl FreeRanges {
             }
         });
         found
+    }
+
+    /// Checks every free range (see `Region::validate`): free, in the bin of its size.
+    #[cfg_attr(not(debug_assertions), allow(dead_code))] // tests call it in any profile
+    pub(crate) fn validate(&self, guard: &ArenaWriteGuard<'_>) {
+        for (bin, head) in self.bins.iter().enumerate() {
+            // SAFETY: bins hold descriptors, which are never freed.
+            let mut cursor = unsafe { head.as_ref() };
+            while let Some(r) = cursor {
+                assert_eq!(r.kind(), RegionKind::Free, "a free-range bin holds a {:?}", r.kind());
+                assert_eq!(bin_of(r.len()), bin, "a free range in the wrong bin");
+                r.validate(guard);
+                cursor = get(&r.list_next);
+            }
+        }
     }
 
     fn for_each(&self, mut f: impl FnMut(&'static Region)) {
@@ -371,10 +396,10 @@ impl Dirt {
         }
     }
 
-    pub(crate) fn apply(self, r: &Region) {
-        r.set_dirty(self.is_dirty());
-        r.set_purge_due(self.due);
-        r.set_moved(self.moved);
+    pub(crate) fn apply(self, guard: &ArenaWriteGuard<'_>, r: &Region) {
+        r.set_dirty(guard, self.is_dirty());
+        r.set_purge_due(guard, self.due);
+        r.set_moved(guard, self.moved);
     }
 }
 

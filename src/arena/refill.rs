@@ -160,13 +160,17 @@ impl<O: Os> Arena<O> {
         if let Some(kind) = region.page_kind() {
             tally.page_released(kind);
         }
-        region.release_page(page.index.load(Ordering::Relaxed) as usize);
-        if region.purge_due() == 0 {
+        // Schedule the purge while we still own a page of the region: once the page bit is
+        // back, a purge session may remove the region and reuse its descriptor, so we must not
+        // touch it after that (Linux never touches a VMA it holds no reference to).
+        if region.purge_hint() == 0 {
             let due = self.os.now_ns().saturating_add(self.purge_delay());
             if region.schedule_purge(due) {
                 self.schedule_purge(due);
             }
         }
+        // The last touch of the region.
+        region.release_page(page.index.load(Ordering::Relaxed) as usize);
         self.maybe_purge();
     }
 }
@@ -179,14 +183,17 @@ impl<O: Os> WriteSession<'_, O> {
         let state = &mut *self.state;
         let dirt = Dirt::of(region);
         let Some(table) = state.descriptors.take_table(&arena.os) else {
-            state.free.release(&mut state.descriptors, region, dirt);
+            state
+                .free
+                .release(&self.guard, &mut state.descriptors, region, dirt);
             return None;
         };
         let start = region.start();
-        region.set_kind(RegionKind::Pages(kind));
-        region.set_table((table as *const PageTable).cast_mut());
-        region.reset_page_maps(dirt.is_dirty());
-        region.set_purge_due(0);
+        region.set_kind(&self.guard, RegionKind::Pages(kind));
+        region.set_table(&self.guard, (table as *const PageTable).cast_mut());
+        region.reset_page_maps(&self.guard, dirt.is_dirty());
+        region.set_purge_due(&self.guard, 0); // the free-range due time; pages use the hint
+        region.set_purge_hint(0);
         for (index, page) in table.pages.iter().take(kind.pages_per_region()).enumerate() {
             let page_start = start.wrapping_add(index << kind.shift());
             // Relaxed: the region is not attached yet; `attach` publishes all of this.

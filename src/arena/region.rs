@@ -17,6 +17,7 @@
 
 use super::page::{Page, PageTable};
 use crate::config::{MAX_REGION_PAGES, PageKind};
+use crate::sync::arena_lock::ArenaWriteGuard;
 use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::region_lock::RegionLock;
 
@@ -71,12 +72,16 @@ pub(crate) struct Region {
     len: AtomicUsize,
     /// Free ranges and large blocks: true if any byte may be non-zero.
     dirty: AtomicBool,
-    /// Free ranges: when to purge (if dirty). Pages regions: when to purge the free pages
-    /// released since the last purge (0 = nothing scheduled). Unlike the other fields, a pages
-    /// region's due time is also written without the write lock: by [`Region::schedule_purge`]
-    /// (a CAS from any thread releasing a page) and by the purge loop, which clears it before
-    /// marking the region (`Arena::purge`).
+    /// Free ranges: when to purge (if dirty). Locked state: changed only under the arena write
+    /// lock (through [`super::ranges::Dirt::apply`]); 0 for the other kinds.
     purge_due: AtomicU64,
+    /// Pages regions: a racy *hint* of when to purge the free pages released since the last
+    /// purge (0 = nothing scheduled). Set lock-free by the releasing thread
+    /// ([`Region::schedule_purge`], before its page goes back), cleared or forced by purge
+    /// sessions; nothing depends on it for correctness: a purge session re-checks the
+    /// bitmaps under the lock, and a lost update only delays a purge until the region's next
+    /// release or a collect.
+    purge_hint: AtomicU64,
     /// True if pages moved in by `mremap` may form kernel mappings of their own in the range.
     moved: AtomicBool,
     /// Pages regions: the page descriptors.
@@ -119,6 +124,7 @@ impl Region {
             len: AtomicUsize::new(0),
             dirty: AtomicBool::new(false),
             purge_due: AtomicU64::new(0),
+            purge_hint: AtomicU64::new(0),
             moved: AtomicBool::new(false),
             table: AtomicPtr::new(core::ptr::null_mut()),
             free_pages: [const { AtomicU64::new(0) }; BITMAP_WORDS],
@@ -136,17 +142,29 @@ impl Region {
         }
     }
 
-    // Plain field accessors. Relaxed everywhere: these fields change under the arena write lock
-    // while the region is detached or marked, and readers are ordered after those changes by
-    // the region lock (Acquire reference), the arena lock, or a validated speculation. The
-    // exception is a pages region's `purge_due` (see the field): a hint whose races only move
-    // a purge earlier or later.
+    // Plain field accessors. Relaxed everywhere: these fields change only under the arena write
+    // lock while the region is detached or marked, and readers are ordered after those changes
+    // by the region lock (Acquire reference), the arena lock, or a validated speculation. Each
+    // setter takes the write guard as proof of the lock and asserts (debug builds) that the
+    // region is detached or marked by the guard's session (`vma_assert_write_locked`).
+
+    /// Checks a setter's precondition: the caller holds the arena write lock (`guard`) and the
+    /// region is detached or marked in its session.
+    #[inline]
+    pub(crate) fn assert_writable(&self, guard: &ArenaWriteGuard<'_>) {
+        debug_assert!(
+            !self.lock.is_attached() || self.lock.is_write_locked(guard),
+            "region changed while attached and not marked by this write session"
+        );
+        let _ = guard;
+    }
 
     #[inline]
     pub(crate) fn kind(&self) -> RegionKind {
         RegionKind::decode(self.kind.load(Ordering::Relaxed))
     }
-    pub(crate) fn set_kind(&self, kind: RegionKind) {
+    pub(crate) fn set_kind(&self, guard: &ArenaWriteGuard<'_>, kind: RegionKind) {
+        self.assert_writable(guard);
         self.kind.store(kind.encode(), Ordering::Relaxed);
     }
     #[inline]
@@ -160,40 +178,57 @@ impl Region {
     pub(crate) fn end(&self) -> usize {
         self.start() as usize + self.len()
     }
-    pub(crate) fn set_range(&self, start: *mut u8, len: usize) {
+    pub(crate) fn set_range(&self, guard: &ArenaWriteGuard<'_>, start: *mut u8, len: usize) {
+        self.assert_writable(guard);
         self.start.store(start, Ordering::Relaxed);
         self.len.store(len, Ordering::Relaxed);
     }
     pub(crate) fn is_dirty(&self) -> bool {
         self.dirty.load(Ordering::Relaxed)
     }
-    pub(crate) fn set_dirty(&self, dirty: bool) {
+    pub(crate) fn set_dirty(&self, guard: &ArenaWriteGuard<'_>, dirty: bool) {
+        self.assert_writable(guard);
         self.dirty.store(dirty, Ordering::Relaxed);
     }
     pub(crate) fn purge_due(&self) -> u64 {
         self.purge_due.load(Ordering::Relaxed)
     }
-    pub(crate) fn set_purge_due(&self, due: u64) {
+    pub(crate) fn set_purge_due(&self, guard: &ArenaWriteGuard<'_>, due: u64) {
+        self.assert_writable(guard);
         self.purge_due.store(due, Ordering::Relaxed);
     }
+    /// The purge hint of a pages region (0 = nothing scheduled): racy, see `purge_hint`.
+    pub(crate) fn purge_hint(&self) -> u64 {
+        // Relaxed: a hint; purge sessions re-check the bitmaps under the lock.
+        self.purge_hint.load(Ordering::Relaxed)
+    }
+    /// Sets the purge hint of a pages region (a purge session: 0 after taking it, 1 to force
+    /// it due). Needs no lock: the hint is racy by design.
+    pub(crate) fn set_purge_hint(&self, due: u64) {
+        // Relaxed: a hint, see `purge_hint`.
+        self.purge_hint.store(due, Ordering::Relaxed);
+    }
     /// Schedules a purge of a pages region at `due` unless one is already scheduled. Returns
-    /// true if this call scheduled it. (Relaxed: racing releases agree through the CAS; a lost
-    /// race only delays a purge until the region's next release.)
+    /// true if this call scheduled it. Lock-free: only the racy hint changes. (Relaxed:
+    /// racing releases agree through the CAS; a lost race only delays a purge until the
+    /// region's next release.)
     pub(crate) fn schedule_purge(&self, due: u64) -> bool {
-        self.purge_due
+        self.purge_hint
             .compare_exchange(0, due, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
     }
     pub(crate) fn is_moved(&self) -> bool {
         self.moved.load(Ordering::Relaxed)
     }
-    pub(crate) fn set_moved(&self, moved: bool) {
+    pub(crate) fn set_moved(&self, guard: &ArenaWriteGuard<'_>, moved: bool) {
+        self.assert_writable(guard);
         self.moved.store(moved, Ordering::Relaxed);
     }
     pub(crate) fn table(&self) -> *mut PageTable {
         self.table.load(Ordering::Relaxed)
     }
-    pub(crate) fn set_table(&self, table: *mut PageTable) {
+    pub(crate) fn set_table(&self, guard: &ArenaWriteGuard<'_>, table: *mut PageTable) {
+        self.assert_writable(guard);
         self.table.store(table, Ordering::Relaxed);
     }
 
@@ -218,7 +253,8 @@ impl Region {
 
     /// Sets up the page bitmaps of a new pages region: every page free; touched if the range
     /// may hold old data.
-    pub(crate) fn reset_page_maps(&self, dirty: bool) {
+    pub(crate) fn reset_page_maps(&self, guard: &ArenaWriteGuard<'_>, dirty: bool) {
+        self.assert_writable(guard);
         let count = self.page_count();
         for word in 0..BITMAP_WORDS {
             let bits = bits_below(count.saturating_sub(word * 64));
@@ -261,10 +297,9 @@ impl Region {
     }
 
     /// Returns a page whose blocks are all free. Needs no lock: a region is only removed when
-    /// every page is free, which cannot happen before this store. After it the caller owns no
-    /// page of the region, so the region may be removed (and its descriptor reused) at once;
-    /// `Arena::release_page` still touches `purge_due` afterwards, which type stability keeps
-    /// memory-safe but not exact (a stray due time on a reused descriptor).
+    /// every page is free, which cannot happen while the caller still owns this one. This is
+    /// the caller's last touch of the region: once the bit is back, a purge session may
+    /// remove the region and reuse the descriptor (so `schedule_purge` comes first).
     pub(crate) fn release_page(&self, index: usize) {
         let (word, bit) = (index / 64, index % 64);
         // Release: our writes to the page descriptor happen before the next claimer's Acquire
@@ -316,6 +351,75 @@ impl Region {
     }
 }
 
+impl Region {
+    /// Checks the region's invariants (mimalloc's `mi_assert_valid` style): the kind agrees
+    /// with attachment, range and page table; the bitmaps have no bits past the region's
+    /// pages; every page descriptor points back at its place in the region. If the guard's
+    /// session has the region marked (so no refill can claim a page meanwhile) it also checks
+    /// that every free page has no owner, block size or carved blocks. Panics on a violation.
+    /// Checks whenever it is called (tests call it in any profile); the arena's own calls
+    /// are in debug builds only. The caller holds the arena write lock.
+    #[cfg_attr(not(debug_assertions), allow(dead_code))] // tests call it in any profile
+    pub(crate) fn validate(&self, guard: &ArenaWriteGuard<'_>) {
+        let kind = self.kind();
+        let attached = self.lock.is_attached();
+        match kind {
+            RegionKind::Free | RegionKind::Taken => {
+                assert!(!attached, "a free range attached");
+            }
+            RegionKind::Pages(_) | RegionKind::Large => {
+                assert!(attached, "a {kind:?} region detached");
+            }
+        }
+        assert!(self.len() != 0 && !self.start().is_null(), "an empty region");
+        assert_eq!(
+            self.start() as usize % crate::config::SLICE_SIZE,
+            0,
+            "a region not slice-aligned"
+        );
+        let Some(page_kind) = self.page_kind() else {
+            assert!(self.table().is_null(), "a {kind:?} region with a page table");
+            return;
+        };
+        assert!(!self.table().is_null(), "a pages region without a page table");
+        assert_eq!(self.len(), crate::config::SMALL_REGION_SIZE, "pages region size");
+        assert_eq!(self.purge_due(), 0, "a pages region with a free-range due time");
+        let count = self.page_count();
+        let marked = self.lock.is_write_locked(guard);
+        for word in 0..BITMAP_WORDS {
+            let valid = bits_below(count.saturating_sub(word * 64));
+            // Acquire: pairs with `release_page`, so a free page's descriptor is seen as its
+            // releaser left it. Relaxed for the dirty bits: only checked for their range.
+            let free = self.free_pages[word].load(Ordering::Acquire);
+            let dirty = self.dirty_pages[word].load(Ordering::Relaxed);
+            assert_eq!(free & !valid, 0, "free bits past the region's pages");
+            assert_eq!(dirty & !valid, 0, "dirty bits past the region's pages");
+            for bit in 0..64.min(count.saturating_sub(word * 64)) {
+                let index = word * 64 + bit;
+                let page = self.page(index);
+                // Relaxed: fixed while the region is attached (set before `attach`).
+                let start = page.start.load(Ordering::Relaxed) as usize;
+                assert_eq!(
+                    start,
+                    self.start() as usize + (index << page_kind.shift()),
+                    "page start"
+                );
+                assert!(
+                    core::ptr::eq(page.region.load(Ordering::Relaxed), self),
+                    "page of another region"
+                );
+                assert_eq!(page.index.load(Ordering::Relaxed) as usize, index, "page index");
+                if marked && free & (1 << bit) != 0 {
+                    // Relaxed: published by the bitmap's Release, which we acquired.
+                    assert_eq!(page.owner.load(Ordering::Relaxed), super::page::NO_OWNER);
+                    assert_eq!(page.block_size.load(Ordering::Relaxed), 0);
+                    assert_eq!(page.carved.load(Ordering::Relaxed), 0);
+                }
+            }
+        }
+    }
+}
+
 /// A word with the lowest `n` bits set (all 64 if `n >= 64`).
 const fn bits_below(n: usize) -> u64 {
     if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
@@ -328,9 +432,11 @@ mod tests {
 
     fn pages_region(kind: PageKind, table: &mut PageTable) -> Region {
         let r = Region::new();
-        r.set_kind(RegionKind::Pages(kind));
-        r.set_table(table);
-        r.reset_page_maps(false);
+        let lock = crate::sync::arena_lock::ArenaLock::new();
+        let guard = lock.write();
+        r.set_kind(&guard, RegionKind::Pages(kind));
+        r.set_table(&guard, table);
+        r.reset_page_maps(&guard, false);
         r
     }
 

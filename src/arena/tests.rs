@@ -52,6 +52,7 @@ fn claims_hand_out_distinct_pages_that_the_map_resolves() {
         }
     }
     assert_eq!(ARENA.counters.page_regions[0].load(Ordering::Relaxed), 2);
+    ARENA.validate();
     assert_eq!(stats_of(&ARENA, &TALLY).pages_in_use[0], count);
 }
 
@@ -115,6 +116,7 @@ fn large_blocks_grow_and_shrink_in_place_and_move_when_blocked() {
     assert_eq!(a.len(), 8 << 20);
     assert!(ARENA.resize_large_in_place(a, ptr, 3 << 20, &TALLY));
     assert_eq!(a.len(), 3 << 20);
+    ARENA.validate();
     // Block the way forward, then grow: the block must move, contents and all.
     let (b, _) = ARENA.alloc_large(1 << 20, 8).unwrap();
     assert_eq!(b.start() as usize, a.end(), "the shrunk tail was reused");
@@ -138,6 +140,7 @@ fn large_blocks_grow_and_shrink_in_place_and_move_when_blocked() {
     assert!(ARENA.os.remapped.load(Ordering::Relaxed) >= 3 << 20);
     ARENA.free_large(c, moved);
     ARENA.free_large(b, b.start());
+    ARENA.validate();
     assert_eq!(free_bytes(&ARENA), reserved(&ARENA));
 }
 
@@ -165,12 +168,14 @@ fn collect_purges_free_pages_and_removes_empty_regions() {
     );
     let again = ARENA.claim_page(PageKind::Medium, &TALLY).unwrap();
     assert!(again.fresh, "a purged page is zero again");
+    ARENA.validate();
     ARENA.release_page(again.page, &TALLY);
     for page in &pages[10..] {
         ARENA.release_page(page, &TALLY);
     }
     ARENA.collect();
     assert_eq!(ARENA.counters.page_regions[1].load(Ordering::Relaxed), 0);
+    ARENA.validate();
     assert_eq!(free_bytes(&ARENA), reserved(&ARENA));
 }
 
@@ -242,6 +247,7 @@ fn racing_claims_releases_and_collects_never_share_a_page() {
     let fallback = c.read_fallback.load(Ordering::Relaxed);
     std::println!("region reads: {fast} fast, {fallback} fell back during collects");
     assert!(fast > 0);
+    ARENA.validate();
     assert_eq!(free_bytes(&ARENA), reserved(&ARENA));
 }
 
@@ -311,6 +317,7 @@ fn freed_memory_is_purged_only_after_the_delay() {
         u64::MAX,
         "nothing left to do"
     );
+    ARENA.validate();
     assert_eq!(free_bytes(&ARENA), reserved(&ARENA));
 }
 

@@ -206,7 +206,7 @@ pub(crate) fn bring_up(current: &Heap) -> Option<&'static Heap> {
 fn take_heap() -> Option<&'static Heap> {
     let mut registry = REGISTRY.lock();
     let Registry { pool, chunks, .. } = &mut *registry;
-    pool.take(chunks, &ARENA.os)
+    pool.take(chunks, ARENA.os())
 }
 
 /// Returns a heap that never went live.

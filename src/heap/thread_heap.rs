@@ -786,6 +786,8 @@ impl Heap {
             }
             self.sync_current(class);
         }
+        #[cfg(debug_assertions)]
+        self.validate();
     }
 
     /// Gives every page back to its region, live blocks and all: for an isolated heap being
@@ -852,6 +854,55 @@ impl Heap {
                 }
             }
             self.sync_current(class);
+        }
+    }
+}
+
+impl Heap {
+    /// Checks the heap's invariants (mimalloc's `mi_heap_is_valid`): every page on a queue or
+    /// full list is of that list's class, owned by this heap, well linked and valid
+    /// (`Page::validate`), and has the full flag exactly when it is on the full list; each
+    /// class's `current` is the first queued page, or `EMPTY_PAGE` if none (or in checked
+    /// mode). Panics on a violation. Checks whenever it is called (tests call it in any
+    /// profile); `collect` calls it in debug builds. Only the heap's own thread calls it.
+    #[cfg_attr(not(debug_assertions), allow(dead_code))] // tests call it in any profile
+    pub(crate) fn validate(&self) {
+        let tid = self.tid.get();
+        // SAFETY: `EMPTY_PAGE` is never handed out; its free list stays null.
+        assert!(unsafe { EMPTY_PAGE.free.get() }.is_null(), "EMPTY_PAGE has blocks");
+        for class in 0..NUM_CLASSES {
+            for (list, full) in [(&self.queues[class], false), (&self.full[class], true)] {
+                let mut prev: *const Page = core::ptr::null();
+                let mut cursor = list.first();
+                while let Some(page) = cursor {
+                    assert_ne!(tid, NO_THREAD, "a heap that is not alive holds pages");
+                    // Relaxed: our own store (`set_full_flag`, adoption).
+                    let owner = page.owner.load(Ordering::Relaxed);
+                    assert_eq!(owner & OWNER_FULL_FLAG != 0, full, "full flag vs list");
+                    // SAFETY: a page on our lists is ours.
+                    unsafe {
+                        page.validate(tid);
+                        assert_eq!(page.class.get() as usize, class, "page on another class");
+                        assert!(
+                            core::ptr::eq(page.prev.get(), prev),
+                            "page list back link"
+                        );
+                        prev = page;
+                        cursor = page.next.get().as_ref();
+                    }
+                }
+                assert!(core::ptr::eq(list.last.get(), prev), "page list tail");
+            }
+            let first = self.queues[class].first.get();
+            let expected = if first.is_null() || self.checked.get() {
+                &raw const EMPTY_PAGE
+            } else {
+                first
+            };
+            assert!(
+                core::ptr::eq(self.current[class].get(), expected),
+                "current page is not the first queued page"
+            );
         }
     }
 }

@@ -24,7 +24,6 @@ pub(crate) struct FakeOs {
 }
 
 impl FakeOs {
-    #[allow(dead_code)] // used by tests and Miri builds
     pub(crate) const fn new(limit: usize) -> FakeOs {
         FakeOs {
             reserved: AtomicUsize::new(0),

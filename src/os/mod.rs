@@ -9,6 +9,8 @@
 //! Layer: `os`, above `sync`; calls `options` to warn when memory runs out. `arena` calls it
 //! for memory; most other modules call its `errno` helpers.
 
+// Scaffolding: only tests, Miri and the fuzzing harness use the fake back end.
+#[cfg(any(test, miri, feature = "fuzzing"))]
 pub(crate) mod fake;
 pub(crate) mod linux;
 

@@ -124,7 +124,7 @@ pub fn usable_size(ptr: *mut u8) -> usize {
 /// The OS page size (for `valloc` and `pvalloc`).
 pub fn page_size() -> usize {
     use crate::os::Os;
-    ARENA.os.page_size()
+    ARENA.os().page_size()
 }
 
 /// Installs what must come first in the process (the `fork` handlers), for a library that is
