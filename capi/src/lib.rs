@@ -24,6 +24,12 @@
 // gives a Rust program.
 vmarena_core::__export_c_functions!();
 
+/// Rust's own allocations, if any crate linked in here makes them (the `alloc` crate can come
+/// in through feature unification in workspace builds), are vmarena's too.
+#[cfg(not(test))]
+#[global_allocator]
+static RUST_ALLOCATIONS: vmarena_core::VmArena = vmarena_core::VmArena;
+
 /// A panic has nowhere to unwind to in a C program: say so and abort. (None is expected.)
 #[cfg(not(test))]
 #[panic_handler]

@@ -70,35 +70,52 @@ pub(crate) fn set_tracking_requested(on: bool) {
 /// counting, a thread that has not allocated yet gets its heap now (so a thread that only
 /// frees sees its frees in `thread_stats`); a thread whose heap is gone never gets one back
 /// (a free may be the last thing a thread does, after its exit hook has run).
+#[inline(always)]
 fn record_with(
     own: impl FnOnce(&thread_heap::HeapCounters),
     shared: (usize, usize, (usize, usize)),
 ) {
-    let mut heap = slot::heap();
-    if heap.state() == thread_heap::HeapState::Uninit && tracking_requested() {
-        if let Some(up) = lifecycle::bring_up(heap) {
-            heap = up;
-        }
-    }
+    let heap = slot::heap();
     if heap.state() == thread_heap::HeapState::Alive {
         own(&heap.counters);
-    } else {
-        let (allocated, freed, blocks) = shared;
-        lifecycle::ORPHAN_COUNTERS.add_shared(allocated, freed, blocks);
+    } else if tracking_requested() {
+        // Threads that only free (consumers) have no heap: without counting, that costs
+        // them one test here.
+        record_without_heap(heap, own, shared);
     }
 }
 
+/// [`record_with`] while counting, for a thread without a live heap (before its first
+/// allocation, or after its exit hook).
+#[inline(never)]
+fn record_without_heap(
+    heap: &'static thread_heap::Heap,
+    own: impl FnOnce(&thread_heap::HeapCounters),
+    shared: (usize, usize, (usize, usize)),
+) {
+    if heap.state() == thread_heap::HeapState::Uninit {
+        if let Some(up) = lifecycle::bring_up(heap) {
+            return own(&up.counters);
+        }
+    }
+    let (allocated, freed, blocks) = shared;
+    lifecycle::ORPHAN_COUNTERS.add_shared(allocated, freed, blocks);
+}
+
 /// Counts an allocation of `bytes` made outside the fast paths (large blocks).
+#[inline]
 pub(crate) fn record_alloc(bytes: usize) {
     record_with(|c| c.on_alloc(bytes), (bytes, 0, (1, 0)));
 }
 
 /// Counts a free of `bytes` made outside the fast paths (large blocks, remote frees).
+#[inline]
 pub(crate) fn record_free(bytes: usize) {
     record_with(|c| c.on_free(bytes), (0, bytes, (0, 1)));
 }
 
 /// Counts a block resized in place from `old` to `new` bytes.
+#[inline]
 pub(crate) fn record_resize(old: usize, new: usize) {
     let (allocated, freed) = (new.saturating_sub(old), old.saturating_sub(new));
     record_with(|c| c.on_resize(old, new), (allocated, freed, (0, 0)));
