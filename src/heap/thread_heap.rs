@@ -793,19 +793,25 @@ impl Heap {
     /// Gives every page back to its region, live blocks and all: for an isolated heap being
     /// destroyed, whose blocks die with it. Leaves the heap empty.
     pub(crate) fn discard_all(&self) {
+        self.drain_pages(|_, page| {
+            // Acquire: the remote frees' pushes happen before the page is reused. (Its blocks
+            // are dead, the caller's contract, so no other thread frees into it any more, and
+            // the remote frees it had are dropped with the rest.)
+            page.xthread_free
+                .swap(core::ptr::null_mut(), Ordering::Acquire);
+            ARENA.release_page(page, self.tally());
+        });
+    }
+
+    /// Takes every page off the heap's lists and hands it to `hand_over` with its class,
+    /// leaving the heap empty; `hand_over` decides where each page goes.
+    fn drain_pages(&self, mut hand_over: impl FnMut(usize, &'static Page)) {
         for class in 0..NUM_CLASSES {
             for list in [&self.queues[class], &self.full[class]] {
                 while let Some(page) = list.first() {
-                    // SAFETY: our page; its blocks are dead (the caller's contract), so no
-                    // other thread frees into it any more, and the remote frees it had are
-                    // dropped with the rest.
-                    unsafe {
-                        list.remove(page);
-                        // Acquire: the remote frees' pushes happen before the page is reused.
-                        page.xthread_free
-                            .swap(core::ptr::null_mut(), Ordering::Acquire);
-                        ARENA.release_page(page, self.tally());
-                    }
+                    // SAFETY: our page, on this list.
+                    unsafe { list.remove(page) };
+                    hand_over(class, page);
                 }
             }
             self.sync_current(class);
@@ -836,25 +842,17 @@ impl Heap {
     /// Hands every page over: empty ones go back to their regions, the rest to the
     /// abandoned lists where other threads take them over. Leaves the heap empty.
     pub(crate) fn abandon_all(&self) {
-        for class in 0..NUM_CLASSES {
-            for list in [&self.queues[class], &self.full[class]] {
-                while let Some(page) = list.first() {
-                    // SAFETY: our page until handed over below.
-                    unsafe {
-                        list.remove(page);
-                        pages::collect(page);
-                        if pages::is_empty(page) {
-                            ARENA.release_page(page, self.tally());
-                        } else {
-                            // Relaxed: the abandoned list's mutex publishes the page.
-                            page.owner.store(NO_OWNER, Ordering::Relaxed);
-                            super::abandon::put(class, page);
-                        }
-                    }
-                }
+        self.drain_pages(|class, page| {
+            // SAFETY: our page until handed over below.
+            unsafe { pages::collect(page) };
+            if pages::is_empty(page) {
+                ARENA.release_page(page, self.tally());
+            } else {
+                // Relaxed: the abandoned list's mutex publishes the page.
+                page.owner.store(NO_OWNER, Ordering::Relaxed);
+                super::abandon::put(class, page);
             }
-            self.sync_current(class);
-        }
+        });
     }
 }
 
