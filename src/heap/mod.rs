@@ -37,17 +37,26 @@ static TRACK_REQUESTED: crate::sync::atomic::AtomicU8 = crate::sync::atomic::Ato
 
 /// Whether heaps coming up now count requested bytes: `VMARENA_STATS=1` in the environment,
 /// or [`crate::track_requested_bytes`].
+#[inline(always)]
 pub(crate) fn tracking_requested() -> bool {
     use crate::sync::atomic::Ordering;
-    // Relaxed: a configuration flag; racing first readers decide the same way.
+    // Relaxed: a configuration flag. "Off" is tested first: it is the answer threads that
+    // only free (consumers) get on each remote free.
     match TRACK_REQUESTED.load(Ordering::Relaxed) {
-        0 => {
-            let on = crate::options::count_requested();
-            TRACK_REQUESTED.store(if on { 2 } else { 1 }, Ordering::Relaxed);
-            on
-        }
-        state => state == 2,
+        1 => false,
+        2 => true,
+        _ => decide_tracking(),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn decide_tracking() -> bool {
+    use crate::sync::atomic::Ordering;
+    let on = crate::options::count_requested();
+    // Relaxed: a configuration flag; racing first readers decide the same way.
+    TRACK_REQUESTED.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+    on
 }
 
 /// Whether heaps coming up now run in checked mode (`VMARENA_CHECKED=1`, or the `checked`
@@ -75,13 +84,22 @@ fn record_with(
     own: impl FnOnce(&thread_heap::HeapCounters),
     shared: (usize, usize, (usize, usize)),
 ) {
-    let heap = slot::heap();
+    record_in(slot::heap(), own, shared);
+}
+
+/// [`record_with`] for a caller that holds the calling thread's heap already.
+#[inline(always)]
+fn record_in(
+    heap: &thread_heap::Heap,
+    own: impl FnOnce(&thread_heap::HeapCounters),
+    shared: (usize, usize, (usize, usize)),
+) {
     if heap.state() == thread_heap::HeapState::Alive {
         own(&heap.counters);
     } else if tracking_requested() {
         // Threads that only free (consumers) have no heap: without counting, that costs
         // them one test here.
-        record_without_heap(heap, own, shared);
+        record_without_heap(slot::heap(), own, shared);
     }
 }
 
@@ -108,10 +126,16 @@ pub(crate) fn record_alloc(bytes: usize) {
     record_with(|c| c.on_alloc(bytes), (bytes, 0, (1, 0)));
 }
 
-/// Counts a free of `bytes` made outside the fast paths (large blocks, remote frees).
+/// Counts a free of `bytes` made outside the fast paths (large blocks).
 #[inline]
 pub(crate) fn record_free(bytes: usize) {
     record_with(|c| c.on_free(bytes), (0, bytes, (0, 1)));
+}
+
+/// [`record_free`] for a remote free, by `heap`, the calling thread's heap (from `slot`).
+#[inline(always)]
+pub(crate) fn record_remote_free(heap: &thread_heap::Heap, bytes: usize) {
+    record_in(heap, |c| c.on_free(bytes), (0, bytes, (0, 1)));
 }
 
 /// Counts a block resized in place from `old` to `new` bytes.

@@ -211,7 +211,40 @@ pub(crate) fn remote_frees(page: &Page) -> usize {
 ///
 /// # Safety
 /// `block` is a live block of `page` that the caller gives up.
+#[inline(always)]
 pub(crate) unsafe fn push_remote(page: &Page, block: *mut Block) -> bool {
+    // Relaxed: the CAS validates; a page found abandoned is reread with Acquire.
+    let mut head = page.xthread_free.load(Ordering::Relaxed);
+    // The common case, a page with a live owner, costs a link and a CAS; abandoned pages,
+    // which need their `used` count, take the path below.
+    while head.addr() & ABANDONED_TAG == 0 {
+        // SAFETY: the block is ours until the CAS publishes it.
+        unsafe { (*block).next = list_of(head) };
+        debug_assert!(block.addr() < 1 << COUNT_SHIFT && count_of(head) < u16::MAX as u32);
+        let new = block.map_addr(|a| a | (head.addr() & !LIST_MASK) + (1 << COUNT_SHIFT));
+        // Release: the link (and the user's last writes to the block) happen before the
+        // owner's Acquire swap in `collect`. Relaxed on failure: the loop only rereads.
+        match page.xthread_free.compare_exchange_weak(
+            head,
+            new,
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return false,
+            Err(now) => head = now,
+        }
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { push_remote_abandoned(page, block) }
+}
+
+/// [`push_remote`] into a page found abandoned (it may have been taken over since).
+///
+/// # Safety
+/// As for [`push_remote`].
+#[cold]
+#[inline(never)]
+unsafe fn push_remote_abandoned(page: &Page, block: *mut Block) -> bool {
     // Acquire (here and on a failed CAS): if the page is abandoned we read its `used` below,
     // which the abandoning thread wrote before its Release in `tag_abandoned`.
     let mut head = page.xthread_free.load(Ordering::Acquire);
@@ -226,8 +259,7 @@ pub(crate) unsafe fn push_remote(page: &Page, block: *mut Block) -> bool {
         debug_assert!(block.addr() < 1 << COUNT_SHIFT && count_of(head) < u16::MAX as u32);
         let keep_tag = if abandoned && !last { ABANDONED_TAG } else { 0 };
         let new = block.map_addr(|a| a | keep_tag | (count as usize) << COUNT_SHIFT);
-        // Release: the link (and the user's last writes to the block) happen before the
-        // owner's Acquire swap in `collect`. Acquire: if we clear the tag we take the page over
+        // Release: as in `push_remote`. Acquire: if we clear the tag we take the page over
         // and must see what the abandoning thread wrote before setting it.
         match page.xthread_free.compare_exchange_weak(
             head,

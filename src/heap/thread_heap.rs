@@ -684,7 +684,8 @@ impl Heap {
             }
             pages::push_remote(page, block)
         };
-        super::record_free(requested);
+        // `self` is the calling thread's heap: isolated heaps free only into their own pages.
+        super::record_remote_free(self, requested);
         if adopted {
             self.adopt(page);
         }
