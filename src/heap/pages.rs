@@ -221,7 +221,7 @@ pub(crate) unsafe fn push_remote(page: &Page, block: *mut Block) -> bool {
         // SAFETY: the block is ours until the CAS publishes it.
         unsafe { (*block).next = list_of(head) };
         debug_assert!(block.addr() < 1 << COUNT_SHIFT && count_of(head) < u16::MAX as u32);
-        let new = block.map_addr(|a| a | (head.addr() & !LIST_MASK) + (1 << COUNT_SHIFT));
+        let new = block.map_addr(|a| a | ((head.addr() & !LIST_MASK) + (1 << COUNT_SHIFT)));
         // Release: the link (and the user's last writes to the block) happen before the
         // owner's Acquire swap in `collect`. Relaxed on failure: the loop only rereads.
         match page.xthread_free.compare_exchange_weak(
