@@ -105,7 +105,7 @@ fn spawn() -> bool {
 
 extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     loop {
-        let now = ARENA.os().now_ns();
+        let now = ARENA.os().coarse_now_ns();
         let wait = match ARENA.next_purge_due() {
             Some(due) => due.saturating_sub(now),
             None => ARENA.purge_delay(),

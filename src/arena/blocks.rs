@@ -154,7 +154,7 @@ impl<O: Os> Arena<O> {
         if new_len > old_len && !self.free_after_speculative(region, new_len - old_len, tally) {
             return false;
         }
-        let due = self.os.now_ns().saturating_add(self.purge_delay());
+        let due = self.os.coarse_now_ns().saturating_add(self.purge_delay());
         let session = self.write();
         check_large(region, ptr);
         region.lock.start_write(&session.guard);
@@ -317,7 +317,7 @@ impl<O: Os> WriteSession<'_, O> {
             .queued_large
             .swap(core::ptr::null_mut(), Ordering::Acquire);
         let mut released = false;
-        let due = arena.os.now_ns().saturating_add(arena.purge_delay());
+        let due = arena.os.coarse_now_ns().saturating_add(arena.purge_delay());
         // SAFETY: queued entries are region descriptors, which are never freed.
         while let Some(region) = unsafe { next.as_ref() } {
             // Relaxed: written by the freeing thread before its CAS, which we acquired.

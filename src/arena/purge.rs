@@ -72,7 +72,7 @@ impl<O: Os> Arena<O> {
         if due == NEVER {
             return;
         }
-        let now = self.os.now_ns();
+        let now = self.os.coarse_now_ns();
         // Acquire/Release on `purging`: only to make the flag a tiny try-lock; the session's
         // own write lock orders the work.
         if now >= due && !self.purging.swap(true, Ordering::Acquire) {
@@ -83,7 +83,7 @@ impl<O: Os> Arena<O> {
 
     /// Gives every free page, empty pages region and dirty free range back to the OS now.
     pub(crate) fn collect(&self) {
-        self.purge(self.os.now_ns(), true, true);
+        self.purge(self.os.coarse_now_ns(), true, true);
     }
 
     /// A session for a purge: waiting for the lock if `wait` (an explicit collect), else only
@@ -211,7 +211,7 @@ impl<O: Os> WriteSession<'_, O> {
             bump(&arena.counters.purged_bytes, dirty_bytes as u64);
             super::ranges::Dirt::CLEAN
         } else {
-            super::ranges::Dirt::dirty(arena.os.now_ns(), region.is_moved())
+            super::ranges::Dirt::dirty(arena.os.coarse_now_ns(), region.is_moved())
         };
         state
             .free

@@ -164,7 +164,7 @@ impl<O: Os> Arena<O> {
         // back, a purge session may remove the region and reuse its descriptor, so we must not
         // touch it after that (Linux never touches a VMA it holds no reference to).
         if region.purge_hint() == 0 {
-            let due = self.os.now_ns().saturating_add(self.purge_delay());
+            let due = self.os.coarse_now_ns().saturating_add(self.purge_delay());
             if region.schedule_purge(due) {
                 self.schedule_purge(due);
             }

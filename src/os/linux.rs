@@ -111,14 +111,11 @@ impl Os for LinuxOs {
     }
 
     fn now_ns(&self) -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC cannot fail on Linux (and the
-        // vDSO call sets no errno).
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+        clock_ns(libc::CLOCK_MONOTONIC)
+    }
+
+    fn coarse_now_ns(&self) -> u64 {
+        clock_ns(libc::CLOCK_MONOTONIC_COARSE)
     }
 
     fn remap(&self, from: NonNull<u8>, to: NonNull<u8>, size: usize) -> Remap {
@@ -254,4 +251,16 @@ fn read_overcommit_mode() -> u8 {
         (1, b'0'..=b'2') => byte - b'0',
         _ => 0,
     }
+}
+
+/// Reads a monotonic clock in nanoseconds.
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; the monotonic clocks cannot fail on Linux (and the
+    // vDSO call sets no errno).
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
