@@ -8,13 +8,18 @@
 pub(crate) const SLICE_SHIFT: u32 = 16;
 pub(crate) const SLICE_SIZE: usize = 1 << SLICE_SHIFT;
 
-/// Small-object regions are 32 MiB: 512 small, 64 medium or 8 big pages.
+/// Small-object regions are 32 MiB: 512 small or 64 medium pages.
 pub(crate) const SMALL_REGION_SIZE: usize = 32 << 20;
 /// Page descriptors per region (for the smallest page kind).
 pub(crate) const MAX_REGION_PAGES: usize = SMALL_REGION_SIZE / SLICE_SIZE;
 
-/// Blocks up to this size come from pages; larger ones get a region of their own.
-pub(crate) const MAX_SMALL_SIZE: usize = 512 << 10;
+/// Blocks up to this size come from pages; larger ones get a region of their own, fitted to
+/// them (in whole slices), as jemalloc and glibc carve such blocks from extents. Per-class pages
+/// above 64 KiB (4 MiB pages for blocks up to 512 KiB, until issue 12) left every thread a
+/// partly used 4 MiB page for each class it touched: the torture workload peaked at 746 MiB
+/// with them, 612–618 MiB without (jemalloc: 608). Thread heaps keep a few freed ones for
+/// reuse (`heap::large_cache`), so pairs of such blocks do not take the arena lock.
+pub(crate) const MAX_SMALL_SIZE: usize = 64 << 10;
 
 /// Address space reserved at a time. Reserving costs no memory (`MAP_NORESERVE`), only
 /// address space, of which a 47-bit process has 128 TiB.
@@ -33,8 +38,8 @@ pub(crate) const MAX_RESERVATIONS: usize = 1024;
 /// development machine: moving 256 KiB takes ~4 µs against ~5 µs to copy it into memory that
 /// is already resident (and ~70 µs into fresh memory); at 512 KiB it is ~4 µs against 11 µs,
 /// and the gap only widens (64 MiB: 8 µs against 9.4 ms). The break-even lies between 64 and
-/// 256 KiB, below the smallest large block, so every large block moves rather than copies.
-pub(crate) const REMAP_MIN_SIZE: usize = MAX_SMALL_SIZE;
+/// 256 KiB; smaller large blocks are copied.
+pub(crate) const REMAP_MIN_SIZE: usize = 256 << 10;
 /// The kernel moves whole page tables (2 MiB each on x86_64 and 4 KiB-page aarch64) when the
 /// source and destination of `mremap` are congruent modulo this.
 pub(crate) const REMAP_CONGRUENCE: usize = 2 << 20;
@@ -42,7 +47,7 @@ pub(crate) const REMAP_CONGRUENCE: usize = 2 << 20;
 /// Metadata (descriptors, page tables) is carved from chunks of this size.
 pub(crate) const META_CHUNK_SIZE: usize = 4 << 20;
 
-/// The three page kinds. A size class lives in the smallest kind that holds at least eight of
+/// The two page kinds. A size class lives in the smallest kind that holds at least eight of
 /// its blocks, which bounds the unusable tail of a page to one eighth.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
@@ -51,20 +56,16 @@ pub(crate) enum PageKind {
     Small = 0,
     /// 512 KiB pages for blocks up to 64 KiB.
     Medium = 1,
-    /// 4 MiB pages for blocks up to 512 KiB.
-    Big = 2,
 }
 
 impl PageKind {
-    pub(crate) const COUNT: usize = 3;
-    pub(crate) const ALL: [PageKind; PageKind::COUNT] =
-        [PageKind::Small, PageKind::Medium, PageKind::Big];
+    pub(crate) const COUNT: usize = 2;
+    pub(crate) const ALL: [PageKind; PageKind::COUNT] = [PageKind::Small, PageKind::Medium];
 
     pub(crate) const fn shift(self) -> u32 {
         match self {
             PageKind::Small => 16,
             PageKind::Medium => 19,
-            PageKind::Big => 22,
         }
     }
 
@@ -85,10 +86,8 @@ impl PageKind {
     pub(crate) const fn for_block(block_size: usize) -> PageKind {
         if block_size <= PageKind::Small.max_block() {
             PageKind::Small
-        } else if block_size <= PageKind::Medium.max_block() {
-            PageKind::Medium
         } else {
-            PageKind::Big
+            PageKind::Medium
         }
     }
 
@@ -101,5 +100,5 @@ pub(crate) const fn align_up(value: usize, align: usize) -> usize {
     (value + align - 1) & !(align - 1)
 }
 
-const _: () = assert!(PageKind::Big.max_block() == MAX_SMALL_SIZE);
+const _: () = assert!(PageKind::Medium.max_block() == MAX_SMALL_SIZE);
 const _: () = assert!(PageKind::Small.page_size() == SLICE_SIZE);

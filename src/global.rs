@@ -25,7 +25,7 @@ pub struct VmArena;
 pub(crate) fn alloc<const ZERO: bool>(size: usize, align: usize) -> *mut u8 {
     match class_for_layout(size, align) {
         Some(class) => heap::alloc::<ZERO, false>(class, size),
-        None => large::alloc(size, align, ZERO),
+        None => heap::alloc_large(size, align, ZERO),
     }
 }
 
@@ -35,7 +35,7 @@ pub(crate) fn alloc<const ZERO: bool>(size: usize, align: usize) -> *mut u8 {
 pub(crate) fn alloc_usable<const ZERO: bool>(size: usize, align: usize) -> *mut u8 {
     match class_for_layout(size, align) {
         Some(class) => heap::alloc::<ZERO, true>(class, size),
-        None => large::alloc(size, align, ZERO),
+        None => heap::alloc_large(size, align, ZERO),
     }
 }
 
@@ -71,7 +71,7 @@ pub(crate) fn free_large(ptr: *mut u8) {
         return;
     }
     match ARENA.lookup(ptr as usize) {
-        Entry::Large(region) => large::free(region, ptr),
+        Entry::Large(region) => heap::free_large(region, ptr),
         _ => abort::invalid_free(ptr),
     }
 }

@@ -1,5 +1,5 @@
-//! Large blocks (over 512 KiB, or alignments small pages cannot give): each in a region of its
-//! own, created and removed by write sessions on the arena. The block operations here count
+//! Large blocks (over 64 KiB, or alignments small pages cannot give): each in a region fitted
+//! to it, created and removed by write sessions on the arena. The block operations here count
 //! nothing; the thread-heap entry points (`alloc`, `free`, `realloc`) count in the calling
 //! thread's counters, isolated heaps in their own.
 //!
@@ -49,13 +49,25 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     }
 }
 
+/// Aborts unless `ptr` is the start of the large block of `region` and the block is not in a
+/// thread heap's cache (freed already).
+#[inline]
+pub(crate) fn check_live(region: &Region, ptr: *mut u8) {
+    if region.start() != ptr {
+        crate::abort::invalid_free(ptr);
+    }
+    // Relaxed: set by a free of this block that happened before ours (a racing double free
+    // is not detected, as everywhere).
+    if region.cached.load(Ordering::Relaxed) {
+        crate::abort::double_free(ptr);
+    }
+}
+
 /// Frees the large block at `ptr`, which lives in `region`, for the calling thread. A block
 /// of an isolated heap is only marked: the heap, which lists it, gives it back.
 pub(crate) fn free(region: &'static Region, ptr: *mut u8) {
+    check_live(region, ptr);
     if belongs_to_a_heap(region) {
-        if region.start() != ptr {
-            crate::abort::invalid_free(ptr);
-        }
         // AcqRel: the heap's Acquire load of the mark sees our last use of the block; a
         // second mark is a double free.
         if region.heap_freed.swap(true, Ordering::AcqRel) {
@@ -105,9 +117,7 @@ pub(crate) fn resize(
     if new_size > isize::MAX as usize {
         return None;
     }
-    if region.start() != ptr {
-        crate::abort::invalid_free(ptr);
-    }
+    check_live(region, ptr);
     // Relaxed: statistics; the block is live, so its fields are stable for us.
     let old_requested = region.requested.load(Ordering::Relaxed);
     let old_len = region.len();

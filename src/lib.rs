@@ -191,10 +191,11 @@ not_loom! {
     }
 
     /// Gives every free page and empty region back to the OS now, like `malloc_trim(0)` or
-    /// `mi_collect(true)`: the calling thread's empty pages, the fallback heap's and exited
-    /// threads' empty pages (and the pages of threads that died without their exit hook) go back
-    /// to their regions, then the free pages of every small-object region and every dirty free
-    /// range are purged (`MADV_DONTNEED`) and empty regions removed.
+    /// `mi_collect(true)`: the calling thread's empty pages and the freed large blocks it kept
+    /// for reuse, the fallback heap's and exited threads' empty pages (and the pages of threads
+    /// that died without their exit hook) go back to their regions, then the free pages of every
+    /// small-object region and every dirty free range are purged (`MADV_DONTNEED`) and empty
+    /// regions removed.
     ///
     /// ```
     /// #[global_allocator]
@@ -244,7 +245,7 @@ not_loom! {
     }
 
     /// The number of bytes usable from `ptr` to the end of its block, where `ptr` is a block vmarena
-    /// returned (or, for blocks up to 512 KiB, points into one): `usable_size(p) >= layout.size()`
+    /// returned (or, for blocks up to 64 KiB, points into one): `usable_size(p) >= layout.size()`
     /// for the layout `p` was allocated with. Answered from a lock-free speculative lookup,
     /// validated by the arena's sequence count (while write sessions keep it busy, under the arena
     /// read lock instead). Returns `None` for pointers vmarena does not manage.

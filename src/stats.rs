@@ -260,16 +260,19 @@ pub struct Stats {
     pub bytes_metadata: usize,
     /// Bytes given back to the OS by purging, in total.
     pub bytes_purged: u64,
-    /// Small-object regions by page kind: 64 KiB, 512 KiB and 4 MiB pages.
-    pub page_regions: [usize; 3],
+    /// Small-object regions by page kind: 64 KiB and 512 KiB pages.
+    pub page_regions: [usize; 2],
     /// Pages in use (claimed by a heap, or abandoned) by page kind.
-    pub pages_in_use: [usize; 3],
+    pub pages_in_use: [usize; 2],
     /// Pages left by exited threads and not yet taken over by another thread.
     pub pages_abandoned: usize,
     /// Regions holding one large block each, and their total size.
     pub large_regions: usize,
     /// Total size of the large-block regions.
     pub large_bytes: usize,
+    /// Freed large blocks (up to 512 KiB each) that threads keep for reuse: part of `large_bytes`
+    /// and committed, but not in use.
+    pub large_cached_bytes: usize,
     /// Region read locks taken without the arena lock (Linux: `VMA_LOCK_SUCCESS`).
     pub region_read_fast: u64,
     /// Region reads that found the region write-locked and fell back to the arena lock in
@@ -340,26 +343,25 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "  page regions     {:>12} (64K: {}, 512K: {}, 4M: {})",
+            "  page regions     {:>12} (64K: {}, 512K: {})",
             self.page_regions.iter().sum::<usize>(),
             self.page_regions[0],
-            self.page_regions[1],
-            self.page_regions[2]
+            self.page_regions[1]
         )?;
         writeln!(
             f,
-            "  pages in use     {:>12} (64K: {}, 512K: {}, 4M: {}; abandoned {})",
+            "  pages in use     {:>12} (64K: {}, 512K: {}; abandoned {})",
             self.pages_in_use.iter().sum::<usize>(),
             self.pages_in_use[0],
             self.pages_in_use[1],
-            self.pages_in_use[2],
             self.pages_abandoned
         )?;
         writeln!(
             f,
-            "  large blocks     {:>12} ({:.2} MiB)",
+            "  large blocks     {:>12} ({:.2} MiB, {:.2} MiB of it cached for reuse)",
             self.large_regions,
-            mib(self.large_bytes)
+            mib(self.large_bytes),
+            mib(self.large_cached_bytes)
         )?;
         writeln!(
             f,

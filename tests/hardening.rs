@@ -64,6 +64,29 @@ fn misbehave() {
                 GLOBAL.dealloc(p, big);
                 GLOBAL.dealloc(p, big);
             }
+            "cached-large-double-free" => {
+                // 200 KiB: a large block small enough for the thread's cache of freed large
+                // blocks, so the first free keeps it committed (and findable in the page map).
+                let mid = Layout::from_size_align(200 << 10, 8).unwrap();
+                let p = GLOBAL.alloc(mid);
+                println!("address {p:p}");
+                GLOBAL.dealloc(p, mid);
+                GLOBAL.dealloc(p, mid);
+            }
+            "cached-large-realloc-after-free" => {
+                let mid = Layout::from_size_align(200 << 10, 8).unwrap();
+                let p = GLOBAL.alloc(mid);
+                println!("address {p:p}");
+                GLOBAL.dealloc(p, mid);
+                GLOBAL.realloc(p, mid, 300 << 10);
+            }
+            "cached-large-interior-pointer" => {
+                let mid = Layout::from_size_align(200 << 10, 8).unwrap();
+                let p = GLOBAL.alloc(mid);
+                let inner = p.add(4096);
+                println!("address {inner:p}");
+                GLOBAL.dealloc(inner, mid);
+            }
             "interior-pointer" => {
                 let p = GLOBAL.alloc(layout) as usize;
                 let inner = p + 8;
@@ -178,6 +201,21 @@ fn freeing_a_pointer_vmarena_never_returned_aborts() {
 #[test]
 fn double_free_of_a_large_block_aborts() {
     run("large-double-free", "invalid free");
+}
+
+#[test]
+fn double_free_of_a_cached_large_block_aborts_naming_it() {
+    run("cached-large-double-free", "double free");
+}
+
+#[test]
+fn reallocating_a_freed_cached_large_block_aborts() {
+    run("cached-large-realloc-after-free", "double free");
+}
+
+#[test]
+fn freeing_an_interior_pointer_of_a_cacheable_large_block_aborts() {
+    run("cached-large-interior-pointer", "invalid free");
 }
 
 #[test]

@@ -50,7 +50,6 @@ impl RegionKind {
         match raw {
             1 => RegionKind::Pages(PageKind::Small),
             2 => RegionKind::Pages(PageKind::Medium),
-            3 => RegionKind::Pages(PageKind::Big),
             4 => RegionKind::Large,
             5 => RegionKind::Taken,
             _ => RegionKind::Free,
@@ -103,6 +102,9 @@ pub(crate) struct Region {
     pub(crate) heap_freed: AtomicBool,
     pub(crate) heap_prev: AtomicPtr<Region>,
     pub(crate) heap_next: AtomicPtr<Region>,
+    /// Large blocks: freed into a thread heap's cache (`heap::large_cache`, the heap layer's
+    /// field), so a second free or a realloc of it is caught.
+    pub(crate) cached: AtomicBool,
 
     // ---- arena bookkeeping: written under the arena write lock (but see `list_next`) ----
     /// Neighbours in address order within the reservation.
@@ -135,6 +137,7 @@ impl Region {
             heap_freed: AtomicBool::new(false),
             heap_prev: AtomicPtr::new(core::ptr::null_mut()),
             heap_next: AtomicPtr::new(core::ptr::null_mut()),
+            cached: AtomicBool::new(false),
             addr_prev: AtomicPtr::new(core::ptr::null_mut()),
             addr_next: AtomicPtr::new(core::ptr::null_mut()),
             list_prev: AtomicPtr::new(core::ptr::null_mut()),

@@ -199,7 +199,7 @@ fn racing_claims_releases_and_collects_never_share_a_page() {
         .map(|t| {
             let in_use = in_use.clone();
             std::thread::spawn(move || {
-                let kind = PageKind::ALL[t % 3];
+                let kind = PageKind::ALL[t % PageKind::COUNT];
                 let mut mine = Vec::new();
                 for round in 0..3_000 {
                     if round % 3 != 2 {

@@ -336,6 +336,7 @@ pub(crate) fn fill_stats(stats: &mut Stats) {
         let registry = REGISTRY.lock();
         for heap in registry.live_heaps() {
             heap.counters.add_to(stats);
+            stats.large_cached_bytes += heap.large_cache.bytes();
         }
         stats.threads_started = registry.started;
         stats.threads_exited = registry.exited;

@@ -1,5 +1,6 @@
-//! Small blocks (up to 512 KiB): size classes, pages and their free lists, the per-thread heap,
-//! its life cycle, and the hand-over of pages when threads exit.
+//! Small blocks (up to 64 KiB): size classes, pages and their free lists, the per-thread heap,
+//! its life cycle, the hand-over of pages when threads exit, and each heap's cache of freed
+//! large blocks.
 //!
 //! Layer: `heap`, above `arena`; calls its submodules, `options` and `stats`. `global`,
 //! `large`, `isolated`, `raw`, `fork` and `lib` call it.
@@ -7,6 +8,7 @@
 pub(crate) mod abandon;
 pub(crate) mod double_free;
 pub(crate) mod fallback;
+pub(crate) mod large_cache;
 pub(crate) mod lifecycle;
 pub(crate) mod pages;
 pub(crate) mod size_class;
@@ -30,6 +32,53 @@ pub(crate) fn alloc<const ZERO: bool, const USABLE: bool>(class: usize, size: us
 pub(crate) unsafe fn free<const USABLE: bool>(page: &'static Page, ptr: *mut u8, requested: usize) {
     // SAFETY: forwarded from the caller.
     unsafe { slot::heap().free::<USABLE>(page, ptr.cast::<Block>(), requested) }
+}
+
+/// Allocates a large block for the calling thread: one its heap cached, if one fits (see
+/// `large_cache`), else a new one from the arena. Null (`ENOMEM`) if impossible.
+pub(crate) fn alloc_large(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    if !large_cache::LargeCache::serves(size, align) {
+        return crate::large::alloc(size, align, zeroed);
+    }
+    let mut heap = slot::heap();
+    if heap.state() == thread_heap::HeapState::Uninit {
+        // A thread whose first allocations are large gets its heap (and so its cache) now.
+        heap = lifecycle::bring_up(heap).unwrap_or(heap);
+    }
+    if heap.state() == thread_heap::HeapState::Alive {
+        if let Some(region) = heap.large_cache.take(size) {
+            // Relaxed: statistics; the block is ours.
+            region
+                .requested
+                .store(size, crate::sync::atomic::Ordering::Relaxed);
+            if zeroed {
+                // SAFETY: the block is ours and at least `size` bytes long (`take`).
+                unsafe { core::ptr::write_bytes(region.start(), 0, size) };
+            }
+            heap.counters.on_alloc(size);
+            return region.start();
+        }
+    }
+    crate::large::alloc(size, align, zeroed)
+}
+
+/// Frees the large block at `ptr` (in `region`) for the calling thread: into its heap's
+/// cache if the cache keeps it, else back to the arena (or to its isolated heap).
+pub(crate) fn free_large(region: &'static crate::arena::region::Region, ptr: *mut u8) {
+    let heap = slot::heap();
+    if heap.state() == thread_heap::HeapState::Alive && large_cache::LargeCache::keeps(region) {
+        crate::large::check_live(region, ptr);
+        // Relaxed: statistics; the block is live, so its fields are stable for us.
+        let requested = region
+            .requested
+            .load(crate::sync::atomic::Ordering::Relaxed);
+        heap.counters.on_free(requested);
+        heap.large_cache.put(region, |old| {
+            crate::large::free_block(old, old.start());
+        });
+        return;
+    }
+    crate::large::free(region, ptr)
 }
 
 /// 0: not decided yet; 1: requested bytes are not counted; 2: they are.
@@ -185,6 +234,8 @@ pub(crate) fn fill_stats(stats: &mut Stats) {
         stats.bytes_requested = Some(0);
     }
     lifecycle::fill_stats(stats);
+    // The arena counts cached large blocks in `large_bytes` (it filled `bytes_in_use` first).
+    stats.bytes_in_use = stats.bytes_in_use.saturating_sub(stats.large_cached_bytes);
     stats.pages_abandoned = abandon::count();
 }
 

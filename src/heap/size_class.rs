@@ -1,11 +1,11 @@
 //! Size classes: every multiple of 8 bytes up to 64, then eight classes per doubling up to
-//! 8 KiB (72, 80, …, 128, 144, …, 256, 288, …, 8192), then four per doubling up to 512 KiB
-//! (10 K, 12 K, 14 K, 16 K, 20 K, …). A request of 65 B – 8 KiB is rounded up by less than an
+//! 8 KiB (72, 80, …, 128, 144, …, 256, 288, …, 8192), then four per doubling up to 64 KiB
+//! (10 K, 12 K, 14 K, 16 K, 20 K, …, 64 K). A request of 65 B – 8 KiB is rounded up by less than an
 //! eighth of itself (at most 12.5% internal waste), a bigger one by less than a quarter;
 //! below 64 bytes the waste is under one 8-byte word. Each class's page kind holds at least
 //! eight blocks, and the unusable tail of a page is at most an eighth.
 //!
-//! Above 8 KiB the classes live in 512 KiB and 4 MiB pages, and every class a program uses
+//! Above 8 KiB the classes live in 512 KiB pages, and every class a program uses
 //! holds at least one such page, partly filled: with eight classes per doubling, a program
 //! whose blocks spread over 8–64 KiB kept 24 half-used 512 KiB pages (`mixed.c`: 17.0 MiB
 //! peak RSS against mimalloc's 13.9, which has four classes per doubling). Four per doubling
@@ -29,7 +29,7 @@ const WORD_CLASSES: usize = 8;
 const FINE_PER_DOUBLING: usize = 8;
 const FINE_SHIFT: usize = 13;
 const FINE_CLASSES: usize = (FINE_SHIFT - 6) * FINE_PER_DOUBLING;
-/// ...and four from 8 KiB to 512 KiB.
+/// ...and four from 8 KiB to 64 KiB (`MAX_SMALL_SIZE`).
 const COARSE_PER_DOUBLING: usize = 4;
 const COARSE_CLASSES: usize = (MAX_SMALL_SIZE.ilog2() as usize - FINE_SHIFT) * COARSE_PER_DOUBLING;
 

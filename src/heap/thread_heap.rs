@@ -16,6 +16,7 @@
 use core::cell::Cell;
 
 use super::double_free;
+use super::large_cache::LargeCache;
 use super::pages;
 use super::size_class::{NUM_CLASSES, class_size, page_kind};
 use crate::arena::ARENA;
@@ -30,17 +31,6 @@ pub(crate) static EMPTY_PAGE: Page = Page::new();
 
 /// Thread id of a heap that is not alive; never equal to any page's `owner`.
 pub(crate) const NO_THREAD: usize = usize::MAX;
-
-/// The first size class that lives in 4 MiB pages (see `page_emptied`).
-const FIRST_BIG_CLASS: usize = {
-    let mut c = 0;
-    while crate::config::PageKind::for_block(super::size_class::compute_class_size(c)).index()
-        != PageKind::Big.index()
-    {
-        c += 1;
-    }
-    c
-};
 
 /// Full pages inspected for frees from other threads before claiming a new page.
 const FULL_SCAN_BUDGET: usize = 8;
@@ -285,6 +275,8 @@ pub(crate) struct Heap {
     /// Per class, pages with nothing left to hand out.
     full: [PageList; NUM_CLASSES],
     pub(crate) counters: HeapCounters,
+    /// Freed large blocks kept for reuse (see `large_cache`).
+    pub(crate) large_cache: LargeCache,
     /// The kernel's id of the owning thread (to tell whether it still runs; see `lifecycle`).
     os_tid: AtomicI32,
     /// Links in the registry of live heaps, or (`registry_next`) in the pool of unused ones;
@@ -315,6 +307,7 @@ impl Heap {
             queues: [const { PageList::new() }; NUM_CLASSES],
             full: [const { PageList::new() }; NUM_CLASSES],
             counters: HeapCounters::new(),
+            large_cache: LargeCache::new(),
             os_tid: AtomicI32::new(0),
             registry_next: AtomicPtr::new(core::ptr::null_mut()),
             registry_prev: AtomicPtr::new(core::ptr::null_mut()),
@@ -385,7 +378,7 @@ impl Heap {
         debug_assert!({
             let mut leftover = crate::stats::Stats::default();
             self.counters.tally.add_to(&mut leftover);
-            leftover.pages_in_use == [0; 3]
+            leftover.pages_in_use == [0; PageKind::COUNT]
         });
         self.set_os_tid(0);
     }
@@ -718,9 +711,7 @@ impl Heap {
     }
 
     /// A page of ours has no live blocks left: keep it if it is the current page (so
-    /// alternating malloc/free does not churn pages), else give it back to its region. 4 MiB
-    /// pages go back even when current: they hold few, big blocks, so a thread keeping one for
-    /// every class it used once would hold a lot of memory for little gain.
+    /// alternating malloc/free does not churn pages), else give it back to its region.
     ///
     /// # Safety
     /// We own `page`, and no block of it is live.
@@ -728,13 +719,11 @@ impl Heap {
     unsafe fn page_emptied(&self, page: &'static Page) {
         // SAFETY: owner (caller).
         let class = unsafe { page.class.get() } as usize;
-        // Big classes first: it bounds `class` below NUM_CLASSES for the unchecked index.
-        if class < FIRST_BIG_CLASS {
-            // SAFETY: `class < FIRST_BIG_CLASS <= NUM_CLASSES`.
-            let current = unsafe { self.current.get_unchecked(class) };
-            if core::ptr::eq(current.get(), page) {
-                return;
-            }
+        // SAFETY: a page's class is one the size-class functions gave (below NUM_CLASSES), set
+        // when the page was claimed for it.
+        let current = unsafe { self.current.get_unchecked(class) };
+        if core::ptr::eq(current.get(), page) {
+            return;
         }
         // SAFETY: forwarded from the caller.
         unsafe { self.release_emptied(page, class) };
@@ -768,8 +757,10 @@ impl Heap {
 
     // ------------------------------------------------------------------ collect and exit
 
-    /// Takes in every page's freed blocks and gives empty pages back to their regions.
+    /// Takes in every page's freed blocks and gives empty pages and cached large blocks back
+    /// to their regions.
     pub(crate) fn collect(&self) {
+        self.drain_large_cache();
         for class in 0..NUM_CLASSES {
             for list in [&self.queues[class], &self.full[class]] {
                 let mut cursor = list.first();
@@ -794,6 +785,7 @@ impl Heap {
     /// Gives every page back to its region, live blocks and all: for an isolated heap being
     /// destroyed, whose blocks die with it. Leaves the heap empty.
     pub(crate) fn discard_all(&self) {
+        self.drain_large_cache();
         self.drain_pages(|_, page| {
             // Acquire: the remote frees' pushes happen before the page is reused. (Its blocks
             // are dead, the caller's contract, so no other thread frees into it any more, and
@@ -801,6 +793,14 @@ impl Heap {
             page.xthread_free
                 .swap(core::ptr::null_mut(), Ordering::Acquire);
             ARENA.release_page(page, self.tally());
+        });
+    }
+
+    /// Gives the cached large blocks back to the arena (they were counted as freed when
+    /// they went in).
+    fn drain_large_cache(&self) {
+        self.large_cache.drain(|region| {
+            crate::large::free_block(region, region.start());
         });
     }
 
@@ -843,6 +843,7 @@ impl Heap {
     /// Hands every page over: empty ones go back to their regions, the rest to the
     /// abandoned lists where other threads take them over. Leaves the heap empty.
     pub(crate) fn abandon_all(&self) {
+        self.drain_large_cache();
         self.drain_pages(|class, page| {
             // SAFETY: our page until handed over below.
             unsafe { pages::collect(page) };

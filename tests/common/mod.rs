@@ -121,8 +121,8 @@ pub struct Block {
 // SAFETY: a block is plain data; the tests hand blocks between threads on purpose.
 unsafe impl Send for Block {}
 
-/// Sizes over every size class (1 B .. 512 KiB, weighted towards small ones), with a few large
-/// blocks mixed in.
+/// Sizes over every size class (1 B .. 64 KiB, weighted towards small ones), then large blocks
+/// the per-thread cache keeps (to 512 KiB) and a few bigger ones.
 pub fn random_size(rng: &mut Rng) -> usize {
     match rng.below(100) {
         0..=59 => 1 + rng.below(256) as usize,
