@@ -249,7 +249,7 @@ pub fn regions(data: &[u8]) {
     while let Some(op) = input.below(8) {
         match op {
             0 | 1 => {
-                let kind = PageKind::ALL[input.below(3).unwrap_or(0)];
+                let kind = PageKind::ALL[input.below(PageKind::COUNT).unwrap_or(0)];
                 let claim = ARENA.claim_page(kind, &TALLY).expect("fake OS has room");
                 let start = claim.page.start.load(Ordering::Relaxed);
                 assert!(
