@@ -605,10 +605,8 @@ pub(crate) fn fill_stats(stats: &mut Stats) {
 pub(crate) fn set_counting(on: bool) {
     let registry = REGISTRY.lock();
     for heap in registry.live() {
-        // SAFETY: only the atomic flag is touched.
-        let counters = unsafe { &registry_heap(heap).counters };
-        // Relaxed: a configuration flag each heap reads on its fast paths.
-        counters.counting.store(on, Ordering::Relaxed);
+        // SAFETY: only atomics are touched (`Heap::set_counting`).
+        unsafe { registry_heap(heap) }.set_counting(on);
     }
 }
 

@@ -70,4 +70,39 @@ fn a_thread_sees_what_it_allocated_and_freed() {
     })
     .join()
     .unwrap();
+
+    // Turned off and on again while a thread runs: its frees follow at once (the fast path
+    // leaves counting to the slow one, which a flag in the live heap selects).
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let in_thread = barrier.clone();
+    let live = std::thread::spawn(move || {
+        // SAFETY: non-zero sizes; every block freed is live.
+        unsafe {
+            in_thread.wait(); // main turned counting off
+            let before = vmarena::thread_stats();
+            let blocks: Vec<_> = (0..10).map(|_| GLOBAL.alloc(small)).collect();
+            GLOBAL.dealloc(blocks[0], small);
+            let after = vmarena::thread_stats();
+            assert_eq!(
+                (after.frees, after.bytes_freed),
+                (before.frees, before.bytes_freed)
+            );
+            in_thread.wait();
+            in_thread.wait(); // main turned counting on
+            let before = vmarena::thread_stats();
+            for &p in &blocks[1..] {
+                GLOBAL.dealloc(p, small);
+            }
+            let after = vmarena::thread_stats();
+            assert_eq!(after.frees - before.frees, 9);
+            assert_eq!(after.bytes_freed - before.bytes_freed, 9 * 40);
+            drop(blocks);
+        }
+    });
+    vmarena::track_requested_bytes(false);
+    barrier.wait();
+    barrier.wait();
+    vmarena::track_requested_bytes(true);
+    barrier.wait();
+    live.join().unwrap();
 }

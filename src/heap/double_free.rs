@@ -57,6 +57,11 @@ fn marker(block: *mut Block, key: usize) -> usize {
     block as usize ^ key
 }
 
+/// Where the marker of a block of `block_size` bytes goes (see `Page::marker_offset`).
+pub(crate) const fn marker_offset(block_size: usize) -> u32 {
+    if block_size > 8 { 8 } else { 0 }
+}
+
 #[inline(always)]
 fn marker_word(block: *mut Block) -> *mut usize {
     block.cast::<usize>().wrapping_add(1)
@@ -112,15 +117,18 @@ fn equal_unobserved(a: usize, b: usize) -> bool {
 /// Sets a block's free marker. Returns true if it was already set: the block may be free
 /// already, and the caller must confirm ([`owner_confirms`], [`looks_free`]).
 ///
+/// An 8-byte block's marker goes in its only word, which the free-list link then overwrites:
+/// such blocks are never suspect, without a test of the size on the way.
+///
 /// # Safety
-/// `block` is a block of `block_size` bytes that the caller may write (it is being freed).
+/// `block` is a block of `page` that the caller may write (it is being freed).
 #[inline(always)]
-pub(crate) unsafe fn mark_freed(block: *mut Block, block_size: usize, key: usize) -> bool {
-    if block_size <= 8 {
-        return false; // no second word
-    }
-    let word = marker_word(block);
-    // SAFETY: blocks of more than 8 bytes have a second word; the block is ours to write.
+pub(crate) unsafe fn mark_freed(page: &Page, block: *mut Block, key: usize) -> bool {
+    // Relaxed: fixed while the page is in use, as `is_carved_block` explains for its fields.
+    let offset = page.marker_offset.load(Ordering::Relaxed) as usize;
+    let word = block.cast::<u8>().wrapping_add(offset).cast::<usize>();
+    // SAFETY: `offset` is within the block (0, or 8 for blocks of more than 8 bytes), which is
+    // ours to write.
     unsafe {
         let suspect = equal_unobserved(*word, marker(block, key));
         *word = marker(block, key);
@@ -204,19 +212,19 @@ mod tests {
         // SAFETY: live blocks of our page, freed once each, then "freed" again.
         unsafe {
             for &b in &blocks {
-                assert!(!mark_freed(b, 32, key), "a first free is not suspect");
+                assert!(!mark_freed(&t.page, b, key), "a first free is not suspect");
             }
             push_local(&t.page, blocks[0]); // on `local_free`
             push_remote(&t.page, blocks[1]); // on the remote list
             for &b in &blocks[..2] {
-                assert!(mark_freed(b, 32, key) && owner_confirms(&t.page, b));
+                assert!(mark_freed(&t.page, b, key) && owner_confirms(&t.page, b));
                 assert!(looks_free(&t.page, b));
             }
             // Collected: now both are on `free` or `local_free`.
             t.page.free.set(core::ptr::null_mut());
             collect(&t.page);
             for &b in &blocks[..2] {
-                assert!(mark_freed(b, 32, key) && owner_confirms(&t.page, b));
+                assert!(mark_freed(&t.page, b, key) && owner_confirms(&t.page, b));
             }
             // Marked but on no list (the third block): not a double free.
             assert!(!owner_confirms(&t.page, blocks[2]));
@@ -232,14 +240,37 @@ mod tests {
         while alloc(&t.page, class).is_some() {} // drain, so the freed block comes back next
         // SAFETY: a live block of our page.
         unsafe {
-            assert!(!mark_freed(b, 32, key));
+            assert!(!mark_freed(&t.page, b, key));
             push_local(&t.page, b);
             collect(&t.page);
             let again = t.page.free.get();
             assert_eq!(again, b);
             pop(&t.page, again, class);
             // Allocated again: freeing it is not suspect.
-            assert!(!mark_freed(again, 32, key));
+            assert!(!mark_freed(&t.page, again, key));
+        }
+    }
+
+    /// 8-byte blocks have no room for a marker: freeing one writes nothing past its only word
+    /// (the neighbour keeps its data) and is never suspect.
+    #[test]
+    fn an_8_byte_block_is_marked_within_itself() {
+        let class = class_of(8);
+        let t = test_page(class);
+        let key = free_key();
+        let b = alloc(&t.page, class).unwrap();
+        let neighbour = alloc(&t.page, class).unwrap();
+        assert_eq!(neighbour as usize, b as usize + 8);
+        // SAFETY: live 8-byte blocks of our page.
+        unsafe {
+            neighbour.cast::<usize>().write(0x5555_5555);
+            b.cast::<usize>().write(b as usize ^ key);
+            // Data equal to the marker is suspect, and found on no free list.
+            assert!(mark_freed(&t.page, b, key) && !owner_confirms(&t.page, b));
+            assert_eq!(neighbour.cast::<usize>().read(), 0x5555_5555);
+            push_local(&t.page, b);
+            assert!(!mark_freed(&t.page, neighbour, key));
+            assert_eq!(neighbour.cast::<usize>().read(), neighbour as usize ^ key);
         }
     }
 
@@ -257,7 +288,7 @@ mod tests {
             words.add(1).write(b as usize ^ key);
             // The owner walks its lists and finds the block on none of them.
             words.write(0x0123_4567_89ab_cdef);
-            assert!(mark_freed(b, 48, key), "the data looks like a marker");
+            assert!(mark_freed(&t.page, b, key), "the data looks like a marker");
             assert!(!owner_confirms(&t.page, b));
             // Another thread: the first word is no free-list link, so no double free ...
             assert!(!looks_free(&t.page, b));

@@ -29,12 +29,10 @@ pub(crate) fn collect() {
 }
 
 pub(crate) fn set_counting(on: bool) {
-    // Relaxed: a configuration flag.
-    FALLBACK
-        .lock()
-        .counters
-        .counting
-        .store(on, crate::sync::atomic::Ordering::Relaxed);
+    let heap = FALLBACK.lock();
+    if heap.state() == HeapState::Alive {
+        heap.set_counting(on);
+    }
 }
 
 pub(crate) fn add_counters(stats: &mut crate::stats::Stats) {

@@ -350,8 +350,7 @@ pub(crate) fn fill_stats(stats: &mut Stats) {
 pub(crate) fn set_counting(on: bool) {
     let registry = REGISTRY.lock();
     for heap in registry.live_heaps() {
-        // Relaxed: a configuration flag each owner reads on its fast paths.
-        heap.counters.counting.store(on, Ordering::Relaxed);
+        heap.set_counting(on);
     }
 }
 

@@ -46,30 +46,36 @@ static CLASS_SIZE: [u32; NUM_CLASSES] = {
     sizes
 };
 
-/// Class of each size up to 1 KiB, indexed by `(size + 7) / 8`: the common case in one load.
+/// Sizes up to this many bytes have their class in one load.
 const LOOKUP_MAX: usize = 1024;
-static SMALL_LOOKUP: [u8; LOOKUP_MAX / 8 + 1] = {
-    let mut table = [0u8; LOOKUP_MAX / 8 + 1];
+
+/// Where the second half of [`LOOKUP`] starts: a power of two above `LOOKUP_MAX / 8`, so that
+/// an alignment of 16 selects it with one OR.
+const ALIGN_16_HALF: usize = 256;
+const _: () = assert!(ALIGN_16_HALF > LOOKUP_MAX / 8 && (16 << 4) == ALIGN_16_HALF);
+
+/// Classes of small sizes, indexed by `(size + 7) / 8`; from `ALIGN_16_HALF` on, the same for
+/// sizes rounded up to 16 bytes (C's `malloc` alignment, and `u128`'s). The layouts programs
+/// ask for most (alignment up to 16, up to 1 KiB) thus take one load, whatever the alignment.
+/// Size 0 gets the 16-byte class in the second half (C's `malloc(0)` must return a unique,
+/// aligned pointer).
+static LOOKUP: [u8; 2 * ALIGN_16_HALF] = {
+    let mut table = [0u8; 2 * ALIGN_16_HALF];
     let mut i = 0;
-    while i < table.len() {
+    while i <= LOOKUP_MAX / 8 {
         table[i] = compute_class(i * 8) as u8;
+        table[ALIGN_16_HALF + i] = compute_class(if i == 0 { 16 } else { (i * 8).next_multiple_of(16) }) as u8;
         i += 1;
     }
     table
 };
 
-/// The same for sizes rounded up to 16 bytes (C's `malloc` alignment, and `u128`'s), indexed
-/// by `(size + 15) / 16`: a 16-byte-aligned request is one load too.
-/// Size 0 gets the 16-byte class too (C's `malloc(0)` must return a unique, aligned pointer).
-static SMALL_LOOKUP_16: [u8; LOOKUP_MAX / 16 + 1] = {
-    let mut table = [0u8; LOOKUP_MAX / 16 + 1];
-    let mut i = 0;
-    while i < table.len() {
-        table[i] = compute_class(if i == 0 { 16 } else { i * 16 }) as u8;
-        i += 1;
-    }
-    table
-};
+/// The index into [`LOOKUP`] of `size` bytes aligned to `align` (`align <= 16`, a power of
+/// two, and `size <= LOOKUP_MAX`).
+#[inline(always)]
+fn lookup_index(size: usize, align: usize) -> usize {
+    ((size + 7) >> 3) | ((align & 16) << 4)
+}
 
 /// Sizes up to this many bytes have their 16-byte-aligned class in one load
 /// ([`class_for_small_16`]).
@@ -79,7 +85,8 @@ pub(crate) const SMALL_16_MAX: usize = LOOKUP_MAX;
 #[inline(always)]
 pub(crate) fn class_for_small_16(size: usize) -> usize {
     debug_assert!(size <= SMALL_16_MAX);
-    SMALL_LOOKUP_16[(size + 15) >> 4] as usize
+    // SAFETY: the index is at most `ALIGN_16_HALF + LOOKUP_MAX / 8`, within the table.
+    unsafe { *LOOKUP.get_unchecked(lookup_index(size, 16)) as usize }
 }
 
 pub(crate) const fn compute_class_size(class: usize) -> usize {
@@ -119,7 +126,8 @@ const fn compute_class(size: usize) -> usize {
 pub(crate) fn class_of(size: usize) -> usize {
     debug_assert!(size <= MAX_SMALL_SIZE);
     if size <= LOOKUP_MAX {
-        SMALL_LOOKUP[(size + 7) >> 3] as usize
+        // SAFETY: the index is at most `LOOKUP_MAX / 8`, within the table.
+        unsafe { *LOOKUP.get_unchecked(lookup_index(size, 1)) as usize }
     } else {
         compute_class(size)
     }
@@ -129,8 +137,9 @@ pub(crate) fn class_of(size: usize) -> usize {
 /// size work here (see the module docs).
 #[inline(always)]
 pub(crate) fn class_for_layout(size: usize, align: usize) -> Option<usize> {
-    if align == 16 && size <= SMALL_16_MAX {
-        return Some(class_for_small_16(size));
+    if align <= 16 && size <= LOOKUP_MAX {
+        // SAFETY: the index is at most `ALIGN_16_HALF + LOOKUP_MAX / 8`, within the table.
+        return Some(unsafe { *LOOKUP.get_unchecked(lookup_index(size, align)) as usize });
     }
     let size = if align <= 8 {
         size
@@ -287,6 +296,24 @@ mod tests {
                 "class {c}: tail of {} bytes",
                 page % size
             );
+        }
+    }
+
+    /// The one-load table gives, for every small size and alignment up to 16, the class of the
+    /// size rounded up to the alignment (and size 0 aligned to 16, C's `malloc(0)`, the 16-byte
+    /// class).
+    #[test]
+    fn the_lookup_table_agrees_with_the_computed_classes() {
+        for size in (0..=LOOKUP_MAX).step_by(SIZE_STEP).chain([LOOKUP_MAX]) {
+            for align in [1, 2, 4, 8, 16] {
+                let rounded = size.next_multiple_of(align);
+                let expected = if align == 16 { rounded.max(16) } else { rounded };
+                let class = compute_class(expected);
+                assert_eq!(class_for_layout(size, align), Some(class), "{size} B, align {align}");
+                if align == 16 {
+                    assert_eq!(class_for_small_16(size), class, "{size} B");
+                }
+            }
         }
     }
 

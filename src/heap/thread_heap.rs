@@ -256,11 +256,21 @@ impl PageList {
     }
 }
 
+/// Set in `Heap::fast_free_owner` while counting; never in a page's `owner` (heap ids are
+/// multiples of 4, and bit 0 is `OWNER_FULL_FLAG`).
+const COUNTING_BIT: usize = 2;
+const _: () = assert!(COUNTING_BIT != OWNER_FULL_FLAG && COUNTING_BIT < 4);
+
 pub(crate) struct Heap {
     /// Per class, the page the fast path allocates from (`EMPTY_PAGE` if none).
     current: [Cell<*const Page>; NUM_CLASSES],
     /// Our id in pages' `owner` (`NO_THREAD` unless alive).
     tid: Cell<usize>,
+    /// What a page's `owner` must equal for a free to take the fast path: `tid`, or while
+    /// requested bytes are counted `tid | COUNTING_BIT`, which no page carries, so that every
+    /// free takes `free_slow` and counts there (the fast path then tests no counting flag).
+    /// Atomic: `set_counting` flips the bit from other threads.
+    fast_free_owner: AtomicUsize,
     /// Cached `double_free::free_key()`.
     free_key: Cell<usize>,
     state: Cell<HeapState>,
@@ -300,6 +310,7 @@ impl Heap {
         Heap {
             current: [const { Cell::new(&raw const EMPTY_PAGE) }; NUM_CLASSES],
             tid: Cell::new(NO_THREAD),
+            fast_free_owner: AtomicUsize::new(NO_THREAD),
             free_key: Cell::new(0),
             state: Cell::new(state),
             isolated: Cell::new(false),
@@ -324,11 +335,28 @@ impl Heap {
         self.set_os_tid(os_tid);
         self.free_key.set(double_free::free_key());
         self.checked.set(super::checked_mode());
-        // Relaxed: a configuration flag (see `HeapCounters`).
-        self.counters
-            .counting
-            .store(super::tracking_requested(), Ordering::Relaxed);
+        let counting = super::tracking_requested();
+        // Relaxed: configuration (see `HeapCounters`); the heap is not registered yet, so no
+        // `set_counting` races with these stores.
+        self.counters.counting.store(counting, Ordering::Relaxed);
+        self.fast_free_owner.store(
+            tid | if counting { COUNTING_BIT } else { 0 },
+            Ordering::Relaxed,
+        );
         self.state.set(HeapState::Alive);
+    }
+
+    /// Turns counting of requested bytes on or off (any thread; the heap is alive).
+    pub(crate) fn set_counting(&self, on: bool) {
+        // Relaxed: configuration flags the owner reads on its fast paths; it sees the change
+        // soon, not at once, as with any statistics switch. The RMWs leave the id bits alone.
+        self.counters.counting.store(on, Ordering::Relaxed);
+        if on {
+            self.fast_free_owner.fetch_or(COUNTING_BIT, Ordering::Relaxed);
+        } else {
+            self.fast_free_owner
+                .fetch_and(!COUNTING_BIT, Ordering::Relaxed);
+        }
     }
 
     /// Makes the heap an isolated heap (`vmarena::Heap`) with id `tid`.
@@ -368,6 +396,7 @@ impl Heap {
             }
         }
         self.tid.set(NO_THREAD);
+        self.fast_free_owner.store(NO_THREAD, Ordering::Relaxed);
         self.free_key.set(0);
         self.state.set(HeapState::Uninit);
         self.isolated.set(false);
@@ -580,31 +609,38 @@ impl Heap {
         requested: usize,
     ) {
         // Relaxed: see the `Page` docs; a page whose owner reads as us is ours and stays ours.
-        let size = page.block_size.load(Ordering::Relaxed);
-        let requested = if USABLE { size } else { requested };
-        if page.owner.load(Ordering::Relaxed) == self.tid.get() {
-            // Counted first, so `requested` is dead before the checks below need registers.
-            self.counters.on_free(requested);
-            // A pointer into a block, or past what the page carved, would be linked into the
-            // free list and handed out again over live data.
-            if !pages::is_carved_block(page, block as usize) {
-                crate::abort::invalid_free(block.cast());
-            }
-            // SAFETY: we own the page; the block is one of its live blocks (caller, checked
-            // above as far as it can be).
-            unsafe {
-                if double_free::mark_freed(block, size, self.free_key.get()) {
-                    // A call in tail position: the fast path keeps nothing alive across it,
-                    // so it saves no more registers than it did before suspects existed.
-                    return self.free_suspect(page, block);
-                }
-                if pages::push_local(page, block) {
-                    self.page_emptied(page);
-                }
-            }
+        // `fast_free_owner` is our own word (only its counting bit changes elsewhere).
+        if page.owner.load(Ordering::Relaxed) == self.fast_free_owner.load(Ordering::Relaxed) {
+            // SAFETY: we own the page (and are not counting); forwarded from the caller.
+            unsafe { self.free_owned(page, block) }
         } else {
             // SAFETY: forwarded from the caller.
-            unsafe { self.free_slow(page, block, requested, size) };
+            unsafe { self.free_slow::<USABLE>(page, block, requested) };
+        }
+    }
+
+    /// The owner's free into a page of its queues, uncounted.
+    ///
+    /// # Safety
+    /// We own `page`, which is not full; `block` is a live block given up by the caller.
+    #[inline(always)]
+    unsafe fn free_owned(&self, page: &'static Page, block: *mut Block) {
+        // A pointer into a block, or past what the page carved, would be linked into the
+        // free list and handed out again over live data.
+        if !pages::is_carved_block(page, block as usize) {
+            crate::abort::invalid_free(block.cast());
+        }
+        // SAFETY: we own the page; the block is one of its live blocks (caller, checked
+        // above as far as it can be).
+        unsafe {
+            if double_free::mark_freed(page, block, self.free_key.get()) {
+                // A call in tail position: the fast path keeps nothing alive across it,
+                // so it saves no more registers than it did before suspects existed.
+                return self.free_suspect(page, block);
+            }
+            if pages::push_local(page, block) {
+                self.page_emptied(page);
+            }
         }
     }
 
@@ -628,26 +664,36 @@ impl Heap {
         }
     }
 
-    /// A free into a page of ours that is in the full list, or into another thread's page.
+    /// A free that counts requested bytes (`requested`, or with `USABLE` the whole block), into
+    /// a page of ours or another thread's.
     #[inline(never)]
-    unsafe fn free_slow(
+    unsafe fn free_slow<const USABLE: bool>(
         &self,
         page: &'static Page,
         block: *mut Block,
         requested: usize,
-        size: usize,
     ) {
+        // Relaxed: see `Page`.
+        let size = page.block_size.load(Ordering::Relaxed);
+        let requested = if USABLE { size } else { requested };
         let tid = self.tid.get();
+        // Relaxed: as in `free`.
+        let owner = page.owner.load(Ordering::Relaxed);
+        if owner == tid {
+            // Ours and queued: we only came here to count.
+            self.counters.on_free(requested);
+            // SAFETY: forwarded from the caller; we own the page.
+            return unsafe { self.free_owned(page, block) };
+        }
         // Every pointer must be a block the page carved (without a division: this path is hot
         // in producer/consumer programs).
         if !pages::is_carved_block(page, block as usize) {
             crate::abort::invalid_free(block.cast());
         }
-        // Relaxed: as in `free`.
-        if page.owner.load(Ordering::Relaxed) == tid | OWNER_FULL_FLAG {
+        if owner == tid | OWNER_FULL_FLAG {
             // SAFETY: our page; the block is a live block of it (caller).
             unsafe {
-                if double_free::mark_freed(block, size, self.free_key.get())
+                if double_free::mark_freed(page, block, self.free_key.get())
                     && double_free::owner_confirms(page, block)
                 {
                     crate::abort::double_free(block.cast());
@@ -672,7 +718,7 @@ impl Heap {
         };
         // SAFETY: the caller gives up a live block of `page`.
         let adopted = unsafe {
-            if double_free::mark_freed(block, size, key) && double_free::looks_free(page, block) {
+            if double_free::mark_freed(page, block, key) && double_free::looks_free(page, block) {
                 crate::abort::double_free(block.cast());
             }
             pages::push_remote(page, block)
