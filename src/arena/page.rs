@@ -130,12 +130,7 @@ pub(crate) struct Page {
     /// (`heap::pages::is_carved_block`). Fixed while the page is in use.
     pub(crate) block_inverse: AtomicU64,
     pub(crate) block_shift: AtomicU32,
-    /// Where in a block its free marker goes (`heap::double_free`): 8, the second word, or 0
-    /// for 8-byte blocks, which have no second word (the link then overwrites the marker).
-    /// A field, not a test of the block size, so that the free path does not branch on it.
-    /// Fixed while the page is in use.
-    pub(crate) marker_offset: AtomicU32,
-    _pad2: [u8; 8],
+    _pad2: [u8; 12],
 
     // ---- line 3: written by other threads ----
     /// Blocks freed by other threads, pushed with a CAS, taken by the owner with a swap.
@@ -172,9 +167,8 @@ impl Page {
             carved: AtomicU32::new(0),
             block_inverse: AtomicU64::new(0),
             block_shift: AtomicU32::new(0),
-            marker_offset: AtomicU32::new(0),
             _pad1: [0; 16],
-            _pad2: [0; 8],
+            _pad2: [0; 12],
         }
     }
 }

@@ -83,8 +83,6 @@ pub(crate) unsafe fn init(page: &Page, class: usize, fresh: bool, owner: usize) 
     let (shift, inverse) = block_divisor(class);
     page.block_shift.store(shift, Ordering::Relaxed);
     page.block_inverse.store(inverse, Ordering::Relaxed);
-    page.marker_offset
-        .store(super::double_free::marker_offset(size), Ordering::Relaxed);
     page.carved.store(0, Ordering::Relaxed);
     page.block_size.store(size, Ordering::Relaxed);
     page.owner.store(owner, Ordering::Relaxed);

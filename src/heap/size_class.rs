@@ -50,7 +50,7 @@ static CLASS_SIZE: [u32; NUM_CLASSES] = {
 const LOOKUP_MAX: usize = 1024;
 
 /// Where the second half of [`LOOKUP`] starts: a power of two above `LOOKUP_MAX / 8`, so that
-/// an alignment of 16 selects it with one OR.
+/// an alignment of 16 selects it with one shift and add (a displacement, when it is constant).
 const ALIGN_16_HALF: usize = 256;
 const _: () = assert!(ALIGN_16_HALF > LOOKUP_MAX / 8 && (16 << 4) == ALIGN_16_HALF);
 
@@ -74,7 +74,7 @@ static LOOKUP: [u8; 2 * ALIGN_16_HALF] = {
 /// two, and `size <= LOOKUP_MAX`).
 #[inline(always)]
 fn lookup_index(size: usize, align: usize) -> usize {
-    ((size + 7) >> 3) | ((align & 16) << 4)
+    ((size + 7) >> 3) + ((align & 16) << 4)
 }
 
 /// Sizes up to this many bytes have their 16-byte-aligned class in one load
