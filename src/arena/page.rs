@@ -127,7 +127,7 @@ pub(crate) struct Page {
     pub(crate) carved: AtomicU32,
     /// The block size is `odd << block_shift`, and `block_inverse` is `odd`'s inverse modulo
     /// 2^64: together they tell a block's start from any other address without a division
-    /// (`heap::pages::is_carved_block`). Fixed while the page is in use.
+    /// (`heap::page_blocks::is_carved_block`). Fixed while the page is in use.
     pub(crate) block_inverse: AtomicU64,
     pub(crate) block_shift: AtomicU32,
     _pad2: [u8; 12],

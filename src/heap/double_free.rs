@@ -15,7 +15,7 @@
 //! So the comparison is made where instrumentation cannot see its operands (inline assembly),
 //! and the owner confirms before aborting in any case.
 //!
-//! Layer: `heap`; calls `heap::pages` (free-list walks, the block test), `heap::size_class`,
+//! Layer: `heap`; calls `heap::page_blocks` (the block test, the remote list), `heap::size_class`,
 //! `arena::page`, `os` (`errno_preserved`) and `sync::atomic`.
 
 use crate::arena::page::{Block, Page};
@@ -175,7 +175,7 @@ pub(crate) unsafe fn owner_confirms(page: &Page, block: *mut Block) -> bool {
     // Acquire: pairs with the Release CAS of `push_remote`, so the links of the remote list
     // are visible. The owner is the only thread that takes blocks off that list, and pushes
     // only add at the front, so walking it races with nothing.
-    let remote = super::pages::list_of(page.xthread_free.load(Ordering::Acquire));
+    let remote = super::page_blocks::list_of(page.xthread_free.load(Ordering::Acquire));
     // SAFETY: owner (caller).
     unsafe { on(page.free.get()) || on(page.local_free.get()) || on(remote) }
 }
@@ -192,7 +192,7 @@ pub(crate) unsafe fn looks_free(page: &Page, block: *mut Block) -> bool {
     // SAFETY: the caller frees the block, so it may read it. (If it is in fact a double free,
     // the word may be changing under us; any value read is only compared.)
     let link = unsafe { (*block).next } as usize;
-    link == 0 || super::pages::is_carved_block(page, link)
+    link == 0 || super::page_blocks::is_carved_block(page, link)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! `large`, `isolated`, `raw`, `fork` and `lib` call it.
 
 pub(crate) mod abandon;
+pub(crate) mod page_blocks;
 pub(crate) mod double_free;
 pub(crate) mod fallback;
 pub(crate) mod large_cache;

@@ -8,35 +8,21 @@
 //!
 //! Allocation clears a block's double-free marker (see `double_free`).
 //!
-//! Layer: `heap`; calls `arena::page`, `heap::size_class`, `heap::double_free` (to clear
-//! markers), `config` and `sync::atomic`.
+//! Layer: `heap`; calls `arena::page`, `heap::page_blocks` (the carved test, the remote-free word),
+//! `heap::size_class`, `heap::double_free` (to clear markers), `config` and `sync::atomic`.
 
 use crate::arena::page::{Block, OWNER_FULL_FLAG, Page};
 use crate::config::PageKind;
 use crate::sync::atomic::Ordering;
 
-use super::size_class::{block_divisor, block_index, class_size, page_kind};
+use super::page_blocks::{ABANDONED_TAG, is_carved_block, list_of};
+use super::page_blocks::{COUNT_SHIFT, LIST_MASK, count_of};
+use super::size_class::{block_divisor, class_size, page_kind};
 
 /// Fresh blocks carved per extension: enough to make the slow path rare, few enough not to
 /// touch (and so commit) much memory the program may never use.
 const EXTEND_BYTES: usize = 16 << 10;
 const EXTEND_MIN_BLOCKS: u32 = 4;
-
-/// True if `addr` is the start of a block the page has carved (and so may have handed out):
-/// every free checks its pointer with this, the owner's as well as other threads'. A
-/// multiply, a rotate and a compare on the page's shared line, no division.
-#[inline(always)]
-pub(crate) fn is_carved_block(page: &Page, addr: usize) -> bool {
-    // Relaxed: fixed while the page is in use, which it is for any caller holding one of its
-    // blocks (the owner wrote them before the block was handed out; the user's own
-    // synchronisation brought the block, and so them, to this thread). For a page not in use
-    // `carved` is 0 and nothing passes.
-    let start = page.start.load(Ordering::Relaxed) as usize;
-    let shift = page.block_shift.load(Ordering::Relaxed);
-    let inverse = page.block_inverse.load(Ordering::Relaxed);
-    let carved = page.carved.load(Ordering::Relaxed);
-    block_index(addr.wrapping_sub(start), shift, inverse) < carved as u64
-}
 
 /// Debug builds (and so the fuzz targets) check every block that enters or leaves a free list
 /// of its owner: a corrupted list or a block of another page fails here, not later as a
@@ -170,28 +156,6 @@ pub(crate) unsafe fn push_local(page: &Page, block: *mut Block) -> bool {
         page.used.set(used);
         used == 0
     }
-}
-
-/// Set in `xthread_free` while the page is abandoned: whoever clears it (a thread taking it
-/// from the abandoned list, or the thread whose free empties the page) becomes the page's
-/// owner.
-pub(crate) const ABANDONED_TAG: usize = 1;
-
-/// `xthread_free` also counts its blocks, in its top 16 bits (addresses use the low 48; a page
-/// holds at most 8,192 blocks). With the count in the same word as the list, the owner takes
-/// both with one swap and need not walk the list to count it: a walk over blocks another core
-/// just wrote is a chain of cache misses, the main cost of remote frees in larson-like loads.
-/// On an abandoned page it also tells a freeing thread when its free is the page's last.
-const COUNT_SHIFT: u32 = 48;
-const LIST_MASK: usize = (1 << COUNT_SHIFT) - 1 - ABANDONED_TAG;
-
-/// The first block of the remote list in an `xthread_free` word (null if none).
-pub(crate) fn list_of(word: *mut Block) -> *mut Block {
-    word.map_addr(|a| a & LIST_MASK)
-}
-
-fn count_of(word: *mut Block) -> u32 {
-    (word.addr() >> COUNT_SHIFT) as u32
 }
 
 /// Blocks other threads freed into the page that its owner has not taken in yet.

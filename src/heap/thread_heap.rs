@@ -15,6 +15,7 @@
 
 use core::cell::Cell;
 
+use super::page_blocks;
 use super::double_free;
 use super::large_cache::LargeCache;
 use super::pages;
@@ -485,7 +486,7 @@ impl Heap {
         unsafe {
             let block = page.free.get();
             let link = (*block).next;
-            if !link.is_null() && !pages::is_carved_block(page, link as usize) {
+            if !link.is_null() && !page_blocks::is_carved_block(page, link as usize) {
                 crate::abort::corrupted_free_list(block.cast(), link.cast());
             }
             pages::pop(page, block, class);
@@ -627,7 +628,7 @@ impl Heap {
     unsafe fn free_owned(&self, page: &'static Page, block: *mut Block) {
         // A pointer into a block, or past what the page carved, would be linked into the
         // free list and handed out again over live data.
-        if !pages::is_carved_block(page, block as usize) {
+        if !page_blocks::is_carved_block(page, block as usize) {
             crate::abort::invalid_free(block.cast());
         }
         // SAFETY: we own the page; the block is one of its live blocks (caller, checked
@@ -687,7 +688,7 @@ impl Heap {
         }
         // Every pointer must be a block the page carved (without a division: this path is hot
         // in producer/consumer programs).
-        if !pages::is_carved_block(page, block as usize) {
+        if !page_blocks::is_carved_block(page, block as usize) {
             crate::abort::invalid_free(block.cast());
         }
         if owner == tid | OWNER_FULL_FLAG {

@@ -7,7 +7,7 @@
 //! counter. The caller owns the block, so its page's block size (and a large block's length)
 //! cannot change under it.
 //!
-//! Layer: the top, beside `global`; calls `global`, `heap` (`alloc`, `pages::is_carved_block`,
+//! Layer: the top, beside `global`; calls `global`, `heap` (`alloc`, `page_blocks::is_carved_block`,
 //! `size_class`), `arena` (page-map lookups, the OS back end), `os`, `options`, `abort` and
 //! `crate::fork`.
 
@@ -16,7 +16,7 @@ pub mod exports;
 
 use crate::arena::ARENA;
 use crate::arena::pagemap::Entry;
-use crate::heap::pages::is_carved_block;
+use crate::heap::page_blocks::is_carved_block;
 use crate::heap::size_class::{SMALL_16_MAX, class_for_small_16};
 use crate::sync::atomic::Ordering;
 use crate::{abort, global, heap};
