@@ -6,11 +6,11 @@
 //! `large`, `isolated`, `raw`, `fork` and `lib` call it.
 
 pub(crate) mod abandon;
-pub(crate) mod page_blocks;
 pub(crate) mod double_free;
 pub(crate) mod fallback;
 pub(crate) mod large_cache;
 pub(crate) mod lifecycle;
+pub(crate) mod page_blocks;
 pub(crate) mod pages;
 pub(crate) mod size_class;
 mod slot;

@@ -63,8 +63,9 @@ static LOOKUP: [u8; 2 * ALIGN_16_HALF] = {
     let mut table = [0u8; 2 * ALIGN_16_HALF];
     let mut i = 0;
     while i <= LOOKUP_MAX / 8 {
+        let aligned_16 = if i == 0 { 16 } else { (i * 8).next_multiple_of(16) };
         table[i] = compute_class(i * 8) as u8;
-        table[ALIGN_16_HALF + i] = compute_class(if i == 0 { 16 } else { (i * 8).next_multiple_of(16) }) as u8;
+        table[ALIGN_16_HALF + i] = compute_class(aligned_16) as u8;
         i += 1;
     }
     table

@@ -15,9 +15,9 @@
 
 use core::cell::Cell;
 
-use super::page_blocks;
 use super::double_free;
 use super::large_cache::LargeCache;
+use super::page_blocks;
 use super::pages;
 use super::size_class::{NUM_CLASSES, class_size, page_kind};
 use crate::arena::ARENA;
