@@ -1,5 +1,5 @@
-//! Fatal errors: a detected invalid or double free, or (checked mode) a corrupted free-list
-//! link. The message goes straight to stderr with
+//! Fatal errors: a detected invalid or double free, (checked mode) a corrupted free-list
+//! link, or a broken internal invariant. The message goes straight to stderr with
 //! `write(2)` (no formatting machinery, no allocation) and the process aborts, because
 //! continuing after heap corruption only spreads it.
 //!
@@ -41,6 +41,18 @@ pub(crate) fn corrupted_free_list(block: *mut u8, link: *mut u8) -> ! {
         Part::Text(
             ", not a block of its page (a write past the end of the block before it, or into it after its free?)\n",
         ),
+    ])
+}
+
+/// Aborts: an invariant of the allocator itself does not hold (a bug in vmarena, not in the
+/// program), so continuing could corrupt memory.
+#[cold]
+#[inline(never)]
+pub(crate) fn internal(what: &'static str) -> ! {
+    fatal(&[
+        Part::Text("internal error: "),
+        Part::Text(what),
+        Part::Text("\n"),
     ])
 }
 

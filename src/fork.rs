@@ -11,9 +11,11 @@
 //! thread's heap. Pages other threads owned are leaked in the child: their owners may have been
 //! in the middle of an operation on them, so the child cannot know which blocks are live.
 //!
-//! The handlers are registered at the first heap bring-up (and, in the C library, when it is
-//! loaded). glibc runs prepare handlers in reverse order of registration, so handlers that
-//! other libraries register later run before ours, while allocating still works.
+//! The handlers are registered when the module vmarena is linked into is loaded (a
+//! constructor in `.init_array`), before the program's first allocation. glibc runs prepare
+//! handlers in reverse order of registration, so handlers that other libraries register later
+//! run before ours, while allocating still works. Nothing below calls this module: it is the
+//! one place that knows every lock.
 //!
 //! Layer: the top (with `global`); calls the fork hooks of every layer below: `arena`, `heap`
 //! (`abandon`, `fallback`, `lifecycle`), `isolated`, `purger` and `options`.
@@ -25,8 +27,20 @@ use crate::sync::atomic::{AtomicBool, Ordering};
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
+// The constructor: it runs before `main` in an executable and at `dlopen` (or preload) for a
+// shared library. (Miri runs no constructors, and its programs do not fork.)
+#[cfg(not(miri))]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static INSTALL_AT_LOAD: extern "C" fn() = install_at_load;
+
+#[cfg(not(miri))]
+extern "C" fn install_at_load() {
+    install();
+}
+
 /// Installs the handlers once per process (or per loaded copy of vmarena).
-pub(crate) fn install() {
+fn install() {
     // Relaxed: a racing second installer is stopped by the swap; the handlers themselves need
     // no ordering with this flag.
     if INSTALLED.load(Ordering::Relaxed) || INSTALLED.swap(true, Ordering::Relaxed) {

@@ -1,15 +1,15 @@
 //! [`VmArena`], the `GlobalAlloc` implementation, and the free/realloc routing shared with the
 //! public helpers.
 //!
-//! Layer: the top; calls `heap` (small blocks), `large`, `arena` (page-map lookups) and
-//! `abort`. `lib`, `allocator`, `isolated` and `raw` call it.
+//! Layer: the top; calls `heap` (small blocks, and large ones through the thread's cache),
+//! `arena` (page-map lookups) and `abort`. `lib`, `allocator`, `isolated` and `raw` call it.
 
 use core::alloc::{GlobalAlloc, Layout};
 
 use crate::arena::ARENA;
 use crate::arena::pagemap::Entry;
 use crate::heap::size_class::{class_for_layout, class_size};
-use crate::{abort, heap, large};
+use crate::{abort, heap};
 
 /// The vmarena allocator. Install it with
 ///
@@ -101,7 +101,7 @@ pub(crate) unsafe fn realloc<const USABLE: bool>(
         }
         None => match ARENA.lookup(ptr as usize) {
             Entry::Large(region) => {
-                if let Some(moved) = large::realloc(region, ptr, new_size, align, heap::tally()) {
+                if let Some(moved) = heap::realloc_large(region, ptr, new_size, align) {
                     return moved;
                 }
             }

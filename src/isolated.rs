@@ -31,6 +31,7 @@ use crate::arena::pagemap::Entry;
 use crate::arena::region::Region;
 use crate::heap::size_class::{class_for_layout, class_size};
 use crate::heap::thread_heap;
+use crate::heap::thread_heap::AlwaysAlive;
 use crate::large;
 use crate::stats::Stats;
 use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
@@ -222,7 +223,7 @@ impl<const LOCKED: bool> Core<LOCKED> {
             registry.live = this;
             inner
         };
-        let id = crate::heap::lifecycle::new_heap_id();
+        let id = crate::heap::thread_heap::new_heap_id();
         inner.guarded.lock().heap.start_isolated(id);
         // Relaxed: the id reaches other threads with the heap itself (their own sync).
         inner.id.store(id, Ordering::Relaxed);
@@ -252,7 +253,7 @@ impl<const LOCKED: bool> Core<LOCKED> {
         }
         let guarded = self.access();
         if let Some(class) = class_for_layout(size, align) {
-            return guarded.heap.alloc::<ZERO, false>(class, size);
+            return guarded.heap.alloc::<AlwaysAlive, ZERO, false>(class, size);
         }
         guarded.release_freed_large();
         match large::alloc_block(size, align, ZERO) {
@@ -278,7 +279,7 @@ impl<const LOCKED: bool> Core<LOCKED> {
                 if page.owner.load(Ordering::Relaxed) & !OWNER_FULL_FLAG == id {
                     let guarded = self.access();
                     // SAFETY: a live block of one of our pages, given up by the caller.
-                    unsafe { guarded.heap.free::<false>(page, ptr.cast(), layout.size()) };
+                    unsafe { guarded.heap.free::<AlwaysAlive, false>(page, ptr.cast(), layout.size()) };
                     return;
                 }
             }
@@ -387,7 +388,7 @@ impl<const LOCKED: bool> Core<LOCKED> {
             stats.bytes_in_use += region.requested.load(Ordering::Relaxed);
             cursor = region.heap_next.load(Ordering::Relaxed);
         }
-        if crate::heap::tracking_requested() {
+        if crate::heap::modes::tracking_requested() {
             stats.bytes_requested = Some(guarded.heap.counters.net_bytes());
         }
         stats
@@ -418,7 +419,7 @@ impl<const LOCKED: bool> Drop for Core<LOCKED> {
             );
             counters.freed.store(allocated, Ordering::Relaxed);
             counters.frees.store(allocations, Ordering::Relaxed);
-            counters.fold_into(&crate::heap::lifecycle::ORPHAN_COUNTERS);
+            counters.fold_into(&crate::heap::thread_heap::ORPHAN_COUNTERS);
             guarded.heap.reset();
         }
         let mut registry = REGISTRY.lock();

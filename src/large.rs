@@ -1,10 +1,10 @@
 //! Large blocks (over 64 KiB, or alignments small pages cannot give): each in a region fitted
-//! to it, created and removed by write sessions on the arena. The block operations here count
-//! nothing; the thread-heap entry points (`alloc`, `free`, `realloc`) count in the calling
-//! thread's counters, isolated heaps in their own.
+//! to it, created and removed by write sessions on the arena. The operations here count
+//! nothing: the calling thread's heap counts them (`heap::alloc_large`, `free_large`,
+//! `realloc_large`), isolated heaps in their own counters.
 //!
-//! Layer: beside `heap`, above `arena`; calls `arena`, `stats`, `os`, `config`, `options`,
-//! `purger` and `abort`, and `heap` for its per-thread counts.
+//! Layer: below `heap`, above `arena`; calls `arena`, `stats`, `os`, `config`, `options`,
+//! `purger` and `abort`.
 
 use crate::arena::ARENA;
 use crate::arena::region::Region;
@@ -38,17 +38,6 @@ pub(crate) fn free_block(region: &'static Region, ptr: *mut u8) -> usize {
     requested
 }
 
-/// Allocates a large block for the calling thread; null (`ENOMEM`) if impossible.
-pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
-    match alloc_block(size, align, zeroed) {
-        Some(region) => {
-            crate::heap::record_alloc(size);
-            region.start()
-        }
-        None => crate::os::out_of_memory(),
-    }
-}
-
 /// Aborts unless `ptr` is the start of the large block of `region` and the block is not in a
 /// thread heap's cache (freed already).
 #[inline]
@@ -63,9 +52,9 @@ pub(crate) fn check_live(region: &Region, ptr: *mut u8) {
     }
 }
 
-/// Frees the large block at `ptr`, which lives in `region`, for the calling thread. A block
-/// of an isolated heap is only marked: the heap, which lists it, gives it back.
-pub(crate) fn free(region: &'static Region, ptr: *mut u8) {
+/// Frees the large block at `ptr`, which lives in `region`, uncounted; returns its requested
+/// size. A block of an isolated heap is only marked: the heap, which lists it, gives it back.
+pub(crate) fn free(region: &'static Region, ptr: *mut u8) -> usize {
     check_live(region, ptr);
     if belongs_to_a_heap(region) {
         // AcqRel: the heap's Acquire load of the mark sees our last use of the block; a
@@ -73,11 +62,10 @@ pub(crate) fn free(region: &'static Region, ptr: *mut u8) {
         if region.heap_freed.swap(true, Ordering::AcqRel) {
             crate::abort::double_free(ptr);
         }
-        // Relaxed: statistics of a block that stays allocated until its heap takes it back.
-        crate::heap::record_free(region.requested.load(Ordering::Relaxed));
-        return;
+        // Relaxed: the block stays allocated until its heap takes it back.
+        return region.requested.load(Ordering::Relaxed);
     }
-    crate::heap::record_free(free_block(region, ptr));
+    free_block(region, ptr)
 }
 
 /// True if the large block of `region` was allocated from an isolated heap.
@@ -87,20 +75,19 @@ fn belongs_to_a_heap(region: &Region) -> bool {
     region.heap_id.load(Ordering::Relaxed) != 0
 }
 
-/// Reallocates a large block for the calling thread (see [`resize`]).
+/// Reallocates a large block without copying if possible, uncounted (see [`resize`]); `None`
+/// for a block of an isolated heap, which the caller moves by copy and free.
 pub(crate) fn realloc(
     region: &'static Region,
     ptr: *mut u8,
     new_size: usize,
     align: usize,
     tally: &Tally,
-) -> Option<*mut u8> {
+) -> Option<(*mut u8, usize)> {
     if belongs_to_a_heap(region) {
         return None; // the heap lists the block where it is: move it by copy and free
     }
-    let (moved, old_requested) = resize(region, ptr, new_size, align, tally)?;
-    crate::heap::record_resize(old_requested, new_size);
-    Some(moved)
+    resize(region, ptr, new_size, align, tally)
 }
 
 /// Reallocates a large block without copying if possible, uncounted: in place when it still

@@ -13,7 +13,7 @@
 //! the forking thread survives `fork`), so the child handler marks it wanted again and the
 //! child's first release starts its own.
 //!
-//! Layer: beside `heap`, above `arena`; calls `arena`, `os` and `options`. `heap`, `large` and
+//! Layer: below `heap`, beside `large`, above `arena`; calls `arena`, `os` and `options`. `heap`, `large` and
 //! `fork` call it.
 
 use crate::arena::ARENA;

@@ -52,9 +52,9 @@ extern "C" fn rust_eh_personality() {
     unsafe { libc::abort() }
 }
 
-/// At load: install the `fork` handlers before any other library can register its own (see
-/// `vmarena::raw::init`, which also reads the options if no allocation has yet); with
-/// `VMARENA_VERIFY=1`, say so on stderr (tests use it to check that the preload took effect).
+/// At load: read the options if no allocation has yet (`vmarena::raw::init`; vmarena's own
+/// constructor has installed the `fork` handlers); with `VMARENA_VERIFY=1`, say so on stderr
+/// (tests use it to check that the preload took effect).
 extern "C" fn on_load() {
     vmarena_core::raw::init();
     if vmarena_core::raw::verify_requested() {

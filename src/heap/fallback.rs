@@ -3,10 +3,9 @@
 //! pages arrive through the normal remote-free path and are collected on its next use, or by
 //! `vmarena::collect()`, which also gives its empty pages back.
 //!
-//! Layer: `heap`; calls `heap::thread_heap`, `heap::lifecycle`, `sync::mutex` and `stats`.
+//! Layer: `heap`; calls `heap::thread_heap`, `sync::mutex` and `stats`.
 
-use super::lifecycle::FALLBACK_TID;
-use super::thread_heap::{Heap, HeapState};
+use super::thread_heap::{AlwaysAlive, FALLBACK_TID, Heap, HeapState};
 use crate::sync::mutex::Mutex;
 
 static FALLBACK: Mutex<Heap> = Mutex::new(Heap::new());
@@ -16,7 +15,7 @@ pub(crate) fn alloc<const ZERO: bool, const USABLE: bool>(class: usize, size: us
     if heap.state() != HeapState::Alive {
         heap.start(FALLBACK_TID, 0); // no thread of its own: never reaped
     }
-    heap.alloc::<ZERO, USABLE>(class, size)
+    heap.alloc::<AlwaysAlive, ZERO, USABLE>(class, size)
 }
 
 /// Takes in the blocks freed into the fallback heap's pages (always remote frees) and gives

@@ -14,7 +14,8 @@
 //! A cached block carries `Region::cached`, so freeing or reallocating it again aborts as a
 //! double free instead of handing one block out twice.
 //!
-//! Layer: `heap`; calls `arena` (region fields), `large` (to give blocks back) and `config`.
+//! Layer: `heap`, a leaf of it; reads `arena` region fields and `config` (the caller gives
+//! evicted blocks back).
 
 use core::cell::Cell;
 

@@ -10,12 +10,12 @@
 //! again after it gave its heap up; a sentinel has no pages, so the allocation fast path falls
 //! through to the generic path, and its id matches no page, so every free is a remote free:
 //!
-//! * [`UNINIT`]: the thread has not allocated yet. Its first allocation brings a heap up:
+//! * [`UNINIT`](slot::UNINIT): the thread has not allocated yet. Its first allocation brings a heap up:
 //!   takes one from the pool, registers it and arms a pthread key whose destructor runs at
 //!   thread exit.
-//! * [`INITIALISING`]: during that bring-up. Allocations made meanwhile (`pthread_setspecific`
+//! * [`INITIALISING`](slot::INITIALISING): during that bring-up. Allocations made meanwhile (`pthread_setspecific`
 //!   may call `calloc`, which under `LD_PRELOAD` is us) use the fallback heap.
-//! * [`DESTROYED`]: after the key destructor handed the heap's pages over (other threads take
+//! * [`DESTROYED`](slot::DESTROYED): after the key destructor handed the heap's pages over (other threads take
 //!   them, see `abandon`) and returned the heap to the pool. Later allocations (from other key
 //!   destructors, glibc's own thread teardown) use the fallback heap.
 //!
@@ -29,44 +29,18 @@
 //! often when threads start) and handed over as if their thread had exited normally.
 //!
 //! Layer: `heap`; calls `heap::slot`, `thread_heap` and `fallback`, `arena` (`meta`'s pool, the
-//! OS back end), `sync::mutex`, `stats`, `os`, `options` and `purger`, and `crate::fork` to
-//! install the fork handlers.
+//! OS back end), `sync::mutex`, `stats`, `os`, `options` and `purger`. `crate::fork` calls its
+//! fork hooks; nothing in it calls back up.
 
 use core::ptr::null_mut;
 
-use super::slot;
-use super::thread_heap::{Heap, HeapCounters, HeapState};
+use super::slot::{self, DESTROYED, INITIALISING, UNINIT};
+use super::thread_heap::{Heap, HeapState, ORPHAN_COUNTERS, new_heap_id};
 use crate::arena::ARENA;
 use crate::arena::meta::{MetaChunks, Pool};
 use crate::stats::Stats;
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::mutex::Mutex;
-
-/// A heap that no thread owns and no one writes: see the module docs.
-#[repr(transparent)]
-pub(crate) struct Sentinel(pub(crate) Heap);
-
-// SAFETY: a sentinel is never written. Its free lists are empty pages (`EMPTY_PAGE`), so the
-// allocation fast path never pops from it; its id is `NO_THREAD`, which no page's owner equals,
-// so no free treats one of its pages as local; every other path checks its state first.
-unsafe impl Sync for Sentinel {}
-
-pub(crate) static UNINIT: Sentinel = Sentinel(Heap::sentinel(HeapState::Uninit));
-pub(crate) static INITIALISING: Sentinel = Sentinel(Heap::sentinel(HeapState::Initialising));
-pub(crate) static DESTROYED: Sentinel = Sentinel(Heap::sentinel(HeapState::Destroyed));
-
-/// Thread ids are multiples of 4 (the low bits of a page's `owner` are flags); 0 means "no
-/// owner" and 4 is the fallback heap.
-pub(crate) const FALLBACK_TID: usize = 4;
-const TID_STEP: usize = 4;
-static NEXT_TID: AtomicUsize = AtomicUsize::new(2 * TID_STEP);
-
-/// A fresh id for a heap (thread or isolated): ids are never reused, so a page's `owner`
-/// can only ever match the heap that owns it.
-pub(crate) fn new_heap_id() -> usize {
-    // Relaxed: ids only need to be unique.
-    NEXT_TID.fetch_add(TID_STEP, Ordering::Relaxed)
-}
 
 // ------------------------------------------------------------------ the registry
 
@@ -98,9 +72,6 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
 
 /// Dead heaps are looked for when the live count doubles, and not below this many.
 const REAP_MIN: usize = 64;
-
-/// Counters of exited heaps, and of frees made by threads without a usable heap.
-pub(crate) static ORPHAN_COUNTERS: HeapCounters = HeapCounters::shared();
 
 impl Registry {
     fn link(&mut self, heap: &'static Heap) {
@@ -193,8 +164,6 @@ pub(crate) fn bring_up(current: &Heap) -> Option<&'static Heap> {
         registry.link(heap);
         registry.live_count >= registry.reap_at
     };
-    #[cfg(not(miri))]
-    crate::fork::install();
     slot::set(heap);
     if reap {
         reap_dead_heaps();

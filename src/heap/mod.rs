@@ -2,14 +2,20 @@
 //! its life cycle, the hand-over of pages when threads exit, and each heap's cache of freed
 //! large blocks.
 //!
-//! Layer: `heap`, above `arena`; calls its submodules, `options` and `stats`. `global`,
-//! `large`, `isolated`, `raw`, `fork` and `lib` call it.
+//! This file is the top of the layer: the entry points for the calling thread's heap, which
+//! decide what a thread without a heap gets (`ThreadSlot`), and count large blocks. Its
+//! submodules call down only (`size_class` → `page_blocks` → `double_free` → `pages` →
+//! `abandon` → `thread_heap` → `slot`, `fallback` → `lifecycle`), never back up to this file.
+//!
+//! Layer: `heap`, above `large` and `arena`; calls its submodules, `large`, `os` and `stats`.
+//! `global`, `isolated`, `raw`, `fork` and `lib` call it.
 
 pub(crate) mod abandon;
 pub(crate) mod double_free;
 pub(crate) mod fallback;
 pub(crate) mod large_cache;
 pub(crate) mod lifecycle;
+pub(crate) mod modes;
 pub(crate) mod page_blocks;
 pub(crate) mod pages;
 pub(crate) mod size_class;
@@ -18,11 +24,12 @@ pub(crate) mod thread_heap;
 
 use crate::arena::page::{Block, Page};
 use crate::stats::Stats;
+use modes::tracking_requested;
 
 /// Allocates a block of size class `class` for a request of `size` bytes.
 #[inline(always)]
 pub(crate) fn alloc<const ZERO: bool, const USABLE: bool>(class: usize, size: usize) -> *mut u8 {
-    slot::heap().alloc::<ZERO, USABLE>(class, size)
+    slot::heap().alloc::<ThreadSlot, ZERO, USABLE>(class, size)
 }
 
 /// Frees `ptr`, a block of `page`; `requested` is the size the user asked for (statistics).
@@ -32,14 +39,35 @@ pub(crate) fn alloc<const ZERO: bool, const USABLE: bool>(class: usize, size: us
 #[inline(always)]
 pub(crate) unsafe fn free<const USABLE: bool>(page: &'static Page, ptr: *mut u8, requested: usize) {
     // SAFETY: forwarded from the caller.
-    unsafe { slot::heap().free::<USABLE>(page, ptr.cast::<Block>(), requested) }
+    unsafe { slot::heap().free::<ThreadSlot, USABLE>(page, ptr.cast::<Block>(), requested) }
+}
+
+/// The calling thread's heap is its slot's: while the slot holds a sentinel, the thread's first
+/// allocation brings a heap up (or uses the fallback heap), and counting brings one up too.
+enum ThreadSlot {}
+
+impl thread_heap::NoHeap for ThreadSlot {
+    fn alloc<const ZERO: bool, const USABLE: bool>(
+        heap: &thread_heap::Heap,
+        class: usize,
+        size: usize,
+    ) -> *mut u8 {
+        match lifecycle::bring_up(heap) {
+            Some(heap) => heap.alloc::<ThreadSlot, ZERO, USABLE>(class, size),
+            None => fallback::alloc::<ZERO, USABLE>(class, size),
+        }
+    }
+
+    fn count_free(heap: &thread_heap::Heap, bytes: usize) {
+        record_without_heap(heap, |c| c.on_free(bytes), (0, bytes, (0, 1)));
+    }
 }
 
 /// Allocates a large block for the calling thread: one its heap cached, if one fits (see
 /// `large_cache`), else a new one from the arena. Null (`ENOMEM`) if impossible.
 pub(crate) fn alloc_large(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     if !large_cache::LargeCache::serves(size, align) {
-        return crate::large::alloc(size, align, zeroed);
+        return alloc_large_block(size, align, zeroed);
     }
     let mut heap = slot::heap();
     if heap.state() == thread_heap::HeapState::Uninit {
@@ -60,7 +88,18 @@ pub(crate) fn alloc_large(size: usize, align: usize, zeroed: bool) -> *mut u8 {
             return region.start();
         }
     }
-    crate::large::alloc(size, align, zeroed)
+    alloc_large_block(size, align, zeroed)
+}
+
+/// A new large block from the arena, counted for the calling thread; null if impossible.
+fn alloc_large_block(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    match crate::large::alloc_block(size, align, zeroed) {
+        Some(region) => {
+            record_alloc(size);
+            region.start()
+        }
+        None => crate::os::out_of_memory(),
+    }
 }
 
 /// Frees the large block at `ptr` (in `region`) for the calling thread: into its heap's
@@ -79,48 +118,26 @@ pub(crate) fn free_large(region: &'static crate::arena::region::Region, ptr: *mu
         });
         return;
     }
-    crate::large::free(region, ptr)
+    record_free(crate::large::free(region, ptr));
 }
 
-/// 0: not decided yet; 1: requested bytes are not counted; 2: they are.
-static TRACK_REQUESTED: crate::sync::atomic::AtomicU8 = crate::sync::atomic::AtomicU8::new(0);
-
-/// Whether heaps coming up now count requested bytes: `VMARENA_STATS=1` in the environment,
-/// or [`crate::track_requested_bytes`].
-#[inline(always)]
-pub(crate) fn tracking_requested() -> bool {
-    use crate::sync::atomic::Ordering;
-    // Relaxed: a configuration flag. "Off" is tested first: it is the answer threads that
-    // only free (consumers) get on each remote free.
-    match TRACK_REQUESTED.load(Ordering::Relaxed) {
-        1 => false,
-        2 => true,
-        _ => decide_tracking(),
-    }
+/// Reallocates the large block at `ptr` (in `region`) for the calling thread without copying
+/// if possible (see `large::resize`): where the block is now, or `None` if the caller must
+/// allocate, copy and free.
+pub(crate) fn realloc_large(
+    region: &'static crate::arena::region::Region,
+    ptr: *mut u8,
+    new_size: usize,
+    align: usize,
+) -> Option<*mut u8> {
+    let (moved, old_requested) = crate::large::realloc(region, ptr, new_size, align, tally())?;
+    record_resize(old_requested, new_size);
+    Some(moved)
 }
 
-#[cold]
-#[inline(never)]
-fn decide_tracking() -> bool {
-    use crate::sync::atomic::Ordering;
-    let on = crate::options::count_requested();
-    // Relaxed: a configuration flag; racing first readers decide the same way.
-    TRACK_REQUESTED.store(if on { 2 } else { 1 }, Ordering::Relaxed);
-    on
-}
-
-/// Whether heaps coming up now run in checked mode (`VMARENA_CHECKED=1`, or the `checked`
-/// feature): see `Heap::alloc_checked`.
-pub(crate) fn checked_mode() -> bool {
-    crate::options::checked()
-}
-
+/// Turns counting of requested bytes on or off, for heaps alive now and those to come.
 pub(crate) fn set_tracking_requested(on: bool) {
-    // Relaxed: a configuration flag.
-    TRACK_REQUESTED.store(
-        if on { 2 } else { 1 },
-        crate::sync::atomic::Ordering::Relaxed,
-    );
+    modes::set_tracking_requested(on);
     lifecycle::set_counting(on);
     fallback::set_counting(on);
 }
@@ -134,22 +151,11 @@ fn record_with(
     own: impl FnOnce(&thread_heap::HeapCounters),
     shared: (usize, usize, (usize, usize)),
 ) {
-    record_in(slot::heap(), own, shared);
-}
-
-/// [`record_with`] for a caller that holds the calling thread's heap already.
-#[inline(always)]
-fn record_in(
-    heap: &thread_heap::Heap,
-    own: impl FnOnce(&thread_heap::HeapCounters),
-    shared: (usize, usize, (usize, usize)),
-) {
+    let heap = slot::heap();
     if heap.state() == thread_heap::HeapState::Alive {
         own(&heap.counters);
     } else if tracking_requested() {
-        // Threads that only free (consumers) have no heap: without counting, that costs
-        // them one test here.
-        record_without_heap(slot::heap(), own, shared);
+        record_without_heap(heap, own, shared);
     }
 }
 
@@ -157,7 +163,7 @@ fn record_in(
 /// allocation, or after its exit hook).
 #[inline(never)]
 fn record_without_heap(
-    heap: &'static thread_heap::Heap,
+    heap: &thread_heap::Heap,
     own: impl FnOnce(&thread_heap::HeapCounters),
     shared: (usize, usize, (usize, usize)),
 ) {
@@ -167,25 +173,19 @@ fn record_without_heap(
         }
     }
     let (allocated, freed, blocks) = shared;
-    lifecycle::ORPHAN_COUNTERS.add_shared(allocated, freed, blocks);
+    thread_heap::ORPHAN_COUNTERS.add_shared(allocated, freed, blocks);
 }
 
 /// Counts an allocation of `bytes` made outside the fast paths (large blocks).
 #[inline]
-pub(crate) fn record_alloc(bytes: usize) {
+fn record_alloc(bytes: usize) {
     record_with(|c| c.on_alloc(bytes), (bytes, 0, (1, 0)));
 }
 
 /// Counts a free of `bytes` made outside the fast paths (large blocks).
 #[inline]
-pub(crate) fn record_free(bytes: usize) {
+fn record_free(bytes: usize) {
     record_with(|c| c.on_free(bytes), (0, bytes, (0, 1)));
-}
-
-/// [`record_free`] for a remote free, by `heap`, the calling thread's heap (from `slot`).
-#[inline(always)]
-pub(crate) fn record_remote_free(heap: &thread_heap::Heap, bytes: usize) {
-    record_in(heap, |c| c.on_free(bytes), (0, bytes, (0, 1)));
 }
 
 /// Counts a block resized in place from `old` to `new` bytes.

@@ -15,13 +15,29 @@
 //!
 //! Elsewhere (other architectures, Miri) the slot is a `thread_local!` `Cell`.
 //!
-//! Layer: `heap`; names `heap::lifecycle`'s `UNINIT` sentinel and `thread_heap::Heap`, nothing
-//! else.
+//! The three sentinel heaps live here too: the slot's values while the thread has no heap
+//! (`lifecycle` says when each is used).
+//!
+//! Layer: `heap`; names `thread_heap::Heap`, nothing else.
 
-use super::thread_heap::Heap;
+use super::thread_heap::{Heap, HeapState};
 
 /// A slot value: a pointer to a heap that outlives the thread's use of it.
 pub(crate) type HeapPtr = *const Heap;
+
+/// A heap that no thread owns and no one writes: see `lifecycle`.
+#[repr(transparent)]
+pub(crate) struct Sentinel(pub(crate) Heap);
+
+// SAFETY: a sentinel is never written. Its free lists are empty pages (`EMPTY_PAGE`), so the
+// allocation fast path never pops from it; its id is `NO_THREAD`, which no page's owner equals,
+// so no free treats one of its pages as local; every other path checks its state first.
+unsafe impl Sync for Sentinel {}
+
+pub(crate) static UNINIT: Sentinel = Sentinel(Heap::sentinel(HeapState::Uninit));
+pub(crate) static INITIALISING: Sentinel = Sentinel(Heap::sentinel(HeapState::Initialising));
+pub(crate) static DESTROYED: Sentinel = Sentinel(Heap::sentinel(HeapState::Destroyed));
+
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 mod imp {
@@ -39,7 +55,7 @@ mod imp {
         "__vmarena_heap_slot:",
         ".quad {uninit}",
         ".popsection",
-        uninit = sym crate::heap::lifecycle::UNINIT,
+        uninit = sym crate::heap::slot::UNINIT,
     );
 
     /// The slot's value.
@@ -90,7 +106,7 @@ mod imp {
         "__vmarena_heap_slot:",
         ".xword {uninit}",
         ".popsection",
-        uninit = sym crate::heap::lifecycle::UNINIT,
+        uninit = sym crate::heap::slot::UNINIT,
     );
 
     /// The slot's value.
@@ -144,7 +160,7 @@ mod imp {
     use core::cell::Cell;
 
     std::thread_local! {
-        static SLOT: Cell<HeapPtr> = const { Cell::new(&raw const crate::heap::lifecycle::UNINIT.0) };
+        static SLOT: Cell<HeapPtr> = const { Cell::new(&raw const crate::heap::slot::UNINIT.0) };
     }
 
     #[inline(always)]

@@ -9,14 +9,18 @@
 //! pages, carve fresh blocks, rescue a full page that other threads freed into, take over a
 //! page an exited thread abandoned, claim a fresh page from the arena (the region read path).
 //!
-//! Layer: `heap`; calls `heap::pages`, `double_free`, `size_class`, `abandon`, `lifecycle` and
-//! `fallback`, `arena` (claiming and releasing pages), `stats`, `abort`, `os`, `config` and
-//! `purger`.
+//! A heap that is a sentinel (the thread has none) hands its generic paths' decisions to the
+//! caller's [`NoHeap`] type: the heap never calls up into the life cycle.
+//!
+//! Layer: `heap`; calls `heap::pages`, `page_blocks`, `double_free`, `size_class`, `abandon`,
+//! `large_cache` and `modes`, `arena` (claiming and releasing pages), `large` (freeing cached
+//! blocks), `stats`, `abort`, `os`, `config` and `purger`.
 
 use core::cell::Cell;
 
 use super::double_free;
 use super::large_cache::LargeCache;
+use super::modes;
 use super::page_blocks;
 use super::pages;
 use super::size_class::{NUM_CLASSES, class_size, page_kind};
@@ -32,6 +36,43 @@ pub(crate) static EMPTY_PAGE: Page = Page::new();
 
 /// Thread id of a heap that is not alive; never equal to any page's `owner`.
 pub(crate) const NO_THREAD: usize = usize::MAX;
+
+/// Thread ids are multiples of 4 (the low bits of a page's `owner` are flags); 0 means "no
+/// owner" and 4 is the fallback heap.
+pub(crate) const FALLBACK_TID: usize = 4;
+const TID_STEP: usize = 4;
+static NEXT_TID: AtomicUsize = AtomicUsize::new(2 * TID_STEP);
+
+/// A fresh id for a heap (thread or isolated): ids are never reused, so a page's `owner`
+/// can only ever match the heap that owns it.
+pub(crate) fn new_heap_id() -> usize {
+    // Relaxed: ids only need to be unique.
+    NEXT_TID.fetch_add(TID_STEP, Ordering::Relaxed)
+}
+
+/// What a heap's slow paths do when the heap is a sentinel, that is, when the calling thread
+/// has no heap of its own (see `slot`): the owner of the heap pointer supplies it, so that the
+/// heap never calls up into the life cycle that brings heaps up.
+pub(crate) trait NoHeap {
+    /// Allocates for the calling thread, whose slot holds the sentinel `heap`.
+    fn alloc<const ZERO: bool, const USABLE: bool>(heap: &Heap, class: usize, size: usize)
+    -> *mut u8;
+    /// Counts a remote free of `bytes` by the calling thread, whose slot holds the sentinel
+    /// `heap`, while requested bytes are counted.
+    fn count_free(heap: &Heap, bytes: usize);
+}
+
+/// For heaps that are never sentinels: isolated heaps and the fallback heap.
+pub(crate) enum AlwaysAlive {}
+
+impl NoHeap for AlwaysAlive {
+    fn alloc<const ZERO: bool, const USABLE: bool>(_: &Heap, _: usize, _: usize) -> *mut u8 {
+        crate::abort::internal("an isolated or fallback heap is not alive")
+    }
+    fn count_free(_: &Heap, _: usize) {
+        crate::abort::internal("an isolated or fallback heap is not alive")
+    }
+}
 
 /// Full pages inspected for frees from other threads before claiming a new page.
 const FULL_SCAN_BUDGET: usize = 8;
@@ -145,7 +186,7 @@ impl HeapCounters {
     /// The update of shared counters (Relaxed read-modify-writes: statistics), by `bytes`
     /// allocated and freed and `blocks` allocated and freed.
     pub(crate) fn add_shared(&self, allocated: usize, freed: usize, blocks: (usize, usize)) {
-        if super::tracking_requested() {
+        if modes::tracking_requested() {
             self.allocated.fetch_add(allocated, Ordering::Relaxed);
             self.freed.fetch_add(freed, Ordering::Relaxed);
             self.allocations.fetch_add(blocks.0, Ordering::Relaxed);
@@ -187,6 +228,9 @@ impl HeapCounters {
         }
     }
 }
+
+/// Counters of exited heaps, and of frees made by threads without a usable heap.
+pub(crate) static ORPHAN_COUNTERS: HeapCounters = HeapCounters::shared();
 
 /// A doubly linked list of pages through their `next`/`prev` owner fields.
 struct PageList {
@@ -335,8 +379,8 @@ impl Heap {
         self.tid.set(tid);
         self.set_os_tid(os_tid);
         self.free_key.set(double_free::free_key());
-        self.checked.set(super::checked_mode());
-        let counting = super::tracking_requested();
+        self.checked.set(modes::checked_mode());
+        let counting = modes::tracking_requested();
         // Relaxed: configuration (see `HeapCounters`); the heap is not registered yet, so no
         // `set_counting` races with these stores.
         self.counters.counting.store(counting, Ordering::Relaxed);
@@ -372,7 +416,7 @@ impl Heap {
         if self.state.get() == HeapState::Alive {
             &self.counters.tally
         } else {
-            &super::lifecycle::ORPHAN_COUNTERS.tally
+            &ORPHAN_COUNTERS.tally
         }
     }
 
@@ -418,8 +462,9 @@ impl Heap {
     /// Allocates a block of `class` for a request of `size` bytes (zeroed if `ZERO`). Requested
     /// bytes count `size`, or with `USABLE` the whole block (for C callers, which free without
     /// a size).
+    /// `N` says what to do if the heap is a sentinel.
     #[inline(always)]
-    pub(crate) fn alloc<const ZERO: bool, const USABLE: bool>(
+    pub(crate) fn alloc<N: NoHeap, const ZERO: bool, const USABLE: bool>(
         &self,
         class: usize,
         size: usize,
@@ -441,21 +486,18 @@ impl Heap {
                 return block.cast();
             }
         }
-        self.alloc_generic::<ZERO, USABLE>(class, size)
+        self.alloc_generic::<N, ZERO, USABLE>(class, size)
     }
 
     #[inline(never)]
-    fn alloc_generic<const ZERO: bool, const USABLE: bool>(
+    fn alloc_generic<N: NoHeap, const ZERO: bool, const USABLE: bool>(
         &self,
         class: usize,
         size: usize,
     ) -> *mut u8 {
         if self.state.get() != HeapState::Alive {
             // A sentinel: the thread has no heap (yet, or any more).
-            return match super::lifecycle::bring_up(self) {
-                Some(heap) => heap.alloc::<ZERO, USABLE>(class, size),
-                None => super::fallback::alloc::<ZERO, USABLE>(class, size),
-            };
+            return N::alloc::<ZERO, USABLE>(self, class, size);
         }
         let Some(page) = self.find_page(class) else {
             return crate::os::out_of_memory();
@@ -465,7 +507,7 @@ impl Heap {
             return unsafe { self.alloc_checked::<ZERO, USABLE>(page, class, size) };
         }
         // `find_page` made a page with a free block current: the fast path succeeds now.
-        self.alloc::<ZERO, USABLE>(class, size)
+        self.alloc::<N, ZERO, USABLE>(class, size)
     }
 
     /// The pop of checked mode: the block's link must be null or another block the page
@@ -602,8 +644,9 @@ impl Heap {
     ///
     /// # Safety
     /// `block` is a live block of `page`, given up by the caller.
+    /// `N` says how to count if the heap is a sentinel.
     #[inline(always)]
-    pub(crate) unsafe fn free<const USABLE: bool>(
+    pub(crate) unsafe fn free<N: NoHeap, const USABLE: bool>(
         &self,
         page: &'static Page,
         block: *mut Block,
@@ -616,7 +659,7 @@ impl Heap {
             unsafe { self.free_owned(page, block) }
         } else {
             // SAFETY: forwarded from the caller.
-            unsafe { self.free_slow::<USABLE>(page, block, requested) };
+            unsafe { self.free_slow::<N, USABLE>(page, block, requested) };
         }
     }
 
@@ -668,7 +711,7 @@ impl Heap {
     /// A free that counts requested bytes (`requested`, or with `USABLE` the whole block), into
     /// a page of ours or another thread's.
     #[inline(never)]
-    unsafe fn free_slow<const USABLE: bool>(
+    unsafe fn free_slow<N: NoHeap, const USABLE: bool>(
         &self,
         page: &'static Page,
         block: *mut Block,
@@ -725,7 +768,13 @@ impl Heap {
             pages::push_remote(page, block)
         };
         // `self` is the calling thread's heap: isolated heaps free only into their own pages.
-        super::record_remote_free(self, requested);
+        if self.state.get() == HeapState::Alive {
+            self.counters.on_free(requested);
+        } else if modes::tracking_requested() {
+            // Threads that only free (consumers) have no heap: without counting, that costs
+            // them one test here.
+            N::count_free(self, requested);
+        }
         if adopted {
             self.adopt(page);
         }
@@ -797,7 +846,7 @@ impl Heap {
         ARENA.release_page(page, self.tally());
         // The fallback heap frees under its mutex, which starting a thread (it allocates)
         // must not hold.
-        if self.tid.get() != super::lifecycle::FALLBACK_TID {
+        if self.tid.get() != FALLBACK_TID {
             crate::purger::poke();
         }
     }

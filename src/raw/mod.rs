@@ -8,8 +8,7 @@
 //! cannot change under it.
 //!
 //! Layer: the top, beside `global`; calls `global`, `heap` (`alloc`, `page_blocks::is_carved_block`,
-//! `size_class`), `arena` (page-map lookups, the OS back end), `os`, `options`, `abort` and
-//! `crate::fork`.
+//! `size_class`), `arena` (page-map lookups, the OS back end), `os`, `options` and `abort`.
 
 pub mod c;
 pub mod exports;
@@ -127,12 +126,9 @@ pub fn page_size() -> usize {
     ARENA.os().page_size()
 }
 
-/// Installs what must come first in the process (the `fork` handlers), for a library that is
-/// loaded before its first allocation. Later registrations of other libraries' `fork`
-/// handlers then run their prepare handlers before ours, while allocating still works.
+/// Reads the options (`VMARENA_*`), for a library that is loaded before its first
+/// allocation. (The `fork` handlers are installed when vmarena is loaded, by a constructor.)
 pub fn init() {
-    #[cfg(not(miri))]
-    crate::fork::install();
     crate::options::read_once();
 }
 
