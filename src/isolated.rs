@@ -36,12 +36,13 @@ use crate::large;
 use crate::stats::Stats;
 use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use crate::sync::mutex::Mutex;
+use crate::list::{AtomicLinks, Links, List};
 
 /// What the heap's mutex guards.
 pub(crate) struct Guarded {
     heap: thread_heap::Heap,
-    /// The heap's large blocks, linked through `Region::heap_next`/`heap_prev`.
-    large: Cell<*const Region>,
+    /// The heap's large blocks (linked through `Region::heap_links`).
+    large: List<LargeLinks>,
 }
 
 // SAFETY: used only under the mutex (or by the one thread that owns the descriptor while it
@@ -55,9 +56,52 @@ pub(crate) struct Isolated {
     locked: AtomicBool,
     /// The heap's id (`thread_heap::Heap::tid`), readable without the mutex to route frees.
     id: AtomicUsize,
-    /// Links in the registry of live heaps, or (`next`) in the pool; under the registry lock.
-    next: AtomicPtr<Isolated>,
-    prev: AtomicPtr<Isolated>,
+    /// Links in the registry of live heaps, under the registry lock.
+    links: AtomicLinks<Isolated>,
+    /// The link in the pool of unused descriptors (`arena::meta::Pool`).
+    pool_next: AtomicPtr<Isolated>,
+}
+
+/// A descriptor's links for the registry's list.
+enum RegistryLinks {}
+
+// SAFETY: the descriptor's own `links`, used by no other list; pool descriptors are never
+// freed.
+unsafe impl Links for RegistryLinks {
+    type Node = Isolated;
+    unsafe fn next(heap: &Isolated) -> *const Isolated {
+        heap.links.next()
+    }
+    unsafe fn prev(heap: &Isolated) -> *const Isolated {
+        heap.links.prev()
+    }
+    unsafe fn set_next(heap: &Isolated, next: *const Isolated) {
+        heap.links.set_next(next);
+    }
+    unsafe fn set_prev(heap: &Isolated, prev: *const Isolated) {
+        heap.links.set_prev(prev);
+    }
+}
+
+/// A large block's links in its isolated heap's list.
+enum LargeLinks {}
+
+// SAFETY: the region's `heap_links`, used by no other list; region descriptors are never
+// freed.
+unsafe impl Links for LargeLinks {
+    type Node = Region;
+    unsafe fn next(region: &Region) -> *const Region {
+        region.heap_links.next()
+    }
+    unsafe fn prev(region: &Region) -> *const Region {
+        region.heap_links.prev()
+    }
+    unsafe fn set_next(region: &Region, next: *const Region) {
+        region.heap_links.set_next(next);
+    }
+    unsafe fn set_prev(region: &Region, prev: *const Region) {
+        region.heap_links.set_prev(prev);
+    }
 }
 
 impl Isolated {
@@ -76,23 +120,23 @@ impl Pooled for Isolated {
             slot.write(Isolated {
                 guarded: Mutex::new(Guarded {
                     heap: thread_heap::Heap::new(),
-                    large: Cell::new(core::ptr::null()),
+                    large: List::new(),
                 }),
                 locked: AtomicBool::new(true),
                 id: AtomicUsize::new(0),
-                next: AtomicPtr::new(null_mut()),
-                prev: AtomicPtr::new(null_mut()),
+                links: AtomicLinks::new(),
+                pool_next: AtomicPtr::new(null_mut()),
             })
         }
     }
 
     fn pool_link(&self) -> &AtomicPtr<Self> {
-        &self.next
+        &self.pool_next
     }
 }
 
 struct Registry {
-    live: *mut Isolated,
+    live: List<RegistryLinks>,
     pool: Pool<Isolated>,
     chunks: MetaChunks,
 }
@@ -101,22 +145,16 @@ struct Registry {
 unsafe impl Send for Registry {}
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    live: null_mut(),
+    live: List::new(),
     pool: Pool::new(),
     chunks: MetaChunks::new(),
 });
 
 impl Registry {
-    fn live(&self) -> impl Iterator<Item = &'static Isolated> {
-        let mut cursor = self.live;
-        core::iter::from_fn(move || {
-            // SAFETY: pool descriptors are never freed; links change under the mutex, which
-            // the caller holds while it borrows the registry.
-            let heap = unsafe { cursor.as_ref()? };
-            // Relaxed: under the registry lock.
-            cursor = heap.next.load(Ordering::Relaxed);
-            Some(heap)
-        })
+    fn live(&self) -> impl Iterator<Item = &'static Isolated> + '_ {
+        // SAFETY: under the registry mutex, which the caller holds while it borrows the
+        // registry (the walk borrows it too); walkers change no links.
+        unsafe { self.live.iter() }
     }
 }
 
@@ -211,16 +249,10 @@ impl<const LOCKED: bool> Core<LOCKED> {
             let mut registry = REGISTRY.lock();
             let Registry { pool, chunks, .. } = &mut *registry;
             let inner = pool.take(chunks, ARENA.os())?;
-            let this = (inner as *const Isolated).cast_mut();
-            // Relaxed: (this block) under the registry lock.
+            // Relaxed: under the registry lock.
             inner.locked.store(LOCKED, Ordering::Relaxed);
-            inner.prev.store(null_mut(), Ordering::Relaxed);
-            inner.next.store(registry.live, Ordering::Relaxed);
-            // SAFETY: live descriptors are pool descriptors, never freed.
-            if let Some(head) = unsafe { registry.live.as_ref() } {
-                head.prev.store(this, Ordering::Relaxed);
-            }
-            registry.live = this;
+            // SAFETY: under the registry lock; a descriptor from the pool is on no list.
+            unsafe { registry.live.push_front(inner) };
             inner
         };
         let id = crate::heap::thread_heap::new_heap_id();
@@ -374,19 +406,16 @@ impl<const LOCKED: bool> Core<LOCKED> {
         let (bytes, pages) = guarded.heap.usage();
         stats.bytes_in_use = bytes;
         stats.pages_in_use = pages;
-        let mut cursor = guarded.large.get();
-        // SAFETY: our list of live large regions (descriptors are never freed).
-        while let Some(region) = unsafe { cursor.as_ref() } {
+        // SAFETY: our list of large blocks, under our access; the walk changes nothing.
+        for region in unsafe { guarded.large.iter() } {
             // Relaxed: statistics (a block freed elsewhere is not in use).
             if region.heap_freed.load(Ordering::Relaxed) {
-                cursor = region.heap_next.load(Ordering::Relaxed);
                 continue;
             }
             stats.large_regions += 1;
             stats.large_bytes += region.len();
             // Relaxed: statistics of a live block of ours.
             stats.bytes_in_use += region.requested.load(Ordering::Relaxed);
-            cursor = region.heap_next.load(Ordering::Relaxed);
         }
         if crate::heap::modes::tracking_requested() {
             stats.bytes_requested = Some(guarded.heap.counters.net_bytes());
@@ -403,10 +432,7 @@ impl<const LOCKED: bool> Drop for Core<LOCKED> {
         {
             let guarded = self.access();
             guarded.heap.discard_all();
-            while let Some(region) = {
-                // SAFETY: our list of live large regions.
-                unsafe { guarded.large.get().as_ref() }
-            } {
+            while let Some(region) = guarded.large.first() {
                 guarded.unlink_large(region);
                 large::free_block(region, region.start());
             }
@@ -423,21 +449,9 @@ impl<const LOCKED: bool> Drop for Core<LOCKED> {
             guarded.heap.reset();
         }
         let mut registry = REGISTRY.lock();
+        // SAFETY: under the registry lock; a live descriptor is on the list.
+        unsafe { registry.live.remove(inner) };
         // Relaxed: under the registry lock.
-        let (prev, next) = (
-            inner.prev.load(Ordering::Relaxed),
-            inner.next.load(Ordering::Relaxed),
-        );
-        // SAFETY: neighbours are live pool descriptors, never freed.
-        unsafe {
-            match prev.as_ref() {
-                Some(p) => p.next.store(next, Ordering::Relaxed),
-                None => registry.live = next,
-            }
-            if let Some(n) = next.as_ref() {
-                n.prev.store(prev, Ordering::Relaxed);
-            }
-        }
         inner.id.store(0, Ordering::Relaxed);
         registry.pool.give(inner);
     }
@@ -532,27 +546,17 @@ heap_api!(LocalHeap, false, |core| LocalHeap {
 impl Guarded {
     /// Puts a large block of ours at the head of the heap's list.
     fn link_large(&self, region: &'static Region, id: usize) {
-        let head = self.large.get();
-        // Relaxed: (these links) used under our mutex only.
+        // Relaxed: written before the block is handed out (see `belongs_to_a_heap`).
         region.heap_id.store(id, Ordering::Relaxed);
         region.heap_freed.store(false, Ordering::Relaxed);
-        region.heap_prev.store(null_mut(), Ordering::Relaxed);
-        region.heap_next.store(head.cast_mut(), Ordering::Relaxed);
-        // SAFETY: a region on our list, never freed.
-        if let Some(head) = unsafe { head.as_ref() } {
-            head.heap_prev
-                .store((region as *const Region).cast_mut(), Ordering::Relaxed);
-        }
-        self.large.set(region);
+        // SAFETY: our list, under our access; a fresh large block is on no list.
+        unsafe { self.large.push_front(region) };
     }
 
     /// Gives back the heap's large blocks that were freed through the global allocator.
     fn release_freed_large(&self) {
-        let mut cursor = self.large.get();
-        // SAFETY: our list of live large regions (descriptors are never freed).
-        while let Some(region) = unsafe { cursor.as_ref() } {
-            // Relaxed: our own link.
-            cursor = region.heap_next.load(Ordering::Relaxed);
+        // SAFETY: our list, under our access; the walk unlinks only the block it was given.
+        for region in unsafe { self.large.iter() } {
             // Acquire: pairs with the marking free's AcqRel, ordering its last use of the
             // block before we give the block's memory away.
             if region.heap_freed.load(Ordering::Acquire) {
@@ -564,25 +568,11 @@ impl Guarded {
 
     /// Takes a large block off the heap's list, leaving its region as a thread heap's.
     fn unlink_large(&self, region: &Region) {
+        // SAFETY: our list, under our access; callers pass blocks of this heap, on it.
+        unsafe { self.large.remove(region) };
         // Relaxed: as in `link_large`.
-        let (prev, next) = (
-            region.heap_prev.load(Ordering::Relaxed),
-            region.heap_next.load(Ordering::Relaxed),
-        );
-        // SAFETY: regions on our list, never freed.
-        unsafe {
-            match prev.as_ref() {
-                Some(p) => p.heap_next.store(next, Ordering::Relaxed),
-                None => self.large.set(next),
-            }
-            if let Some(n) = next.as_ref() {
-                n.heap_prev.store(prev, Ordering::Relaxed);
-            }
-        }
         region.heap_id.store(0, Ordering::Relaxed);
         region.heap_freed.store(false, Ordering::Relaxed);
-        region.heap_prev.store(null_mut(), Ordering::Relaxed);
-        region.heap_next.store(null_mut(), Ordering::Relaxed);
     }
 }
 

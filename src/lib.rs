@@ -133,6 +133,7 @@ not_loom! {
     pub(crate) mod heap;
     mod isolated;
     mod large;
+    pub(crate) mod list;
     mod options;
     pub(crate) mod os;
     pub(crate) mod purger;

@@ -8,8 +8,7 @@
 
 use core::cell::UnsafeCell;
 
-use super::{Arena, PlatformOs, WriteSession, region_at};
-use crate::config::PageKind;
+use super::{Arena, PlatformOs, WriteSession};
 use crate::sync::atomic::Ordering;
 
 /// The write session held across `fork`. Only the forking thread touches it, between its
@@ -45,12 +44,8 @@ impl Arena<PlatformOs> {
         // SAFETY: only the forking thread uses HELD; it is the only thread in the child.
         let session = unsafe { (*HELD.0.get()).take() };
         if session.is_some() {
-            for kind in PageKind::ALL {
-                let mut cursor = self.page_list(kind);
-                while let Some(region) = cursor {
-                    region.lock.reset_readers_after_fork();
-                    cursor = region_at(&region.list_next);
-                }
+            for region in self.all_page_regions() {
+                region.lock.reset_readers_after_fork();
             }
         }
         // Relaxed: the child has one thread.

@@ -82,7 +82,7 @@ impl Pooled for crate::heap::thread_heap::Heap {
         unsafe { slot.write(Self::new()) }
     }
     fn pool_link(&self) -> &AtomicPtr<Self> {
-        &self.registry_next
+        &self.pool_next
     }
 }
 

@@ -105,11 +105,9 @@ impl<O: Os> WriteSession<'_, O> {
     #[cfg_attr(not(debug_assertions), allow(dead_code))] // tests call it in any profile
     pub(super) fn validate(&self) {
         for kind in PageKind::ALL {
-            let mut cursor = self.arena.page_list(kind);
-            while let Some(region) = cursor {
+            for region in self.arena.page_regions(kind) {
                 assert_eq!(region.page_kind(), Some(kind), "a region on another kind's list");
                 region.validate(&self.guard);
-                cursor = region_at(&region.list_next);
             }
         }
         self.state.free.validate(&self.guard);
@@ -192,9 +190,26 @@ impl<O: Os> Arena<O> {
         self.write().validate();
     }
 
-    /// The first small-object region of `kind`.
-    fn page_list(&self, kind: PageKind) -> Option<&'static Region> {
-        region_at(&self.page_lists[kind.index()])
+    /// The small-object regions of `kind`, front to back, each link read with Acquire as
+    /// the lock-free walkers read them (see the ordering notes above). Under the arena lock
+    /// (either mode) the walk sees every region of the kind; without it, regions may come
+    /// and go meanwhile, and a region it yields may have been detached since (descriptors are
+    /// never freed, so that is only a stale answer). The next region is read before a region
+    /// is yielded.
+    fn page_regions(&self, kind: PageKind) -> impl Iterator<Item = &'static Region> + '_ {
+        let mut cursor = region_at(&self.page_lists[kind.index()]);
+        core::iter::from_fn(move || {
+            let region = cursor?;
+            cursor = region_at(&region.list_next);
+            Some(region)
+        })
+    }
+
+    /// Every small-object region, kind by kind (as for [`Arena::page_regions`]).
+    fn all_page_regions(&self) -> impl Iterator<Item = &'static Region> + '_ {
+        PageKind::ALL
+            .into_iter()
+            .flat_map(move |kind| self.page_regions(kind))
     }
 
     fn write(&self) -> WriteSession<'_, O> {
@@ -306,15 +321,13 @@ impl<O: Os> Arena<O> {
         self.with_read(|_| {
             let mut total = 0;
             for kind in PageKind::ALL {
-                let mut cursor = self.page_list(kind);
-                while let Some(region) = cursor {
+                for region in self.page_regions(kind) {
                     for index in 0..kind.pages_per_region() {
                         let page = region.page(index);
                         // Relaxed: statistics; a page being released reads as 0 either way.
                         let size = page.block_size.load(Ordering::Relaxed);
                         total += page.used.get() as usize * size;
                     }
-                    cursor = region_at(&region.list_next);
                 }
             }
             total

@@ -12,8 +12,16 @@
 //! whether a free is local), and `block_size`, `carved` and the block divisor (to validate a
 //! pointer).
 //!
-//! Layer: `arena` (the descriptor), though most fields are the heap's state (see
-//! `heap::pages`); calls only `sync::atomic` and `config`.
+//! Whose fields are whose. The arena's: `start`, `region` and `index` (set when it creates the
+//! region's page table, fixed while the region is attached), and the "not in use" values of
+//! `owner`, `block_size`, `carved`, `xthread_free` and `used` it stores when it creates a page
+//! or takes one back (`Arena::release_page`). Everything else, and those five while the page
+//! is in use, is the heap's: `heap::pages` sets a claimed page up (`pages::init`) and runs its
+//! free lists, `heap::page_list` links it through `next`/`prev`, `heap::page_blocks` reads the
+//! block geometry. The descriptor lives here because the page map and the regions' page
+//! tables, both the arena's, hold it.
+//!
+//! Layer: `arena` (the descriptor); calls only `sync::atomic` and `config`.
 
 use core::cell::UnsafeCell;
 

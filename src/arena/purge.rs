@@ -20,7 +20,6 @@ use core::ptr::NonNull;
 
 use super::region::Region;
 use super::{Arena, WriteSession, as_ptr, region_at};
-use crate::config::PageKind;
 use crate::os::Os;
 use crate::stats::{adjust, bump};
 use crate::sync::atomic::Ordering;
@@ -108,12 +107,8 @@ impl<O: Os> Arena<O> {
         if force {
             // Make every region due now; the loop below then takes them one at a time.
             let _session = self.write();
-            for kind in PageKind::ALL {
-                let mut cursor = self.page_list(kind);
-                while let Some(region) = cursor {
-                    cursor = region_at(&region.list_next);
-                    region.set_purge_hint(1);
-                }
+            for region in self.all_page_regions() {
+                region.set_purge_hint(1);
             }
         }
         let next = loop {
@@ -123,15 +118,11 @@ impl<O: Os> Arena<O> {
             };
             let mut due_region = None;
             let mut next = NEVER;
-            for kind in PageKind::ALL {
-                let mut cursor = self.page_list(kind);
-                while let Some(region) = cursor {
-                    cursor = region_at(&region.list_next);
-                    match region.purge_hint() {
-                        0 => {}
-                        due if due <= now && due_region.is_none() => due_region = Some(region),
-                        due => next = next.min(due),
-                    }
+            for region in self.all_page_regions() {
+                match region.purge_hint() {
+                    0 => {}
+                    due if due <= now && due_region.is_none() => due_region = Some(region),
+                    due => next = next.min(due),
                 }
             }
             let Some(region) = due_region else { break next };

@@ -9,7 +9,7 @@
 use super::page::{NO_OWNER, Page, PageTable};
 use super::ranges::Dirt;
 use super::region::{Claim, Region, RegionKind};
-use super::{Arena, WriteSession, as_ptr, region_at};
+use super::{Arena, WriteSession, as_ptr};
 use crate::config::{PageKind, SMALL_REGION_SIZE};
 use crate::os::Os;
 use crate::stats::{Tally, adjust};
@@ -75,10 +75,7 @@ impl<O: Os> Arena<O> {
                 Err(ReadFail::Locked) => busy = true,
             }
         }
-        let mut cursor = self.page_list(kind);
-        for _ in 0..MAX_WALK {
-            let Some(region) = cursor else { break };
-            cursor = region_at(&region.list_next);
+        for region in self.page_regions(kind).take(MAX_WALK) {
             if core::ptr::eq(region, hint) || !region.may_have_free_page() {
                 continue;
             }
@@ -132,14 +129,12 @@ impl<O: Os> Arena<O> {
     /// Claims a page from any region of `kind`. Caller holds the arena lock (either mode), so
     /// no write session can be changing these regions.
     fn claim_from_list(&self, kind: PageKind) -> Option<Claim> {
-        let mut cursor = self.page_list(kind);
-        while let Some(region) = cursor {
+        for region in self.page_regions(kind) {
             if let Some(claim) = region.claim_page() {
                 // Release: see `claim_lock_free`.
                 self.hints[kind.index()].store(as_ptr(region), Ordering::Release);
                 return Some(claim);
             }
-            cursor = region_at(&region.list_next);
         }
         None
     }
@@ -218,7 +213,7 @@ impl<O: Os> WriteSession<'_, O> {
             .list_prev
             .store(core::ptr::null_mut(), Ordering::Relaxed);
         region.list_next.store(head, Ordering::Relaxed);
-        if let Some(head) = arena.page_list(kind) {
+        if let Some(head) = arena.page_regions(kind).next() {
             head.list_prev.store(as_ptr(region), Ordering::Relaxed);
         }
         arena.page_lists[kind.index()].store(as_ptr(region), Ordering::Release);

@@ -15,6 +15,7 @@
 //!
 //! Layer: `arena`; calls `sync` (the region lock), `config` and `arena::page`.
 
+use crate::list::AtomicLinks;
 use super::page::{Page, PageTable};
 use crate::config::{MAX_REGION_PAGES, PageKind};
 use crate::sync::arena_lock::ArenaWriteGuard;
@@ -100,8 +101,8 @@ pub(crate) struct Region {
     /// A large block of an isolated heap freed through the global allocator: the heap gives it
     /// back at its next large allocation or its drop (see `crate::isolated`).
     pub(crate) heap_freed: AtomicBool,
-    pub(crate) heap_prev: AtomicPtr<Region>,
-    pub(crate) heap_next: AtomicPtr<Region>,
+    /// Links in its isolated heap's list of large blocks (under the heap's mutex).
+    pub(crate) heap_links: AtomicLinks<Region>,
     /// Large blocks: freed into a thread heap's cache (`heap::large_cache`, the heap layer's
     /// field), so a second free or a realloc of it is caught.
     pub(crate) cached: AtomicBool,
@@ -135,8 +136,7 @@ impl Region {
             queued_free: AtomicBool::new(false),
             heap_id: AtomicUsize::new(0),
             heap_freed: AtomicBool::new(false),
-            heap_prev: AtomicPtr::new(core::ptr::null_mut()),
-            heap_next: AtomicPtr::new(core::ptr::null_mut()),
+            heap_links: AtomicLinks::new(),
             cached: AtomicBool::new(false),
             addr_prev: AtomicPtr::new(core::ptr::null_mut()),
             addr_next: AtomicPtr::new(core::ptr::null_mut()),

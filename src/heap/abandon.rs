@@ -18,21 +18,21 @@ use crate::arena::page::Page;
 use crate::stats::Tally;
 use crate::sync::mutex::Mutex;
 
+use super::page_list::PageList;
 use super::pages;
 use super::size_class::NUM_CLASSES;
 
-struct List {
-    first: *mut Page,
+/// One class's abandoned pages. The list and the pages' links are only touched under the
+/// list's mutex.
+struct Abandoned {
+    pages: PageList,
     /// Pages on the list (for statistics, read under the mutex).
     len: usize,
 }
 
-// SAFETY: the list is only used under its mutex.
-unsafe impl Send for List {}
-
-static ABANDONED: [Mutex<List>; NUM_CLASSES] = [const {
-    Mutex::new(List {
-        first: core::ptr::null_mut(),
+static ABANDONED: [Mutex<Abandoned>; NUM_CLASSES] = [const {
+    Mutex::new(Abandoned {
+        pages: PageList::new(),
         len: 0,
     })
 }; NUM_CLASSES];
@@ -40,47 +40,30 @@ static ABANDONED: [Mutex<List>; NUM_CLASSES] = [const {
 /// Hands over a page whose owner has set its `owner` to `NO_OWNER`.
 pub(crate) fn put(class: usize, page: &'static Page) {
     let mut list = ABANDONED[class].lock();
-    // SAFETY: the links are only touched under this mutex; the page is ours until tagged.
-    unsafe {
-        page.prev.set(core::ptr::null_mut());
-        page.next.set(list.first);
-        if let Some(first) = list.first.as_ref() {
-            first.prev.set((page as *const Page).cast_mut());
-        }
-    }
-    list.first = (page as *const Page).cast_mut();
+    // SAFETY: under the list's mutex; the page is ours until tagged, and on no list.
+    unsafe { list.pages.push_front(page) };
     list.len += 1;
     pages::tag_abandoned(page);
 }
 
-fn unlink(list: &mut List, page: &Page) {
-    // SAFETY: the links are only touched under the list's mutex, which the caller holds.
-    unsafe {
-        let (prev, next) = (page.prev.get(), page.next.get());
-        match prev.as_ref() {
-            Some(p) => p.next.set(next),
-            None => list.first = next,
-        }
-        if let Some(n) = next.as_ref() {
-            n.prev.set(prev);
-        }
-        page.next.set(core::ptr::null_mut());
-        page.prev.set(core::ptr::null_mut());
-    }
+/// # Safety
+/// `page` is on `list`, whose mutex the caller holds.
+unsafe fn unlink(list: &mut Abandoned, page: &Page) {
+    // SAFETY: forwarded from the caller.
+    unsafe { list.pages.remove(page) };
     list.len -= 1;
 }
 
 /// Takes an abandoned page of `class`, if any; the caller becomes its owner.
 pub(crate) fn take(class: usize) -> Option<&'static Page> {
     let mut list = ABANDONED[class].lock();
-    // SAFETY: pages on the list are descriptors, never freed; links are ours under the lock.
-    let mut cursor = unsafe { list.first.as_ref() };
-    while let Some(page) = cursor {
-        // SAFETY: as above.
-        cursor = unsafe { page.next.get().as_ref() };
-        if pages::untag_abandoned(page) {
-            unlink(&mut list, page);
-            return Some(page);
+    // SAFETY: under the list's mutex; the walk stops at the page it unlinks.
+    unsafe {
+        for page in list.pages.iter() {
+            if pages::untag_abandoned(page) {
+                unlink(&mut list, page);
+                return Some(page);
+            }
         }
     }
     None
@@ -89,7 +72,8 @@ pub(crate) fn take(class: usize) -> Option<&'static Page> {
 /// Unlinks a page the caller took over by freeing into it (see the module docs).
 pub(crate) fn unlink_adopted(class: usize, page: &'static Page) {
     let mut list = ABANDONED[class].lock();
-    unlink(&mut list, page);
+    // SAFETY: under the mutex; a page whose tag we cleared is still on its class's list.
+    unsafe { unlink(&mut list, page) };
 }
 
 /// Pages waiting on the abandoned lists.
@@ -102,21 +86,20 @@ pub(crate) fn count() -> usize {
 pub(crate) fn release_empty(tally: &Tally) {
     for slot in &ABANDONED {
         let mut list = slot.lock();
-        // SAFETY: as in `take`; a page we untag is ours.
-        let mut cursor = unsafe { list.first.as_ref() };
-        while let Some(page) = cursor {
-            // SAFETY: as above.
-            cursor = unsafe { page.next.get().as_ref() };
-            if !pages::untag_abandoned(page) {
-                continue;
-            }
-            // SAFETY: we own the page now.
-            unsafe { pages::collect(page) };
-            if pages::is_empty(page) {
-                unlink(&mut list, page);
-                ARENA.release_page(page, tally);
-            } else {
-                pages::tag_abandoned(page);
+        // SAFETY: under the list's mutex; the walk unlinks only the page it was given, and a
+        // page we untag is ours.
+        unsafe {
+            for page in list.pages.iter() {
+                if !pages::untag_abandoned(page) {
+                    continue;
+                }
+                pages::collect(page);
+                if pages::is_empty(page) {
+                    unlink(&mut list, page);
+                    ARENA.release_page(page, tally);
+                } else {
+                    pages::tag_abandoned(page);
+                }
             }
         }
     }

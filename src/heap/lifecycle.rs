@@ -32,12 +32,12 @@
 //! OS back end), `sync::mutex`, `stats`, `os`, `options` and `purger`. `crate::fork` calls its
 //! fork hooks; nothing in it calls back up.
 
-use core::ptr::null_mut;
 
 use super::slot::{self, DESTROYED, INITIALISING, UNINIT};
 use super::thread_heap::{Heap, HeapState, ORPHAN_COUNTERS, new_heap_id};
 use crate::arena::ARENA;
 use crate::arena::meta::{MetaChunks, Pool};
+use crate::list::{Links, List};
 use crate::stats::Stats;
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::mutex::Mutex;
@@ -46,8 +46,8 @@ use crate::sync::mutex::Mutex;
 
 /// The live heaps (for statistics), the pool of unused ones, and the totals of heaps gone.
 struct Registry {
-    /// Heaps in use, linked through `registry_next`/`registry_prev`.
-    live: *mut Heap,
+    /// Heaps in use.
+    live: List<RegistryLinks>,
     live_count: usize,
     /// Look for dead heaps once this many are live (see [`bring_up`]).
     reap_at: usize,
@@ -61,7 +61,7 @@ struct Registry {
 unsafe impl Send for Registry {}
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    live: null_mut(),
+    live: List::new(),
     live_count: 0,
     reap_at: REAP_MIN,
     pool: Pool::new(),
@@ -70,40 +70,40 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     exited: 0,
 });
 
+/// A heap's links for the registry's list (and a reaper's private list of dead heaps).
+enum RegistryLinks {}
+
+// SAFETY: the heap's own `registry` pair, used by no other list; pool heaps are never freed.
+unsafe impl Links for RegistryLinks {
+    type Node = Heap;
+    unsafe fn next(heap: &Heap) -> *const Heap {
+        heap.registry.next()
+    }
+    unsafe fn prev(heap: &Heap) -> *const Heap {
+        heap.registry.prev()
+    }
+    unsafe fn set_next(heap: &Heap, next: *const Heap) {
+        heap.registry.set_next(next);
+    }
+    unsafe fn set_prev(heap: &Heap, prev: *const Heap) {
+        heap.registry.set_prev(prev);
+    }
+}
+
 /// Dead heaps are looked for when the live count doubles, and not below this many.
 const REAP_MIN: usize = 64;
 
 impl Registry {
     fn link(&mut self, heap: &'static Heap) {
-        let this = (heap as *const Heap).cast_mut();
-        // Relaxed: links are only used under the registry mutex.
-        heap.registry_prev.store(null_mut(), Ordering::Relaxed);
-        heap.registry_next.store(self.live, Ordering::Relaxed);
-        // SAFETY: live heaps are pool heaps, never freed.
-        if let Some(head) = unsafe { self.live.as_ref() } {
-            head.registry_prev.store(this, Ordering::Relaxed);
-        }
-        self.live = this;
+        // SAFETY: under the registry mutex (`&mut self`); a heap coming up is on no list.
+        unsafe { self.live.push_front(heap) };
         self.live_count += 1;
         self.started += 1;
     }
 
     fn unlink(&mut self, heap: &Heap) {
-        // Relaxed: links are only used under the registry mutex.
-        let (prev, next) = (
-            heap.registry_prev.load(Ordering::Relaxed),
-            heap.registry_next.load(Ordering::Relaxed),
-        );
-        // SAFETY: neighbours are live pool heaps, never freed.
-        unsafe {
-            match prev.as_ref() {
-                Some(p) => p.registry_next.store(next, Ordering::Relaxed),
-                None => self.live = next,
-            }
-            if let Some(n) = next.as_ref() {
-                n.registry_prev.store(prev, Ordering::Relaxed);
-            }
-        }
+        // SAFETY: under the registry mutex; the caller's heap is a live one, on the list.
+        unsafe { self.live.remove(heap) };
         self.live_count -= 1;
         self.exited += 1;
     }
@@ -115,15 +115,10 @@ impl Registry {
         self.pool.give(heap);
     }
 
-    fn live_heaps(&self) -> impl Iterator<Item = &'static Heap> {
-        let mut cursor = self.live;
-        core::iter::from_fn(move || {
-            // SAFETY: live heaps are pool heaps, never freed; links change under the mutex,
-            // which the caller holds for as long as it borrows the registry.
-            let heap = unsafe { cursor.as_ref()? };
-            cursor = heap.registry_next.load(Ordering::Relaxed);
-            Some(heap)
-        })
+    fn live_heaps(&self) -> impl Iterator<Item = &'static Heap> + '_ {
+        // SAFETY: under the registry mutex, held by the caller for as long as it borrows the
+        // registry (the returned walk borrows it too); walkers change no links.
+        unsafe { self.live.iter() }
     }
 }
 
@@ -242,18 +237,17 @@ pub(crate) fn reap_dead_heaps() {
     let me: *const Heap = slot::heap();
     // Unlink under the lock, hand the pages over without it (that takes the abandoned lists'
     // and the arena's locks, which must not nest inside the registry's; see `crate::fork`).
-    let mut dead: *mut Heap = null_mut();
+    let dead = List::<RegistryLinks>::new();
     {
         let mut registry = REGISTRY.lock();
-        let mut cursor = registry.live;
-        // SAFETY: live heaps are pool heaps, never freed; we hold the registry lock.
-        while let Some(heap) = unsafe { cursor.as_ref() } {
-            cursor = heap.registry_next.load(Ordering::Relaxed);
-            if !core::ptr::eq(heap, me) && !thread_runs(heap.os_tid()) {
-                registry.unlink(heap);
-                // Relaxed: a private list, under the lock.
-                heap.registry_next.store(dead, Ordering::Relaxed);
-                dead = (heap as *const Heap).cast_mut();
+        // SAFETY: under the registry lock; the walk unlinks only the heap it was given, which
+        // then goes on our private list (links of unlinked heaps are the lock holder's).
+        unsafe {
+            for heap in registry.live.iter() {
+                if !core::ptr::eq(heap, me) && !thread_runs(heap.os_tid()) {
+                    registry.unlink(heap);
+                    dead.push_front(heap);
+                }
             }
         }
         registry.reap_at = (registry.live_count * 2).max(REAP_MIN);
@@ -261,8 +255,10 @@ pub(crate) fn reap_dead_heaps() {
     // SAFETY: pool heaps, unlinked above, now ours alone: their threads are gone (the kernel
     // has no thread of that id in this process), so nothing else touches them or their pages.
     // The kernel's thread exit orders the dead thread's last writes before our reads.
-    while let Some(heap) = unsafe { dead.as_ref() } {
-        dead = heap.registry_next.load(Ordering::Relaxed);
+    // The private list's links are ours: no other list holds these heaps.
+    while let Some(heap) = dead.first() {
+        // SAFETY: our private list, the heap on it.
+        unsafe { dead.remove(heap) };
         heap.abandon_all();
         REGISTRY.lock().recycle(heap);
     }
@@ -355,17 +351,17 @@ pub(crate) unsafe fn reset_after_fork_child() {
     // SAFETY: we hold the lock (caller), and nothing else runs.
     let registry = unsafe { REGISTRY.get_locked() };
     let me: *const Heap = slot::heap();
-    let mut cursor = registry.live;
-    registry.live = null_mut();
-    registry.live_count = 0;
     let started = registry.started;
-    // SAFETY: live heaps are pool heaps, never freed.
-    while let Some(heap) = unsafe { cursor.as_ref() } {
-        cursor = heap.registry_next.load(Ordering::Relaxed);
-        if !core::ptr::eq(heap, me) {
-            registry.recycle(heap);
+    // SAFETY: we hold the lock and are the only thread; the walk unlinks the heap it was given.
+    unsafe {
+        for heap in registry.live.iter() {
+            registry.live.remove(heap);
+            if !core::ptr::eq(heap, me) {
+                registry.recycle(heap);
+            }
         }
     }
+    registry.live_count = 0;
     if slot::heap().state() == HeapState::Alive {
         registry.link(slot::heap());
         slot::heap().set_os_tid(os_thread_id());

@@ -17,6 +17,7 @@ pub(crate) mod large_cache;
 pub(crate) mod lifecycle;
 pub(crate) mod modes;
 pub(crate) mod page_blocks;
+pub(crate) mod page_list;
 pub(crate) mod pages;
 pub(crate) mod size_class;
 mod slot;

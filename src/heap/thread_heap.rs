@@ -22,11 +22,13 @@ use super::double_free;
 use super::large_cache::LargeCache;
 use super::modes;
 use super::page_blocks;
+use super::page_list::PageList;
 use super::pages;
 use super::size_class::{NUM_CLASSES, class_size, page_kind};
 use crate::arena::ARENA;
 use crate::arena::page::{Block, NO_OWNER, OWNER_FULL_FLAG, Page};
 use crate::config::PageKind;
+use crate::list::AtomicLinks;
 use crate::stats::Tally;
 use crate::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 
@@ -232,75 +234,6 @@ impl HeapCounters {
 /// Counters of exited heaps, and of frees made by threads without a usable heap.
 pub(crate) static ORPHAN_COUNTERS: HeapCounters = HeapCounters::shared();
 
-/// A doubly linked list of pages through their `next`/`prev` owner fields.
-struct PageList {
-    first: Cell<*const Page>,
-    last: Cell<*const Page>,
-}
-
-impl PageList {
-    const fn new() -> PageList {
-        PageList {
-            first: Cell::new(core::ptr::null()),
-            last: Cell::new(core::ptr::null()),
-        }
-    }
-
-    fn first(&self) -> Option<&'static Page> {
-        // SAFETY: lists hold page descriptors, which are never freed.
-        unsafe { self.first.get().as_ref() }
-    }
-
-    /// # Safety
-    /// The calling thread owns `page`, which is on no list.
-    unsafe fn push_front(&self, page: &Page) {
-        // SAFETY: owner (caller); neighbours are pages of this list, also ours.
-        unsafe {
-            page.prev.set(core::ptr::null_mut());
-            page.next.set(self.first.get().cast_mut());
-            match self.first().map(|f| &f.prev) {
-                Some(prev) => prev.set((page as *const Page).cast_mut()),
-                None => self.last.set(page),
-            }
-        }
-        self.first.set(page);
-    }
-
-    /// # Safety
-    /// As for `push_front`.
-    unsafe fn push_back(&self, page: &Page) {
-        // SAFETY: as for `push_front`.
-        unsafe {
-            page.next.set(core::ptr::null_mut());
-            page.prev.set(self.last.get().cast_mut());
-            match self.last.get().as_ref() {
-                Some(last) => last.next.set((page as *const Page).cast_mut()),
-                None => self.first.set(page),
-            }
-        }
-        self.last.set(page);
-    }
-
-    /// # Safety
-    /// The calling thread owns `page`, which is on this list.
-    unsafe fn remove(&self, page: &Page) {
-        // SAFETY: as for `push_front`.
-        unsafe {
-            let (prev, next) = (page.prev.get(), page.next.get());
-            match prev.as_ref() {
-                Some(p) => p.next.set(next),
-                None => self.first.set(next),
-            }
-            match next.as_ref() {
-                Some(n) => n.prev.set(prev),
-                None => self.last.set(prev),
-            }
-            page.next.set(core::ptr::null_mut());
-            page.prev.set(core::ptr::null_mut());
-        }
-    }
-}
-
 /// Set in `Heap::fast_free_owner` while counting; never in a page's `owner` (heap ids are
 /// multiples of 4, and bit 0 is `OWNER_FULL_FLAG`).
 const COUNTING_BIT: usize = 2;
@@ -334,10 +267,11 @@ pub(crate) struct Heap {
     pub(crate) large_cache: LargeCache,
     /// The kernel's id of the owning thread (to tell whether it still runs; see `lifecycle`).
     os_tid: AtomicI32,
-    /// Links in the registry of live heaps, or (`registry_next`) in the pool of unused ones;
-    /// changed under the registry lock.
-    pub(crate) registry_next: AtomicPtr<Heap>,
-    pub(crate) registry_prev: AtomicPtr<Heap>,
+    /// Links in the registry of live heaps (or a reaper's private list); changed under the
+    /// registry lock (see `lifecycle`).
+    pub(crate) registry: AtomicLinks<Heap>,
+    /// The link in the pool of unused heaps (`arena::meta::Pool`).
+    pub(crate) pool_next: AtomicPtr<Heap>,
 }
 
 // SAFETY: a heap is used by one thread at a time: its own thread, the holder of the fallback
@@ -365,8 +299,8 @@ impl Heap {
             counters: HeapCounters::new(),
             large_cache: LargeCache::new(),
             os_tid: AtomicI32::new(0),
-            registry_next: AtomicPtr::new(core::ptr::null_mut()),
-            registry_prev: AtomicPtr::new(core::ptr::null_mut()),
+            registry: AtomicLinks::new(),
+            pool_next: AtomicPtr::new(core::ptr::null_mut()),
         }
     }
 
@@ -436,8 +370,7 @@ impl Heap {
         for class in 0..NUM_CLASSES {
             self.current[class].set(&raw const EMPTY_PAGE);
             for list in [&self.queues[class], &self.full[class]] {
-                list.first.set(core::ptr::null());
-                list.last.set(core::ptr::null());
+                list.clear();
             }
         }
         self.tid.set(NO_THREAD);
@@ -619,7 +552,7 @@ impl Heap {
                 }
                 full.push_back(page);
             }
-            if core::ptr::eq(full.first.get(), page) {
+            if core::ptr::eq(full.first_ptr(), page) {
                 break; // the only full page
             }
         }
@@ -629,7 +562,7 @@ impl Heap {
     /// Points the fast path at the first queued page of `class` (never, in checked mode: its
     /// allocations all take the generic path).
     fn sync_current(&self, class: usize) {
-        let first = self.queues[class].first.get();
+        let first = self.queues[class].first_ptr();
         self.current[class].set(if first.is_null() || self.checked.get() {
             &raw const EMPTY_PAGE
         } else {
@@ -830,7 +763,7 @@ impl Heap {
     #[inline(never)]
     unsafe fn release_emptied(&self, page: &'static Page, class: usize) {
         // Checked mode has no current page; it keeps the first queued one instead.
-        if self.checked.get() && core::ptr::eq(self.queues[class].first.get(), page) {
+        if self.checked.get() && core::ptr::eq(self.queues[class].first_ptr(), page) {
             return;
         }
         // SAFETY: owner; the page is on exactly one of our lists (by its full flag).
@@ -859,11 +792,9 @@ impl Heap {
         self.drain_large_cache();
         for class in 0..NUM_CLASSES {
             for list in [&self.queues[class], &self.full[class]] {
-                let mut cursor = list.first();
-                while let Some(page) = cursor {
-                    // SAFETY: our page.
-                    unsafe {
-                        cursor = page.next.get().as_ref();
+                // SAFETY: our lists and pages; the walk removes only the page it was given.
+                unsafe {
+                    for page in list.iter() {
                         pages::collect(page);
                         if pages::is_empty(page) {
                             list.remove(page);
@@ -921,14 +852,10 @@ impl Heap {
         let (mut bytes, mut pages) = (0, [0; PageKind::COUNT]);
         for class in 0..NUM_CLASSES {
             for list in [&self.queues[class], &self.full[class]] {
-                let mut cursor = list.first();
-                while let Some(page) = cursor {
-                    // SAFETY: our page (the caller holds the heap).
-                    unsafe {
-                        cursor = page.next.get().as_ref();
-                        let live = page.used.get() as usize - pages::remote_frees(page);
-                        bytes += live * class_size(class);
-                    }
+                // SAFETY: our lists (the caller holds the heap).
+                for page in unsafe { list.iter() } {
+                    let live = page.used.get() as usize - pages::remote_frees(page);
+                    bytes += live * class_size(class);
                     pages[page_kind(class).index()] += 1;
                 }
             }
@@ -969,8 +896,8 @@ impl Heap {
         for class in 0..NUM_CLASSES {
             for (list, full) in [(&self.queues[class], false), (&self.full[class], true)] {
                 let mut prev: *const Page = core::ptr::null();
-                let mut cursor = list.first();
-                while let Some(page) = cursor {
+                // SAFETY: our lists; the walk changes nothing.
+                for page in unsafe { list.iter() } {
                     assert_ne!(tid, NO_THREAD, "a heap that is not alive holds pages");
                     // Relaxed: our own store (`set_full_flag`, adoption).
                     let owner = page.owner.load(Ordering::Relaxed);
@@ -984,12 +911,11 @@ impl Heap {
                             "page list back link"
                         );
                         prev = page;
-                        cursor = page.next.get().as_ref();
                     }
                 }
-                assert!(core::ptr::eq(list.last.get(), prev), "page list tail");
+                assert!(core::ptr::eq(list.last_ptr(), prev), "page list tail");
             }
-            let first = self.queues[class].first.get();
+            let first = self.queues[class].first_ptr();
             let expected = if first.is_null() || self.checked.get() {
                 &raw const EMPTY_PAGE
             } else {
