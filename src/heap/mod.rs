@@ -23,6 +23,9 @@ pub(crate) mod size_class;
 mod slot;
 pub(crate) mod thread_heap;
 
+#[cfg(test)]
+mod tests;
+
 use crate::arena::page::{Block, Page};
 use crate::stats::Stats;
 use modes::tracking_requested;
