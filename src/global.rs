@@ -149,3 +149,9 @@ unsafe impl GlobalAlloc for VmArena {
         unsafe { realloc::<false>(ptr, layout, new_size) }
     }
 }
+
+/// The bytes usable in the block at `ptr`, or `None` if vmarena did not hand it out (see
+/// `crate::usable_size`).
+pub(crate) fn usable_size(ptr: *const u8) -> Option<usize> {
+    ARENA.usable_size(ptr as usize, heap::tally())
+}

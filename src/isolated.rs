@@ -17,8 +17,8 @@
 //! holder may go on to take the fallback heap's (a thread it starts allocates) and the arena's
 //! locks, never the reverse (see `crate::fork`).
 //!
-//! Layer: the top, beside `global`; calls `global`, `heap` (`thread_heap`, `lifecycle`,
-//! `size_class`), `large`, `arena`, `sync::mutex`, `stats`, `os` and `abort`.
+//! Layer: the top, beside `global`; calls `global`, `heap` (`thread_heap`, `modes`,
+//! `size_class`), `large`, `arena`, `list`, `sync::mutex`, `stats`, `os` and `abort`.
 
 use core::alloc::Layout;
 use core::cell::Cell;
@@ -516,7 +516,7 @@ macro_rules! heap_api {
 
             /// The bytes usable in the block at `ptr` (see [`crate::usable_size`]).
             pub fn usable_size(&self, ptr: *const u8) -> Option<usize> {
-                crate::usable_size(ptr)
+                crate::global::usable_size(ptr)
             }
 
             /// This heap's figures: bytes in live blocks (`bytes_in_use`, by block size; less

@@ -96,6 +96,11 @@ compile_error!(
 ))]
 extern crate std;
 
+// The crate's layers, bottom to top (each module's doc comment says its own place and what it
+// calls; ARCHITECTURE.md, "Layers and modules"): `sync` → `os` → `arena` → `large`, `purger`
+// → `heap` → `global`, `isolated`, `raw`, `allocator`, `fork` and this file, the public face;
+// leaf services beside them: `config`, `stats`, `abort`, `stderr`, `options`, `list`, `ablation`.
+
 // The loom build (`--cfg vmarena_loom`) is `sync` alone, used only by its models
 // (`sync::loom_tests`, which exercise part of it): dead code there is expected.
 #[cfg_attr(vmarena_loom, allow(dead_code, unused_imports))]
@@ -261,6 +266,6 @@ not_loom! {
     /// assert_eq!(vmarena::usable_size(&on_stack), None);
     /// ```
     pub fn usable_size(ptr: *const u8) -> Option<usize> {
-        arena::ARENA.usable_size(ptr as usize, heap::tally())
+        global::usable_size(ptr)
     }
 }

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::Rng;
+use vmarena_testkit::tagged_pattern::{check, fill};
 
 #[global_allocator]
 static GLOBAL: vmarena::VmArena = vmarena::VmArena;
@@ -31,10 +32,6 @@ const WORKER_LIFE: u64 = 100_000;
 /// Blocks a worker holds at most (it frees the excess).
 const MAX_LIVE: usize = 1_000;
 
-/// Bytes checked at each end of a block: the head and tail windows carry the pattern.
-const HEAD: usize = 1024;
-const TAIL: usize = 256;
-
 #[derive(Clone, Copy, Debug)]
 struct Block {
     ptr: usize,
@@ -44,61 +41,6 @@ struct Block {
 
 // SAFETY: plain data; blocks are handed between threads on purpose.
 unsafe impl Send for Block {}
-
-fn pattern_word(tag: u64, index: usize) -> u64 {
-    (tag ^ (index as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-fn pattern_byte(tag: u64, offset: usize) -> u8 {
-    (pattern_word(tag, offset / 8) >> (offset % 8 * 8)) as u8
-}
-
-/// The `[start, end)` byte ranges of a `len`-byte block that carry its pattern.
-fn windows(len: usize) -> [(usize, usize); 2] {
-    let head = len.min(HEAD);
-    let tail = (len.saturating_sub(TAIL) & !7).max(head);
-    [(0, head), (tail, len)]
-}
-
-/// # Safety
-/// `ptr` is valid for `len` bytes of writes.
-unsafe fn fill(ptr: *mut u8, len: usize, tag: u64) {
-    for (start, end) in windows(len) {
-        let mut o = start;
-        while o < end {
-            // SAFETY: o (+ 8) <= end <= len.
-            unsafe {
-                if o % 8 == 0 && o + 8 <= end {
-                    ptr.add(o)
-                        .cast::<u64>()
-                        .write_unaligned(pattern_word(tag, o / 8));
-                    o += 8;
-                } else {
-                    ptr.add(o).write(pattern_byte(tag, o));
-                    o += 1;
-                }
-            }
-        }
-    }
-}
-
-/// Checks the first `upto` bytes of a block at `ptr` that was filled as `len` bytes with `tag`.
-///
-/// # Safety
-/// `ptr` is valid for `upto` bytes of reads.
-unsafe fn check(ptr: *const u8, len: usize, upto: usize, tag: u64) {
-    for (start, end) in windows(len) {
-        for o in start..end.min(upto) {
-            // SAFETY: o < upto.
-            let got = unsafe { ptr.add(o).read() };
-            assert_eq!(
-                got,
-                pattern_byte(tag, o),
-                "block {ptr:p} ({len} bytes, tag {tag:#x}) corrupted at byte {o}: another thread's block?"
-            );
-        }
-    }
-}
 
 /// Allocates and fills a block (zeroed blocks are checked first); vmarena must not say null.
 fn alloc(layout: Layout, zeroed: bool, tag: u64) -> Block {

@@ -2,7 +2,7 @@
 //! benchmark binary measures them side by side in the same run. mimalloc and jemalloc are
 //! built from C, so they come only with `--features baselines`; without it the benchmarks
 //! compare vmarena with glibc (`System`), which needs no C compiler.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 #[cfg(feature = "baselines")]
 use std::alloc::Layout;
@@ -62,25 +62,6 @@ pub fn criterion() -> criterion::Criterion {
         .sample_size(30)
 }
 
-/// xorshift64: a deterministic, allocation-free source of sizes and slots.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// A figure of `/proc/self/status` in KiB: `"VmHWM:"` (peak RSS) or `"VmRSS:"` (RSS now).
-pub fn status_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
+// The generator and the RSS figures come from the test kit the tests and fuzz targets share.
+pub use vmarena_testkit::Xorshift64 as Rng;
+pub use vmarena_testkit::proc::status_kib;

@@ -37,55 +37,15 @@ impl Input<'_> {
     }
 }
 
-/// Blocks up to this size are filled and checked in full; larger ones in 256-byte windows at
-/// the start, the end and about 32 places between (so a 32 MiB block touches a few dozen
-/// pages, not all of them: page faults would otherwise dominate the run time).
-const FULL: usize = 64 << 10;
-const WINDOW: usize = 256;
-const SAMPLES: usize = 32;
-/// The pattern repeats with this (prime) period; a block's seed sets its phase.
-const PERIOD: usize = 251;
-
-/// The pattern, long enough for any full block at any phase. Filling and checking copy from
-/// and compare against it with `memcpy`/`memcmp`, which the fuzzer does not instrument: a
-/// byte loop here, instrumented, took most of the run time.
-fn pattern() -> &'static [u8] {
-    static PATTERN: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    PATTERN.get_or_init(|| {
-        (0..FULL + PERIOD)
-            .map(|i| ((i % PERIOD) as u8).wrapping_mul(97) ^ 0x5A)
-            .collect()
-    })
-}
-
-/// The `(offset, length)` windows of a `len`-byte block that carry its pattern.
-fn windows(len: usize) -> impl Iterator<Item = (usize, usize)> {
-    let full = len <= FULL;
-    let step = (len / SAMPLES).max(WINDOW);
-    let sampled = (!full).then(|| {
-        (0..len)
-            .step_by(step)
-            .map(move |o| (o, WINDOW.min(len - o)))
-    });
-    let tail = (!full).then(|| (len - WINDOW, WINDOW));
-    full.then_some((0, len))
-        .into_iter()
-        .chain(sampled.into_iter().flatten())
-        .chain(tail)
-}
-
-fn expected(seed: u8, offset: usize, n: usize) -> &'static [u8] {
-    let phase = (seed as usize * 7 + offset) % PERIOD;
-    &pattern()[phase..phase + n]
-}
+// The block pattern is the test kit's tagged pattern (`vmarena_testkit::tagged_pattern`: the
+// seed as the tag), shared with the soak test.
+use vmarena_testkit::tagged_pattern;
 
 /// # Safety
 /// `ptr` is valid for `len` bytes of writes.
 pub unsafe fn fill(ptr: *mut u8, len: usize, seed: u8) {
-    for (o, n) in windows(len) {
-        // SAFETY: o + n <= len.
-        unsafe { std::ptr::copy_nonoverlapping(expected(seed, o, n).as_ptr(), ptr.add(o), n) };
-    }
+    // SAFETY: forwarded from the caller.
+    unsafe { tagged_pattern::fill(ptr, len, u64::from(seed)) }
 }
 
 /// Checks the first `upto` bytes of a block filled as `len` bytes with `seed`.
@@ -93,36 +53,19 @@ pub unsafe fn fill(ptr: *mut u8, len: usize, seed: u8) {
 /// # Safety
 /// `ptr` is valid for `upto` bytes of reads.
 pub unsafe fn check(ptr: *const u8, len: usize, upto: usize, seed: u8) {
-    for (o, n) in windows(len) {
-        let n = n.min(upto.saturating_sub(o));
-        if n == 0 {
-            continue;
-        }
-        // SAFETY: o + n <= upto.
-        let got = unsafe { std::slice::from_raw_parts(ptr.add(o), n) };
-        if got != expected(seed, o, n) {
-            let at = (0..n).find(|&i| got[i] != expected(seed, o, n)[i]).unwrap();
-            panic!("block {ptr:p} ({len} bytes) corrupted at byte {}", o + at);
-        }
-    }
+    // SAFETY: forwarded from the caller.
+    unsafe { tagged_pattern::check(ptr, len, upto, u64::from(seed)) }
 }
 
 /// # Safety
 /// `ptr` is valid for `len` bytes of reads.
 pub unsafe fn check_zero(ptr: *const u8, len: usize) {
-    static ZEROS: [u8; FULL] = [0; FULL];
-    for (o, n) in windows(len) {
-        // SAFETY: o + n <= len.
-        let got = unsafe { std::slice::from_raw_parts(ptr.add(o), n) };
-        if got != &ZEROS[..n] {
-            let at = got.iter().position(|&b| b != 0).unwrap();
-            panic!(
-                "zeroed block {ptr:p} ({len} bytes, usable {:?}) has {:#x} at byte {}",
-                vmarena::usable_size(ptr),
-                got[at],
-                o + at
-            );
-        }
+    // SAFETY: forwarded from the caller.
+    if let Some((at, byte)) = unsafe { tagged_pattern::first_nonzero(ptr, len) } {
+        panic!(
+            "zeroed block {ptr:p} ({len} bytes, usable {:?}) has {byte:#x} at byte {at}",
+            vmarena::usable_size(ptr),
+        );
     }
 }
 

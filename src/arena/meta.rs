@@ -76,16 +76,6 @@ impl Pooled for Region {
     }
 }
 
-impl Pooled for crate::heap::thread_heap::Heap {
-    unsafe fn init(slot: *mut Self) {
-        // SAFETY: guaranteed by the caller.
-        unsafe { slot.write(Self::new()) }
-    }
-    fn pool_link(&self) -> &AtomicPtr<Self> {
-        &self.pool_next
-    }
-}
-
 impl Pooled for PageTable {
     unsafe fn init(slot: *mut Self) {
         // SAFETY: guaranteed by the caller; fields are written one by one so the 50 KiB table

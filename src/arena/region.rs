@@ -13,11 +13,12 @@
 //! one region at once), releasing is a `fetch_or`. A second bitmap remembers which pages were
 //! touched since they were last purged.
 //!
-//! Layer: `arena`; calls `sync` (the region lock), `config` and `arena::page`.
+//! Layer: `arena`; calls `sync` (the region lock), `config`, `arena::page` and `list` (the
+//! links of an isolated heap's large blocks).
 
-use crate::list::AtomicLinks;
 use super::page::{Page, PageTable};
 use crate::config::{MAX_REGION_PAGES, PageKind};
+use crate::list::AtomicLinks;
 use crate::sync::arena_lock::ArenaWriteGuard;
 use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::region_lock::RegionLock;

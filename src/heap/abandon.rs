@@ -10,8 +10,8 @@
 //! The owner unlinks the page; a list walker that finds the tag already cleared leaves the
 //! page for its new owner to unlink.
 //!
-//! Layer: `heap`; calls `heap::pages`, `arena` (to give empty pages back), `sync::mutex` and
-//! `stats`.
+//! Layer: `heap`; calls `heap::pages` and `page_list`, `arena` (to give empty pages back),
+//! `sync::mutex` and `stats`.
 
 use crate::arena::ARENA;
 use crate::arena::page::Page;

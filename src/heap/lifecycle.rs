@@ -29,17 +29,17 @@
 //! often when threads start) and handed over as if their thread had exited normally.
 //!
 //! Layer: `heap`; calls `heap::slot`, `thread_heap` and `fallback`, `arena` (`meta`'s pool, the
-//! OS back end), `sync::mutex`, `stats`, `os`, `options` and `purger`. `crate::fork` calls its
+//! OS back end), `list`, `sync::mutex`, `stats`, `os`, `options` and `purger`. `crate::fork` calls its
 //! fork hooks; nothing in it calls back up.
 
 
 use super::slot::{self, DESTROYED, INITIALISING, UNINIT};
 use super::thread_heap::{Heap, HeapState, ORPHAN_COUNTERS, new_heap_id};
 use crate::arena::ARENA;
-use crate::arena::meta::{MetaChunks, Pool};
+use crate::arena::meta::{MetaChunks, Pool, Pooled};
 use crate::list::{Links, List};
 use crate::stats::Stats;
-use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use crate::sync::mutex::Mutex;
 
 // ------------------------------------------------------------------ the registry
@@ -69,6 +69,17 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     started: 0,
     exited: 0,
 });
+
+// The pool of heaps is the arena's type-stable pool (the type the arena need not know).
+impl Pooled for Heap {
+    unsafe fn init(slot: *mut Self) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { slot.write(Heap::new()) }
+    }
+    fn pool_link(&self) -> &AtomicPtr<Self> {
+        &self.pool_next
+    }
+}
 
 /// A heap's links for the registry's list (and a reaper's private list of dead heaps).
 enum RegistryLinks {}

@@ -2,6 +2,9 @@
 //! that empties an abandoned page), the fallback heap, and what a sentinel heap hands to its
 //! caller. They drive `Heap`s directly, on the process's arena (no thread needs to start or
 //! exit), one test at a time: the abandoned lists and the fallback heap are process-wide.
+//!
+//! Layer: `heap`'s tests; drive `thread_heap`, `abandon`, `fallback` and `size_class` on the
+//! process's `arena`.
 
 use std::boxed::Box;
 use std::sync::Mutex;

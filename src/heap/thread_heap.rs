@@ -12,9 +12,9 @@
 //! A heap that is a sentinel (the thread has none) hands its generic paths' decisions to the
 //! caller's [`NoHeap`] type: the heap never calls up into the life cycle.
 //!
-//! Layer: `heap`; calls `heap::pages`, `page_blocks`, `double_free`, `size_class`, `abandon`,
-//! `large_cache` and `modes`, `arena` (claiming and releasing pages), `large` (freeing cached
-//! blocks), `stats`, `abort`, `os`, `config` and `purger`.
+//! Layer: `heap`; calls `heap::pages`, `page_blocks`, `page_list`, `double_free`, `size_class`,
+//! `abandon`, `large_cache` and `modes`, `arena` (claiming and releasing pages), `large`
+//! (freeing cached blocks), `list`, `stats`, `abort`, `os`, `config` and `purger`.
 
 use core::cell::Cell;
 
