@@ -26,7 +26,10 @@
 //! A heap can outlive its thread without the destructor ever running: if it came up during the
 //! last round of key destructors (glibc runs at most four), nothing runs our destructor. Such
 //! heaps are found by their thread id ([`reap_dead_heaps`], run by `collect()` and every so
-//! often when threads start) and handed over as if their thread had exited normally.
+//! often when threads start) and handed over as if their thread had exited normally. A thread
+//! that is still exiting is not dead yet: the kernel wakes `pthread_join` (clearing the thread's
+//! id) before it removes the thread, so a look right after a join may leave its heap for the
+//! next one.
 //!
 //! Layer: `heap`; calls `heap::slot`, `thread_heap` and `fallback`, `arena` (`meta`'s pool, the
 //! OS back end), `list`, `sync::mutex`, `stats`, `os`, `options` and `purger`. `crate::fork` calls its
