@@ -36,7 +36,7 @@ use crate::large;
 use crate::stats::Stats;
 use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use crate::sync::mutex::Mutex;
-use crate::list::{AtomicLinks, Links, List};
+use crate::list::{AtomicLinks, List, atomic_links};
 
 /// What the heap's mutex guards.
 pub(crate) struct Guarded {
@@ -62,47 +62,17 @@ pub(crate) struct Isolated {
     pool_next: AtomicPtr<Isolated>,
 }
 
-/// A descriptor's links for the registry's list.
-enum RegistryLinks {}
+atomic_links!(
+    /// A descriptor's links for the registry's list (pool descriptors are never freed).
+    RegistryLinks: Isolated,
+    links
+);
 
-// SAFETY: the descriptor's own `links`, used by no other list; pool descriptors are never
-// freed.
-unsafe impl Links for RegistryLinks {
-    type Node = Isolated;
-    unsafe fn next(heap: &Isolated) -> *const Isolated {
-        heap.links.next()
-    }
-    unsafe fn prev(heap: &Isolated) -> *const Isolated {
-        heap.links.prev()
-    }
-    unsafe fn set_next(heap: &Isolated, next: *const Isolated) {
-        heap.links.set_next(next);
-    }
-    unsafe fn set_prev(heap: &Isolated, prev: *const Isolated) {
-        heap.links.set_prev(prev);
-    }
-}
-
-/// A large block's links in its isolated heap's list.
-enum LargeLinks {}
-
-// SAFETY: the region's `heap_links`, used by no other list; region descriptors are never
-// freed.
-unsafe impl Links for LargeLinks {
-    type Node = Region;
-    unsafe fn next(region: &Region) -> *const Region {
-        region.heap_links.next()
-    }
-    unsafe fn prev(region: &Region) -> *const Region {
-        region.heap_links.prev()
-    }
-    unsafe fn set_next(region: &Region, next: *const Region) {
-        region.heap_links.set_next(next);
-    }
-    unsafe fn set_prev(region: &Region, prev: *const Region) {
-        region.heap_links.set_prev(prev);
-    }
-}
+atomic_links!(
+    /// A large block's links in its isolated heap's list (region descriptors are never freed).
+    LargeLinks: Region,
+    heap_links
+);
 
 impl Isolated {
     /// False for a [`LocalHeap`]: `fork` leaves it alone (only its thread can reach it, and

@@ -75,6 +75,35 @@ impl<T> AtomicLinks<T> {
     }
 }
 
+/// Declares `$adapter`, the [`Links`] adapter of lists whose nodes, of type `$node`, link
+/// through their [`AtomicLinks`] field `$field`. Only for descriptor types that are never freed
+/// (the adapter's `unsafe impl` rests on it), and one adapter per field.
+macro_rules! atomic_links {
+    ($(#[$doc:meta])* $vis:vis $adapter:ident: $node:ty, $field:ident) => {
+        $(#[$doc])*
+        $vis enum $adapter {}
+
+        // SAFETY: the node's own `$field` pair, which only this adapter's lists use; the node
+        // type's descriptors are never freed (the macro's contract).
+        unsafe impl $crate::list::Links for $adapter {
+            type Node = $node;
+            unsafe fn next(node: &$node) -> *const $node {
+                node.$field.next()
+            }
+            unsafe fn prev(node: &$node) -> *const $node {
+                node.$field.prev()
+            }
+            unsafe fn set_next(node: &$node, next: *const $node) {
+                node.$field.set_next(next);
+            }
+            unsafe fn set_prev(node: &$node, prev: *const $node) {
+                node.$field.set_prev(prev);
+            }
+        }
+    };
+}
+pub(crate) use atomic_links;
+
 /// A doubly linked list of `L::Node`s.
 pub(crate) struct List<L: Links> {
     first: Cell<*const L::Node>,
@@ -200,24 +229,8 @@ mod tests {
         links: AtomicLinks<Node>,
     }
 
-    enum ByLinks {}
-
-    // SAFETY: the links are the node's own pair; test nodes are leaked, never freed.
-    unsafe impl Links for ByLinks {
-        type Node = Node;
-        unsafe fn next(node: &Node) -> *const Node {
-            node.links.next()
-        }
-        unsafe fn prev(node: &Node) -> *const Node {
-            node.links.prev()
-        }
-        unsafe fn set_next(node: &Node, next: *const Node) {
-            node.links.set_next(next);
-        }
-        unsafe fn set_prev(node: &Node, prev: *const Node) {
-            node.links.set_prev(prev);
-        }
-    }
+    // Test nodes are leaked, never freed.
+    atomic_links!(ByLinks: Node, links);
 
     fn nodes(n: usize) -> Vec<&'static Node> {
         (0..n)

@@ -40,7 +40,7 @@ use super::slot::{self, DESTROYED, INITIALISING, UNINIT};
 use super::thread_heap::{Heap, HeapState, ORPHAN_COUNTERS, new_heap_id};
 use crate::arena::ARENA;
 use crate::arena::meta::{MetaChunks, Pool, Pooled};
-use crate::list::{Links, List};
+use crate::list::{List, atomic_links};
 use crate::stats::Stats;
 use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use crate::sync::mutex::Mutex;
@@ -84,25 +84,12 @@ impl Pooled for Heap {
     }
 }
 
-/// A heap's links for the registry's list (and a reaper's private list of dead heaps).
-enum RegistryLinks {}
-
-// SAFETY: the heap's own `registry` pair, used by no other list; pool heaps are never freed.
-unsafe impl Links for RegistryLinks {
-    type Node = Heap;
-    unsafe fn next(heap: &Heap) -> *const Heap {
-        heap.registry.next()
-    }
-    unsafe fn prev(heap: &Heap) -> *const Heap {
-        heap.registry.prev()
-    }
-    unsafe fn set_next(heap: &Heap, next: *const Heap) {
-        heap.registry.set_next(next);
-    }
-    unsafe fn set_prev(heap: &Heap, prev: *const Heap) {
-        heap.registry.set_prev(prev);
-    }
-}
+atomic_links!(
+    /// A heap's links for the registry's list (and a reaper's private list of dead heaps).
+    /// Pool heaps are never freed.
+    RegistryLinks: Heap,
+    registry
+);
 
 /// Dead heaps are looked for when the live count doubles, and not below this many.
 const REAP_MIN: usize = 64;
