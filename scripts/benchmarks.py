@@ -322,6 +322,10 @@ def package_version(package):
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+# What `run_c` built libvmarena.so from (see `source_tree`).
+BUILT_FROM = None
+
+
 def source_tree():
     """The commit libvmarena.so was built from, "+changes" if its sources differed from it."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
@@ -345,7 +349,7 @@ def save_c(preload, skipped, runs):
                         "rss_after_free_kib": med("rss_after_free_kib"),
                         **({k: med(k) for k in ("baseline_kib", "idle_kib") if ok and k in ok[0]})})
     versions = {a: package_version(pkg) for a, (pkg, _) in C_BASELINES.items() if a in preload}
-    data = {"vmarena_tree": source_tree(), "load_average": os.getloadavg()[0],
+    data = {"vmarena_tree": BUILT_FROM or source_tree(), "load_average": os.getloadavg()[0],
             "allocators": preload, "versions": versions, "skipped": skipped, "python": PYTHON,
             "peak_rss_from": "GNU time %M" if TIME else "wait4 ru_maxrss (at least this script's RSS)",
             "repetitions": C_REPS, "results": results}
@@ -357,6 +361,8 @@ def run_c():
     repetition, so a slow spell of the machine falls on all of them."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     build_c()
+    global BUILT_FROM
+    BUILT_FROM = source_tree()  # now, not when the runs end: the tree may change meanwhile
     preload, skipped = c_allocators()
     cases = c_cases()
     def allocators_for(prog):
