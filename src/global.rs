@@ -123,27 +123,37 @@ pub(crate) unsafe fn realloc<const USABLE: bool>(
     new
 }
 
+// Out of line, like every public entry point (`raw`, `raw::c`): the statics the fast paths
+// read (the page map in `ARENA`, the size-class table) then stay private to this crate, and
+// rustc addresses a private static directly (`lea`, RIP-relative). A static that an
+// inlinable public function names is exported, and rustc reaches an exported static through
+// the GOT (a plain GOTPCREL relocation, which the linker cannot relax), from this crate's
+// code as well: one more load at the head of every free's dependency chain. The call costs
+// nothing through `&dyn GlobalAlloc` (the vtable points here); `#[global_allocator]`'s
+// `__rust_alloc` reaches it by a jump through the GOT, off the data's dependency chain (a
+// program using mimalloc pays the same to reach its C entry points).
+//
 // SAFETY: every block returned is at least `layout.size()` bytes, aligned to `layout.align()`
 // (size classes are multiples of the alignment inside page-aligned pages; large blocks are
 // placed at aligned addresses), and never overlaps another live block. Nothing here unwinds.
 unsafe impl GlobalAlloc for VmArena {
-    #[inline]
+    #[inline(never)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         alloc::<false>(layout.size(), layout.align())
     }
 
-    #[inline]
+    #[inline(never)]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         alloc::<true>(layout.size(), layout.align())
     }
 
-    #[inline]
+    #[inline(never)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: the caller passes a block we allocated with this layout.
         unsafe { free(ptr, layout.size()) }
     }
 
-    #[inline]
+    #[inline(never)]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: forwarded from the caller.
         unsafe { realloc::<false>(ptr, layout, new_size) }

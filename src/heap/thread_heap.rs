@@ -414,8 +414,16 @@ impl Heap {
                 if ZERO {
                     pages::zero(page, block, size);
                 }
-                self.counters
-                    .on_alloc_with(|| if USABLE { class_size(class) } else { size });
+                // The block size from the page (a line the pop has just read), not the class
+                // table: see `global` on statics the fast paths may name. Relaxed: fixed
+                // while the page is in use, and it is ours.
+                self.counters.on_alloc_with(|| {
+                    if USABLE {
+                        page.block_size.load(Ordering::Relaxed)
+                    } else {
+                        size
+                    }
+                });
                 return block.cast();
             }
         }

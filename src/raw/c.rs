@@ -5,13 +5,16 @@
 //! cannot be had (vmarena sets it wherever it returns null for want of memory), `EINVAL` for
 //! an impossible alignment; `posix_memalign` returns the error instead, as POSIX says.
 //!
-//! Everything here inlines into the exported symbols, so C's `malloc` and `free` are the
-//! heap's fast paths with no call in between, and reach their slow paths by tail calls.
+//! `malloc`, `calloc` and [`super::free`] (which `free_block` is) are the heap's fast paths themselves (the fast path
+//! inlined, the slow paths reached by tail calls), out of line in this crate so that the
+//! statics they read stay private to it and are addressed directly, not through the GOT (see
+//! [`crate::global`]); an exported C function is one jump to them. The rest inline into the
+//! exported functions and call out.
 //!
 //! Layer: the top, over `raw`; calls `raw`'s functions, `crate::stats()` (for `mallinfo`,
 //! `malloc_stats` and `malloc_info`) and `os` (`errno`).
 
-use super::{alloc, free, page_size, realloc as resize, usable_size};
+use super::{alloc, alloc_inline, free, page_size, realloc as resize, usable_size};
 use crate::Stats;
 use crate::os::set_errno;
 
@@ -34,16 +37,16 @@ pub const MALLOC_ALIGN: usize = 16;
 ///     assert!(c::realloc(c::malloc(10), 0).is_null()); // freed, as glibc does
 /// }
 /// ```
-#[inline(always)]
+#[inline(never)]
 pub fn malloc(size: usize) -> *mut u8 {
-    alloc(size, MALLOC_ALIGN, false)
+    alloc_inline(size, MALLOC_ALIGN, false)
 }
 
 /// `calloc(count, size)`: zeroed, `ENOMEM` if the product overflows.
-#[inline(always)]
+#[inline(never)]
 pub fn calloc(count: usize, size: usize) -> *mut u8 {
     match count.checked_mul(size) {
-        Some(total) => alloc(total, MALLOC_ALIGN, true),
+        Some(total) => alloc_inline(total, MALLOC_ALIGN, true),
         None => failed(libc::ENOMEM),
     }
 }

@@ -24,8 +24,9 @@ use crate::{abort, global, heap};
 /// `errno = ENOMEM`) if the request cannot be served. `size` 0 is served as 1 byte, so every call returns a distinct
 /// pointer.
 ///
-/// Inlined into the C library's entry points, where `align` and `zeroed` are constants: the
-/// C `malloc` is then the heap's fast path itself, with no call in between.
+/// Out of line, like every public entry point of vmarena's: see [`crate::global`] on why
+/// the hot statics must stay private to the crate. The C functions (`c::malloc`, ...) have
+/// this function's body inlined with their constant `align` and `zeroed`.
 ///
 /// ```
 /// use vmarena::raw;
@@ -41,8 +42,14 @@ use crate::{abort, global, heap};
 ///     raw::free(p);
 /// }
 /// ```
-#[inline(always)]
+#[inline(never)]
 pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    alloc_inline(size, align, zeroed)
+}
+
+/// [`alloc`]'s body, for the C functions (which give it constant arguments).
+#[inline(always)]
+pub(crate) fn alloc_inline(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     // C frees come without a size, so requested bytes are counted as usable bytes.
     if align <= 16 && size <= SMALL_16_MAX {
         // The common case first, where nothing can fail: one table load gives the class.
@@ -57,6 +64,13 @@ pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
             heap::alloc::<false, true>(class, size)
         };
     }
+    alloc_beyond_small(size, align, zeroed)
+}
+
+/// [`alloc`] above the sizes one table load classifies, or with a larger alignment: a call of
+/// its own, so the fast path it is reached from saves no registers for it.
+#[inline(never)]
+fn alloc_beyond_small(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     if !align.is_power_of_two() || size > isize::MAX as usize - (align - 1) {
         return crate::os::out_of_memory();
     }
@@ -73,7 +87,7 @@ pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 ///
 /// # Safety
 /// `ptr` is null or a live block from vmarena, not used after this call.
-#[inline(always)]
+#[inline(never)]
 pub unsafe fn free(ptr: *mut u8) {
     // Null needs no test of its own: no page holds address 0, so it takes the large path,
     // which ignores it.
