@@ -5,11 +5,11 @@
 //! cannot be had (vmarena sets it wherever it returns null for want of memory), `EINVAL` for
 //! an impossible alignment; `posix_memalign` returns the error instead, as POSIX says.
 //!
-//! `malloc`, `calloc` and [`super::free`] (which `free_block` is) are the heap's fast paths themselves (the fast path
-//! inlined, the slow paths reached by tail calls), out of line in this crate so that the
-//! statics they read stay private to it and are addressed directly, not through the GOT (see
-//! [`crate::global`]); an exported C function is one jump to them. The rest inline into the
-//! exported functions and call out.
+//! `malloc`, `calloc` and [`super::free`] (which `free_block` is) are the heap's fast paths
+//! themselves (the fast path inlined, the slow paths reached by tail calls), out of line in
+//! this crate so that the statics they read stay private to it and are addressed directly,
+//! not through the GOT (see `src/global.rs`); an exported C function is one jump to them. The
+//! rest inline into the exported functions and call out.
 //!
 //! Layer: the top, over `raw`; calls `raw`'s functions, `crate::stats()` (for `mallinfo`,
 //! `malloc_stats` and `malloc_info`) and `os` (`errno`).

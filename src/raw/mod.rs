@@ -24,8 +24,8 @@ use crate::{abort, global, heap};
 /// `errno = ENOMEM`) if the request cannot be served. `size` 0 is served as 1 byte, so every call returns a distinct
 /// pointer.
 ///
-/// Out of line, like every public entry point of vmarena's: see [`crate::global`] on why
-/// the hot statics must stay private to the crate. The C functions (`c::malloc`, ...) have
+/// Out of line, like every public entry point of vmarena's: see `src/global.rs` on why the
+/// hot statics must stay private to the crate. The C functions (`c::malloc`, ...) have
 /// this function's body inlined with their constant `align` and `zeroed`.
 ///
 /// ```
