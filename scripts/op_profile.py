@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What one small malloc+free costs, vmarena against mimalloc: simulated counts and time.
+"""What one small malloc+free costs, vmarena against mimalloc: simulated counts.
 
 This machine's VM exposes no hardware counters (`perf stat -e instructions` says
 "<not supported>"), so the per-operation counts `perf stat` would give come from valgrind's
@@ -8,18 +8,15 @@ the allocator's `alloc` and `dealloc` (called through `&dyn GlobalAlloc`, as the
 call them), run with n and 2n operations so that startup cancels out. Counts are per
 malloc+free (a pair, or one block of a batch of 1,000); the cache simulated is valgrind's
 default for this CPU (its D1 and LL sizes), its branch predictor a simple model, so misses are
-indicative, instructions exact.
-
-`--time R` also times each case with examples/pairs_loop, R interleaved rounds (vmarena,
-mimalloc, vmarena, ...), and prints the fastest and median nanoseconds per operation.
+indicative, instructions exact. (`scripts/op_counts.sh` gives instructions only, split into
+malloc and free.)
 
 Usage (build first: cargo build --release --example pairs_loop --features baselines):
-  scripts/op_profile.py [--time R] [--cases pairs:16,fifo:16,...]
+  scripts/op_profile.py [--cases pairs:16,fifo:16,...]
 """
 import argparse
 import os
 import re
-import statistics
 import subprocess
 import tempfile
 
@@ -50,39 +47,22 @@ def per_op(alloc, mode, size):
     return {e: (two[e] - one[e]) / N for e in EVENTS}
 
 
-def timed(alloc, mode, size, n):
-    out = subprocess.run([BIN, str(size), str(n), mode, alloc], capture_output=True, text=True,
-                         check=True).stdout
-    return float(re.search(r"([\d.]+) ns per", out).group(1))
-
-
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--time", type=int, default=0, help="interleaved timing rounds")
     ap.add_argument("--cases", help="mode:size,... (default: pairs 8 B-32 KiB, batches)")
     args = ap.parse_args()
     cases = DEFAULT_CASES
     if args.cases:
         cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases.split(",")]
     print("| case | allocator | instructions | loads | stores | branches | mispredicts "
-          "| D1 misses | LL misses |" + (" time, fastest / median |" if args.time else ""))
-    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if args.time else ""))
+          "| D1 misses | LL misses |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for mode, size in cases:
-        times = {}
-        if args.time:
-            n = 20_000_000 if mode == "pairs" and size <= 1024 else 2_000_000
-            samples = {"vmarena": [], "mimalloc": []}
-            for _ in range(args.time):
-                for alloc in samples:
-                    samples[alloc].append(timed(alloc, mode, size, n))
-            times = {a: (min(s), statistics.median(s)) for a, s in samples.items()}
         for alloc in ("vmarena", "mimalloc"):
             c = per_op(alloc, mode, size)
             row = (f"| {mode} {size} B | {alloc} | {c['Ir']:.1f} | {c['Dr']:.1f} | {c['Dw']:.1f} "
                    f"| {c['Bc'] + c['Bi']:.1f} | {c['Bcm'] + c['Bim']:.3f} "
                    f"| {c['D1mr'] + c['D1mw']:.3f} | {c['DLmr'] + c['DLmw']:.3f} |")
-            if args.time:
-                row += f" {times[alloc][0]:.2f} / {times[alloc][1]:.2f} ns |"
             print(row, flush=True)
 
 
