@@ -76,6 +76,13 @@ pub(crate) fn free_large(ptr: *mut u8) {
     }
 }
 
+/// True if a block of `usable` bytes may serve a resize to `new_size` where it is: it holds
+/// the new size, and at least half of it stays in use (so a shrink gives memory back).
+#[inline]
+pub(crate) fn fits_in_place(usable: usize, new_size: usize) -> bool {
+    new_size <= usable && new_size >= usable / 2
+}
+
 /// Resizes a block allocated for `layout` to `new_size` bytes, in place where it fits.
 /// Requested bytes are counted as for [`alloc`], or with `USABLE` as for [`alloc_usable`].
 ///
@@ -91,8 +98,7 @@ pub(crate) unsafe fn realloc<const USABLE: bool>(
         // The layout tells us the block's class without a page-map lookup. (A block that was
         // shrunk in place may be larger than its layout says; that is only a missed chance.)
         Some(class) => {
-            let usable = class_size(class);
-            if new_size <= usable && new_size >= usable / 2 {
+            if fits_in_place(class_size(class), new_size) {
                 if !USABLE {
                     heap::record_resize(old_size, new_size);
                 }
@@ -108,6 +114,22 @@ pub(crate) unsafe fn realloc<const USABLE: bool>(
             _ => abort::invalid_free(ptr),
         },
     }
+    // SAFETY: forwarded from the caller.
+    unsafe { realloc_by_copy::<USABLE>(ptr, old_size, new_size, align) }
+}
+
+/// Moves the block at `ptr` (`old_size` bytes of it to keep) into a new block of `new_size`
+/// bytes aligned to `align`, and frees it. Null if the new block cannot be had; the old one is
+/// then unchanged.
+///
+/// # Safety
+/// `ptr` is a live block of at least `old_size` bytes, given up on success.
+pub(crate) unsafe fn realloc_by_copy<const USABLE: bool>(
+    ptr: *mut u8,
+    old_size: usize,
+    new_size: usize,
+    align: usize,
+) -> *mut u8 {
     let new = if USABLE {
         alloc_usable::<false>(new_size, align)
     } else {

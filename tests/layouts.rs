@@ -173,3 +173,19 @@ fn large_vec_growth_moves_pages_or_grows_in_place_instead_of_copying() {
     assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64 ^ 0x5555));
     assert!(vmarena::usable_size(v.as_ptr().cast()).unwrap() < 9 << 20);
 }
+
+/// `raw::realloc` of blocks Rust allocated in the 8-byte-step classes (24, 40, ... bytes): a
+/// resize stays in place only if the block itself holds the new size (the class of the same
+/// size at 16-byte alignment is 8 bytes larger, and once made C's `realloc` write past it).
+#[test]
+fn raw_realloc_of_rust_blocks_never_overruns_them() {
+    vmarena_testkit::realloc_in_place::resize_small_blocks_through(
+        // SAFETY: non-zero sizes.
+        |layout| unsafe { GLOBAL.alloc(layout) },
+        // SAFETY: live blocks of vmarena's; the old pointer is not used after a move.
+        |p, size| unsafe { vmarena::raw::realloc(p, size, 16) },
+        vmarena::raw::usable_size,
+        // SAFETY: live blocks, each freed once.
+        |p| unsafe { vmarena::raw::free(p) },
+    );
+}

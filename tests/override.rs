@@ -103,3 +103,20 @@ fn blocks_cross_threads_and_rust_code() {
         System.dealloc(p, layout);
     }
 }
+
+/// A block Rust allocated (`CString::into_raw` and the like, handed to C code) and resized
+/// with C's `realloc`: in place only where the block holds the new size (see
+/// `raw::realloc`), whatever its 8-byte-step class.
+#[test]
+fn c_realloc_of_rust_blocks_never_overruns_them() {
+    vmarena_testkit::realloc_in_place::resize_small_blocks_through(
+        // SAFETY: non-zero sizes.
+        |layout| unsafe { vmarena::VmArena.alloc(layout) },
+        // SAFETY: live blocks of vmarena's; the old pointer is not used after a move.
+        |p, size| unsafe { libc::realloc(p.cast(), size).cast() },
+        // SAFETY: live blocks of vmarena's.
+        |p| unsafe { libc::malloc_usable_size(p.cast()) },
+        // SAFETY: live blocks, each freed once.
+        |p| unsafe { libc::free(p.cast()) },
+    );
+}

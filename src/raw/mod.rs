@@ -108,13 +108,30 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align: usize) -> *mut u8 {
     if new_size > isize::MAX as usize - (align - 1) {
         return crate::os::out_of_memory();
     }
-    let old = usable_size(ptr);
-    // The block's usable size is a size it could have been asked for with this alignment.
-    let Ok(layout) = core::alloc::Layout::from_size_align(old, align) else {
-        return crate::os::out_of_memory();
-    };
-    // SAFETY: forwarded from the caller.
-    unsafe { global::realloc::<true>(ptr, layout, new_size.max(1)) }
+    let new_size = new_size.max(1);
+    match ARENA.lookup(ptr as usize) {
+        // In place is decided from the block's own size, never from a class derived from its
+        // size and `align`: a Rust block of 24 bytes (8-aligned) is a class of its own, where
+        // 24 bytes at 16-byte alignment would be 32.
+        Entry::Page(page) if is_carved_block(page, ptr as usize) => {
+            // Relaxed: fixed while the caller holds a block of the page.
+            let old = page.block_size.load(Ordering::Relaxed);
+            if global::fits_in_place(old, new_size) && ptr as usize % align == 0 {
+                return ptr;
+            }
+            // SAFETY: a live block of `old` bytes (caller), given up on success.
+            unsafe { global::realloc_by_copy::<true>(ptr, old, new_size, align) }
+        }
+        Entry::Large(region) => {
+            // Checks that `ptr` is the live block's start before anything changes.
+            if let Some(moved) = heap::realloc_large(region, ptr, new_size, align) {
+                return moved;
+            }
+            // SAFETY: a live large block (checked above) of `len` bytes, given up on success.
+            unsafe { global::realloc_by_copy::<true>(ptr, region.len(), new_size, align) }
+        }
+        _ => abort::invalid_free(ptr),
+    }
 }
 
 /// The usable size of the block at `ptr` (C `malloc_usable_size`); 0 for null. Aborts on a

@@ -6,6 +6,7 @@
 
 pub mod address_pattern;
 pub mod proc;
+pub mod realloc_in_place;
 pub mod rng;
 pub mod tagged_pattern;
 
