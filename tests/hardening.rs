@@ -133,6 +133,35 @@ fn misbehave() {
                 println!("address {:p}", last as *const u8);
                 GLOBAL.dealloc(last as *mut u8, layout);
             }
+            "close-free-16" | "close-free-4096" | "close-free-16-other-thread" => {
+                // free(p + 4096): a block of p's page that the page carved along with p but
+                // never handed out (mimalloc-bench's `invalid_free_close`). It is on the free
+                // list already: accepting it would list it twice.
+                let size = if case.contains("4096") { 4096 } else { 16 };
+                let layout = Layout::from_size_align(size, 8).unwrap();
+                let p = GLOBAL.alloc(layout);
+                let close = p.add(4096) as usize;
+                println!("address {:p}", close as *const u8);
+                if case.ends_with("other-thread") {
+                    std::thread::spawn(move || GLOBAL.dealloc(close as *mut u8, layout))
+                        .join()
+                        .unwrap();
+                } else {
+                    GLOBAL.dealloc(close as *mut u8, layout);
+                }
+            }
+            "corrupted-list-double-free" => {
+                // Two blocks freed (the second links to the first), then a write after free
+                // overwrites the second's link, then the first is freed again: confirming
+                // that double free walks the list, and must not follow the wild link.
+                let a = GLOBAL.alloc(layout);
+                let b = GLOBAL.alloc(layout);
+                GLOBAL.dealloc(a, layout);
+                GLOBAL.dealloc(b, layout);
+                b.cast::<usize>().write(0x4141_4141_4141_4141);
+                println!("address {b:p}");
+                GLOBAL.dealloc(a, layout);
+            }
             other => panic!("unknown case {other}"),
         }
     }
@@ -150,7 +179,8 @@ fn run(case: &str, expect: &str) {
     assert_eq!(
         out.status.signal(),
         Some(libc::SIGABRT),
-        "{case}: not aborted; stdout {stdout} stderr {stderr}"
+        "{case}: not aborted ({:?}); stdout {stdout} stderr {stderr}",
+        out.status
     );
     let address = stdout
         .split_whitespace()
@@ -246,4 +276,21 @@ fn freeing_a_never_carved_block_from_another_thread_aborts() {
 #[test]
 fn freeing_a_never_carved_block_on_the_owning_thread_aborts() {
     run("uncarved-block-same-thread", "invalid free");
+}
+
+#[test]
+fn freeing_a_carved_block_never_handed_out_aborts() {
+    // The message names the address: the block is free (on the page's free list).
+    run("close-free-16", "already free");
+    run("close-free-4096", "already free");
+}
+
+#[test]
+fn freeing_a_carved_block_never_handed_out_from_another_thread_aborts() {
+    run("close-free-16-other-thread", "already free");
+}
+
+#[test]
+fn confirming_a_double_free_over_a_corrupted_list_aborts_naming_the_block() {
+    run("corrupted-list-double-free", "corrupted free list");
 }

@@ -146,6 +146,23 @@ pub(crate) unsafe fn mark_freed(page: &Page, block: *mut Block, key: usize) -> b
     }
 }
 
+/// Marks the blocks a page has just carved as free, as a free would: a free of one of them
+/// (an address the page carved but never handed out, such as `p + 4096`) is then suspect and
+/// confirmed like any double free, instead of listing the block twice.
+///
+/// # Safety
+/// `first` starts `count` consecutive blocks of `size` bytes (more than 8) that the caller owns.
+pub(crate) unsafe fn mark_carved(first: *mut Block, size: usize, count: u32, key: usize) {
+    let mut block = first;
+    for _ in 0..count {
+        // SAFETY: blocks above 8 bytes have a second word; the caller owns the blocks.
+        unsafe {
+            *marker_word(block) = marker(block, key);
+            block = block.byte_add(size);
+        }
+    }
+}
+
 /// Clears the marker of a block just allocated (8-byte blocks, class 0, have none).
 ///
 /// # Safety
@@ -169,7 +186,10 @@ pub(crate) unsafe fn owner_confirms(page: &Page, block: *mut Block) -> bool {
     // a double free already turned into a cycle.
     // SAFETY: owner (caller).
     let bound = unsafe { page.capacity.get() } as usize + 1;
+    // Every hop is checked before it is followed: a list that a write after free (or past a
+    // block's end) corrupted ends in the named abort, not in a fault on a wild pointer.
     let on = |mut cursor: *mut Block| {
+        let mut previous = core::ptr::null_mut::<Block>();
         for _ in 0..bound {
             if cursor.is_null() {
                 return false;
@@ -177,8 +197,12 @@ pub(crate) unsafe fn owner_confirms(page: &Page, block: *mut Block) -> bool {
             if cursor == block {
                 return true;
             }
-            // SAFETY: a free list of this page: its links are blocks of the page, whose first
-            // word no one but the owner writes while they are free.
+            if !super::page_blocks::is_carved_block(page, cursor as usize) {
+                crate::abort::corrupted_free_list(previous.cast(), cursor.cast());
+            }
+            previous = cursor;
+            // SAFETY: a block of this page (checked above) on one of its free lists, whose
+            // first word no one but the owner writes while it is free.
             cursor = unsafe { (*cursor).next };
         }
         false

@@ -74,7 +74,8 @@ pub(crate) unsafe fn init(page: &Page, class: usize, fresh: bool, owner: usize) 
     page.owner.store(owner, Ordering::Relaxed);
 }
 
-/// Carves fresh blocks onto the (empty) free list. Returns false if the page is fully carved.
+/// Carves fresh blocks onto the (empty) free list, each marked free as a freed block is (see
+/// `double_free::mark_carved`). Returns false if the page is fully carved.
 ///
 /// # Safety
 /// The calling thread owns the page and its free list is empty.
@@ -98,6 +99,9 @@ pub(crate) unsafe fn extend(page: &Page) -> bool {
             block = next;
         }
         (*block).next = core::ptr::null_mut();
+        if size > 8 {
+            super::double_free::mark_carved(first, size, count, super::double_free::free_key());
+        }
         page.free.set(first);
         page.capacity.set(capacity + count);
         // Relaxed: the new blocks reach other threads only through the user's synchronisation,
