@@ -11,6 +11,35 @@
 //! thread's heap. Pages other threads owned are leaked in the child: their owners may have been
 //! in the middle of an operation on them, so the child cannot know which blocks are live.
 //!
+//! # What a forked child inherits
+//!
+//! The locks above make everything *behind a lock* consistent at the fork. State that other
+//! threads change without a lock (their own heaps, and the lock-free words below) is a cut
+//! taken at an arbitrary instruction of each thread: the child must not trust it. Every such
+//! piece of state, and what the child does with it (*keep*: valid as it is; *reset*: set to a
+//! safe value; *leak*: never used again, its memory lost to the child):
+//!
+//! | state | written by | in the child |
+//! |---|---|---|
+//! | the forking thread's heap (pages, cache, counters) | its thread | keep: it was inside `fork`, not mid-operation |
+//! | other threads' heaps: pages, page queues, current pages | owner only | leak the pages; the heap is built anew (`Heap::rebuild`) and pooled |
+//! | other threads' large-block caches | owner only | leak: the blocks stay `Cached`, so a stray free of one aborts; the heap is built anew. (A cache cut mid-shift may list a block twice: handing it out would give two threads one block.) |
+//! | other threads' counters | owner only | keep: folded into the orphans' counters (statistics) |
+//! | heap registry, pool, exit key | registry mutex | reset the mutex; dead heaps recycled as above |
+//! | a page's remote-free word | CAS by any thread | keep: a push either happened or not; a block whose push was cut is leaked |
+//! | abandoned page lists | their mutex | keep (reset the mutex) |
+//! | the fallback heap | its mutex | keep (reset the mutex) |
+//! | isolated heaps (`Heap`) | their mutex | keep (reset the mutexes); a `LocalHeap` of another thread is unreachable in the child |
+//! | arena lock, sequence, region readers | lock protocol | reset: the forking thread's session ends, other threads' reader counts are zeroed |
+//! | region page bitmaps | CAS under a region read lock | keep: a page claimed by a thread cut mid-refill is leaked |
+//! | the large-free queue | CAS push by any free | keep: the child's session end gives back what was pushed; a block whose free was cut between its state change and its push stays `Queued`, leaked |
+//! | a large block's state word | CAS by its freer | keep: every move is one CAS |
+//! | purge schedule (`next_purge`, `purging`) | any slow path | reset: not purging, and a purge due now (a purge cut between its sessions had said "nothing due") |
+//! | the purger thread | lazy start | reset: wanted again, started by the child's first release |
+//! | options | first reader | reset a read in progress; keep what was read |
+//! | heap ids, the free-marker secret | atomics | keep |
+//! | a thread's TLS slot | its thread | gone with the thread (a new thread's slot starts at `UNINIT`) |
+//!
 //! The handlers are registered when the module vmarena is linked into is loaded (a
 //! constructor in `.init_array`), before the program's first allocation. glibc runs prepare
 //! handlers in reverse order of registration, so handlers that other libraries register later

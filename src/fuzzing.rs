@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::vec::Vec;
 
 use crate::arena::Arena;
+use crate::arena::large_block::LargeState;
 use crate::arena::page::Page;
 use crate::arena::pagemap::Entry;
 use crate::arena::region::Region;
@@ -283,7 +284,7 @@ pub fn regions(data: &[u8]) {
                 let (region, ptr, tag) = blocks.swap_remove(input.below(blocks.len()).unwrap_or(0));
                 // SAFETY: a live block of ours.
                 assert_eq!(unsafe { *ptr }, tag, "large block contents lost");
-                ARENA.free_large(region, ptr);
+                ARENA.free_large(region, ptr, LargeState::Live);
                 assert!(matches!(ARENA.lookup(ptr as usize), Entry::None));
             }
             5 if !blocks.is_empty() => {
@@ -324,7 +325,7 @@ pub fn regions(data: &[u8]) {
         ARENA.release_page(page, &TALLY);
     }
     for (region, ptr, _) in blocks {
-        ARENA.free_large(region, ptr);
+        ARENA.free_large(region, ptr, LargeState::Live);
     }
     ARENA.collect();
     ARENA.validate();
@@ -336,4 +337,32 @@ pub fn regions(data: &[u8]) {
             0
         );
     }
+}
+
+// ------------------------------------------------------------------ hooks for the tests
+//
+// Each forces open a window that real programs hit only by timing, so that a test can put
+// the process allocator (`VmArena`) in that state deterministically (`tests/race_windows.rs`).
+
+/// Runs `f` while the process arena's lock is held in shared mode, as `stats()` holds it
+/// while it walks the pages: large frees made meanwhile (by other threads) queue their blocks.
+pub fn with_arena_read_lock<R>(f: impl FnOnce() -> R) -> R {
+    crate::arena::ARENA.with_shared_lock(f)
+}
+
+/// Lists the newest block of the calling thread's large-block cache twice, as a `fork` that
+/// catches the thread inside the cache's slot shift leaves it. The thread must have a heap
+/// with one to three cached blocks (free a block of 64-512 KiB first).
+pub fn list_newest_cached_large_block_twice() {
+    crate::heap::list_newest_cached_large_block_twice();
+}
+
+/// Forgets the process arena's purge schedule, as a purge does between its sessions.
+pub fn forget_purge_schedule() {
+    crate::arena::ARENA.forget_purge_schedule();
+}
+
+/// True if the process arena has a purge scheduled.
+pub fn purge_scheduled() -> bool {
+    crate::arena::ARENA.next_purge_due().is_some()
 }

@@ -25,6 +25,7 @@ use core::cell::Cell;
 use core::ptr::null_mut;
 
 use crate::arena::ARENA;
+use crate::arena::large_block::LargeState;
 use crate::arena::meta::{MetaChunks, Pool, Pooled};
 use crate::arena::page::OWNER_FULL_FLAG;
 use crate::arena::pagemap::Entry;
@@ -41,7 +42,7 @@ use crate::list::{AtomicLinks, List, atomic_links};
 /// What the heap's mutex guards.
 pub(crate) struct Guarded {
     heap: thread_heap::Heap,
-    /// The heap's large blocks (linked through `Region::heap_links`).
+    /// The heap's large blocks (linked through `Region::large.heap_links`).
     large: List<LargeLinks>,
 }
 
@@ -71,7 +72,7 @@ atomic_links!(
 atomic_links!(
     /// A large block's links in its isolated heap's list (region descriptors are never freed).
     LargeLinks: Region,
-    heap_links
+    large.heap_links
 );
 
 impl Isolated {
@@ -286,16 +287,12 @@ impl<const LOCKED: bool> Core<LOCKED> {
                 }
             }
             Entry::Large(region) => {
-                // Relaxed: written under our access when the block was allocated; the caller's
-                // own synchronisation brought the block (and so this) here.
-                if region.heap_id.load(Ordering::Relaxed) == id {
+                if region.large.heap_id() == id {
                     let guarded = self.access();
-                    // Acquire: pairs with the marking free's AcqRel (a double free either way).
-                    if region.heap_freed.load(Ordering::Acquire) {
-                        crate::abort::double_free(ptr);
-                    }
+                    // Freed through the global allocator already: a double free.
+                    large::check_live(region, ptr);
                     guarded.unlink_large(region);
-                    let requested = large::free_block(region, ptr);
+                    let requested = large::free_block(region, ptr, LargeState::Live);
                     guarded.heap.counters.on_free(requested);
                     return;
                 }
@@ -345,15 +342,11 @@ impl<const LOCKED: bool> Core<LOCKED> {
     /// Resizes or moves a large block of ours without copying, if the arena can.
     fn resize_large(&self, ptr: *mut u8, new_size: usize, align: usize) -> Option<*mut u8> {
         let region = ARENA.large_region(ptr)?;
-        // Relaxed: as in `dealloc`.
-        if region.heap_id.load(Ordering::Relaxed) != self.id() {
+        if region.large.heap_id() != self.id() {
             return None;
         }
         let guarded = self.access();
-        // Acquire: as in `dealloc`.
-        if region.heap_freed.load(Ordering::Acquire) {
-            crate::abort::invalid_free(ptr);
-        }
+        large::check_live(region, ptr);
         // Off the list while the arena may move the block to another region.
         guarded.unlink_large(region);
         match large::resize(region, ptr, new_size, align, guarded.heap.tally()) {
@@ -378,14 +371,13 @@ impl<const LOCKED: bool> Core<LOCKED> {
         stats.pages_in_use = pages;
         // SAFETY: our list of large blocks, under our access; the walk changes nothing.
         for region in unsafe { guarded.large.iter() } {
-            // Relaxed: statistics (a block freed elsewhere is not in use).
-            if region.heap_freed.load(Ordering::Relaxed) {
+            // A block freed elsewhere is not in use.
+            if region.large.state() != LargeState::Live {
                 continue;
             }
             stats.large_regions += 1;
             stats.large_bytes += region.len();
-            // Relaxed: statistics of a live block of ours.
-            stats.bytes_in_use += region.requested.load(Ordering::Relaxed);
+            stats.bytes_in_use += region.large.requested();
         }
         if crate::heap::modes::tracking_requested() {
             stats.bytes_requested = Some(guarded.heap.counters.net_bytes());
@@ -404,7 +396,8 @@ impl<const LOCKED: bool> Drop for Core<LOCKED> {
             guarded.heap.discard_all();
             while let Some(region) = guarded.large.first() {
                 guarded.unlink_large(region);
-                large::free_block(region, region.start());
+                // Live, or freed through the global allocator (`HeapFreed`): either way ours.
+                large::free_block(region, region.start(), region.large.state());
             }
             // Every block died: count them freed, so the process's figures balance.
             let counters = &guarded.heap.counters;
@@ -416,7 +409,9 @@ impl<const LOCKED: bool> Drop for Core<LOCKED> {
             counters.freed.store(allocated, Ordering::Relaxed);
             counters.frees.store(allocations, Ordering::Relaxed);
             counters.fold_into(&crate::heap::thread_heap::ORPHAN_COUNTERS);
-            guarded.heap.reset();
+            // SAFETY: we hold the heap's access, and it is being dropped: no one else uses
+            // it, and `counters` is not used past this point.
+            unsafe { guarded.heap.rebuild() };
         }
         let mut registry = REGISTRY.lock();
         // SAFETY: under the registry lock; a live descriptor is on the list.
@@ -516,9 +511,8 @@ heap_api!(LocalHeap, false, |core| LocalHeap {
 impl Guarded {
     /// Puts a large block of ours at the head of the heap's list.
     fn link_large(&self, region: &'static Region, id: usize) {
-        // Relaxed: written before the block is handed out (see `belongs_to_a_heap`).
-        region.heap_id.store(id, Ordering::Relaxed);
-        region.heap_freed.store(false, Ordering::Relaxed);
+        // Written before the block is handed out (see `large::belongs_to_a_heap`).
+        region.large.set_heap_id(id);
         // SAFETY: our list, under our access; a fresh large block is on no list.
         unsafe { self.large.push_front(region) };
     }
@@ -527,11 +521,11 @@ impl Guarded {
     fn release_freed_large(&self) {
         // SAFETY: our list, under our access; the walk unlinks only the block it was given.
         for region in unsafe { self.large.iter() } {
-            // Acquire: pairs with the marking free's AcqRel, ordering its last use of the
-            // block before we give the block's memory away.
-            if region.heap_freed.load(Ordering::Acquire) {
+            // The state moves on from `HeapFreed` in the free below (AcqRel: the marking
+            // free's last use of the block happens before we give its memory away).
+            if region.large.state() == LargeState::HeapFreed {
                 self.unlink_large(region);
-                large::free_block(region, region.start());
+                large::free_block(region, region.start(), LargeState::HeapFreed);
             }
         }
     }
@@ -540,9 +534,7 @@ impl Guarded {
     fn unlink_large(&self, region: &Region) {
         // SAFETY: our list, under our access; callers pass blocks of this heap, on it.
         unsafe { self.large.remove(region) };
-        // Relaxed: as in `link_large`.
-        region.heap_id.store(0, Ordering::Relaxed);
-        region.heap_freed.store(false, Ordering::Relaxed);
+        region.large.set_heap_id(0);
     }
 }
 

@@ -7,10 +7,10 @@
 //! `purger` and `abort`.
 
 use crate::arena::ARENA;
+use crate::arena::large_block::LargeState;
 use crate::arena::region::Region;
 use crate::config::{MAX_SMALL_SIZE, REMAP_MIN_SIZE};
 use crate::stats::Tally;
-use crate::sync::atomic::Ordering;
 
 /// Allocates a large block of `size` bytes aligned to `align`, uncounted; `None` if impossible.
 pub(crate) fn alloc_block(size: usize, align: usize, zeroed: bool) -> Option<&'static Region> {
@@ -20,36 +20,29 @@ pub(crate) fn alloc_block(size: usize, align: usize, zeroed: bool) -> Option<&'s
         return None;
     }
     let (region, fresh) = ARENA.alloc_large(size, align)?;
-    // Relaxed: statistics.
-    region.requested.store(size, Ordering::Relaxed);
     if zeroed && !fresh {
         ARENA.zero_large(region, size);
     }
     Some(region)
 }
 
-/// Frees the large block at `ptr`, which lives in `region`, uncounted; returns its requested
-/// size.
-pub(crate) fn free_block(region: &'static Region, ptr: *mut u8) -> usize {
-    // Relaxed: statistics; the block is live, so the region's fields are stable.
-    let requested = region.requested.load(Ordering::Relaxed);
-    ARENA.free_large(region, ptr);
+/// Gives the large block at `ptr`, which lives in `region` and is in state `from`, back to
+/// the arena, uncounted; returns its requested size.
+pub(crate) fn free_block(region: &'static Region, ptr: *mut u8, from: LargeState) -> usize {
+    let requested = region.large.requested();
+    ARENA.free_large(region, ptr, from);
     crate::purger::poke();
     requested
 }
 
-/// Aborts unless `ptr` is the start of the large block of `region` and the block is not in a
-/// thread heap's cache (freed already).
+/// Aborts unless `ptr` is the start of the live large block of `region`: a block freed already
+/// (cached, queued, or waiting for its isolated heap) is a double free.
 #[inline]
 pub(crate) fn check_live(region: &Region, ptr: *mut u8) {
     if region.start() != ptr {
         crate::abort::invalid_free(ptr);
     }
-    // Relaxed: set by a free of this block that happened before ours (a racing double free
-    // is not detected, as everywhere).
-    if region.cached.load(Ordering::Relaxed) {
-        crate::abort::double_free(ptr);
-    }
+    region.large.check_state(ptr, LargeState::Live);
 }
 
 /// Frees the large block at `ptr`, which lives in `region`, uncounted; returns its requested
@@ -57,22 +50,22 @@ pub(crate) fn check_live(region: &Region, ptr: *mut u8) {
 pub(crate) fn free(region: &'static Region, ptr: *mut u8) -> usize {
     check_live(region, ptr);
     if belongs_to_a_heap(region) {
-        // AcqRel: the heap's Acquire load of the mark sees our last use of the block; a
-        // second mark is a double free.
-        if region.heap_freed.swap(true, Ordering::AcqRel) {
+        // The heap gives it back at its next large allocation or its drop; a second free
+        // finds the state moved on.
+        if !region
+            .large
+            .transition(LargeState::Live, LargeState::HeapFreed)
+        {
             crate::abort::double_free(ptr);
         }
-        // Relaxed: the block stays allocated until its heap takes it back.
-        return region.requested.load(Ordering::Relaxed);
+        return region.large.requested();
     }
-    free_block(region, ptr)
+    free_block(region, ptr, LargeState::Live)
 }
 
 /// True if the large block of `region` was allocated from an isolated heap.
 fn belongs_to_a_heap(region: &Region) -> bool {
-    // Relaxed: written by the heap when it allocated the block, before handing it out; the
-    // user's own synchronisation brought the block, and so this, to the calling thread.
-    region.heap_id.load(Ordering::Relaxed) != 0
+    region.large.heap_id() != 0
 }
 
 /// Reallocates a large block without copying if possible, uncounted (see [`resize`]); `None`
@@ -105,8 +98,7 @@ pub(crate) fn resize(
         return None;
     }
     check_live(region, ptr);
-    // Relaxed: statistics; the block is live, so its fields are stable for us.
-    let old_requested = region.requested.load(Ordering::Relaxed);
+    let old_requested = region.large.requested();
     let old_len = region.len();
     let stays_large = new_size > MAX_SMALL_SIZE;
     // Keep the block if it still fits and at least half of it stays in use; shrink it in place
@@ -115,13 +107,13 @@ pub(crate) fn resize(
         && ((new_size <= old_len && new_size >= old_len / 2)
             || ARENA.resize_large_in_place(region, ptr, new_size, tally));
     if resized {
-        region.requested.store(new_size, Ordering::Relaxed);
+        region.large.set_requested(new_size);
         return Some((ptr, old_requested));
     }
     if stays_large && new_size > old_len && old_len >= REMAP_MIN_SIZE {
         let moved = ARENA.remap_large(region, ptr, new_size, align)?;
         if let Some(dest) = ARENA.large_region(moved) {
-            dest.requested.store(new_size, Ordering::Relaxed);
+            dest.large.set_requested(new_size);
         }
         return Some((moved, old_requested));
     }

@@ -79,25 +79,25 @@ impl<T> AtomicLinks<T> {
 /// through their [`AtomicLinks`] field `$field`. Only for descriptor types that are never freed
 /// (the adapter's `unsafe impl` rests on it), and one adapter per field.
 macro_rules! atomic_links {
-    ($(#[$doc:meta])* $vis:vis $adapter:ident: $node:ty, $field:ident) => {
+    ($(#[$doc:meta])* $vis:vis $adapter:ident: $node:ty, $($field:ident).+) => {
         $(#[$doc])*
         $vis enum $adapter {}
 
-        // SAFETY: the node's own `$field` pair, which only this adapter's lists use; the node
+        // SAFETY: the node's own `$($field).+` pair, which only this adapter's lists use; the node
         // type's descriptors are never freed (the macro's contract).
         unsafe impl $crate::list::Links for $adapter {
             type Node = $node;
             unsafe fn next(node: &$node) -> *const $node {
-                node.$field.next()
+                node.$($field).+.next()
             }
             unsafe fn prev(node: &$node) -> *const $node {
-                node.$field.prev()
+                node.$($field).+.prev()
             }
             unsafe fn set_next(node: &$node, next: *const $node) {
-                node.$field.set_next(next);
+                node.$($field).+.set_next(next);
             }
             unsafe fn set_prev(node: &$node, prev: *const $node) {
-                node.$field.set_prev(prev);
+                node.$($field).+.set_prev(prev);
             }
         }
     };
@@ -137,12 +137,6 @@ impl<L: Links> List<L> {
     /// The last node as a pointer (null if the list is empty).
     pub(crate) fn last_ptr(&self) -> *const L::Node {
         self.last.get()
-    }
-
-    /// Forgets every node without touching it (a reset; the nodes' links are stale after it).
-    pub(crate) fn clear(&self) {
-        self.first.set(null());
-        self.last.set(null());
     }
 
     /// # Safety
@@ -315,7 +309,5 @@ mod tests {
             }
         }
         assert_eq!(ids(&list), [1, 3]);
-        list.clear();
-        assert_eq!(ids(&list), []);
     }
 }

@@ -246,6 +246,63 @@ fn forks_while_threads_use_a_heap() {
     );
 }
 
+/// Threads whose every large free goes through their heap's cache of freed large blocks (and
+/// pushes an older block out: 200 + 300 + 450 KiB do not fit its 1 MiB) while the main thread
+/// forks. A fork that catches a thread inside the cache's slot shift leaves its cache listing
+/// one block twice; the child's threads, given the dead threads' heaps, must still never get
+/// one block twice. Each child thread allocates two such blocks, fills them with patterns of
+/// their own, and checks them.
+fn forks_while_threads_churn_cached_large_blocks() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for kib in [200, 300, 450] {
+                        drop(std::hint::black_box(vec![1u8; kib << 10]));
+                    }
+                }
+            })
+        })
+        .collect();
+    let rounds = rounds(2000);
+    let mut failures = Vec::new();
+    for round in 0..rounds {
+        let result = fork_and_wait(5, || {
+            let threads: Vec<_> = (0..3)
+                .map(|_| {
+                    std::thread::spawn(|| {
+                        let blocks = [vec![0u8; 200 << 10], vec![0u8; 300 << 10]];
+                        for b in &blocks {
+                            // SAFETY: each vector owns its bytes.
+                            unsafe { fill(b.as_ptr().cast_mut(), b.len()) };
+                        }
+                        for b in &blocks {
+                            // SAFETY: as above; blocks that share memory fail here.
+                            unsafe { check(b.as_ptr(), b.len()) };
+                        }
+                        true
+                    })
+                })
+                .collect();
+            threads.into_iter().all(|t| t.join().unwrap_or(false))
+        });
+        if let Err(e) = result {
+            failures.push(format!("round {round}: {e}"));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for b in busy {
+        b.join().unwrap();
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {rounds} children failed: {failures:?}",
+        failures.len()
+    );
+}
+
 /// `default` forks, or `VMARENA_TEST_FORK_ROUNDS` (for long runs, or short ones while debugging).
 fn rounds(default: u64) -> u64 {
     std::env::var("VMARENA_TEST_FORK_ROUNDS")
@@ -264,6 +321,10 @@ fn main() {
         (
             "forks_while_threads_use_a_heap",
             forks_while_threads_use_a_heap,
+        ),
+        (
+            "forks_while_threads_churn_cached_large_blocks",
+            forks_while_threads_churn_cached_large_blocks,
         ),
     ]);
 }

@@ -4,7 +4,8 @@
 //! it), and a forked child of a process whose purger runs gets a purger of its own.
 //!
 //! Each case runs in a child process of this binary (the variable is read once, before the
-//! first allocation), with a purge delay of 100 ms.
+//! first allocation), with a purge delay of 100 ms; but the last, which runs here: large blocks
+//! freed while another thread reads the statistics go back too.
 
 mod common;
 
@@ -159,6 +160,58 @@ fn a_forked_child_starts_its_own_purger() {
     );
 }
 
+/// A large free that finds the arena lock held in shared mode (here by `stats()`, which walks
+/// the pages under it) is queued for the lock's holder to give back. Each round frees a
+/// 64 MiB block while a thread reads the statistics in a loop, then pauses the reader and,
+/// without calling the allocator again, looks at RSS: with a zero purge delay, the block must
+/// be gone, however the free met the lock.
+fn large_frees_behind_statistics_readers_go_back() {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    const BIG: usize = 64 << 20;
+    const READING: u8 = 0;
+    const PAUSE: u8 = 1;
+    const PAUSED: u8 = 2;
+    const STOP: u8 = 3;
+    static READER: AtomicU8 = AtomicU8::new(READING);
+    vmarena::set_purge_delay(Duration::ZERO);
+    // Not joined: its exit would run allocator paths that release the queue anyway.
+    std::thread::spawn(|| {
+        loop {
+            match READER.load(Ordering::Acquire) {
+                READING => drop(std::hint::black_box(vmarena::stats())),
+                PAUSE => READER.store(PAUSED, Ordering::Release),
+                STOP => loop {
+                    std::thread::park();
+                },
+                _ => std::hint::spin_loop(),
+            }
+        }
+    });
+    let baseline = common::resident_bytes();
+    let mut stranded = Vec::new();
+    for round in 0..20 {
+        let mut block = vec![0u8; BIG];
+        block.iter_mut().step_by(4096).for_each(|b| *b = 1);
+        drop(block);
+        READER.store(PAUSE, Ordering::Release);
+        while READER.load(Ordering::Acquire) != PAUSED {
+            std::hint::spin_loop();
+        }
+        // No allocator call from the free to this look.
+        let rss = vmarena_testkit::proc::resident_bytes_without_allocating();
+        if rss > baseline + BIG / 2 {
+            stranded.push((round, (rss - baseline) >> 20));
+        }
+        READER.store(READING, Ordering::Release);
+    }
+    READER.store(STOP, Ordering::Release);
+    vmarena::set_purge_delay(Duration::from_secs(1));
+    assert!(
+        stranded.is_empty(),
+        "rounds whose freed 64 MiB stayed resident (round, MiB above the baseline): {stranded:?}"
+    );
+}
+
 fn main() {
     if std::env::var_os("IDLE_CHILD").is_some() {
         return child();
@@ -175,6 +228,10 @@ fn main() {
         (
             "a_forked_child_starts_its_own_purger",
             a_forked_child_starts_its_own_purger,
+        ),
+        (
+            "large_frees_behind_statistics_readers_go_back",
+            large_frees_behind_statistics_readers_go_back,
         ),
     ]);
 }

@@ -13,6 +13,7 @@
 
 use core::ptr::NonNull;
 
+use super::large_block::LargeState;
 use super::pagemap::Entry;
 use super::ranges::Dirt;
 use super::region::{Region, RegionKind};
@@ -22,19 +23,14 @@ use crate::os::{Os, Remap};
 use crate::stats::{Tally, adjust, bump};
 use crate::sync::atomic::{Ordering, fence};
 
-/// Aborts unless `region` still holds the live large block at `ptr`: a realloc or free of a
-/// block that was already freed (or never allocated) must not go on. Caller holds the arena
-/// write lock.
+/// Aborts unless `region` still holds the live large block at `ptr`: a realloc of a block
+/// that was already freed (or never allocated) must not go on. Caller holds the arena write
+/// lock.
 fn check_large(region: &Region, ptr: *mut u8) {
-    // Relaxed `queued_free`: a free and a realloc of one block race only if the user's program
-    // does; set by a free that happened before, it is visible.
-    if region.kind() != RegionKind::Large
-        || region.start() != ptr
-        || !region.lock.is_attached()
-        || region.queued_free.load(Ordering::Relaxed)
-    {
+    if region.kind() != RegionKind::Large || region.start() != ptr || !region.lock.is_attached() {
         crate::abort::invalid_free(ptr);
     }
+    region.large.check_state(ptr, LargeState::Live);
 }
 
 /// Dirty large blocks from this size up are zeroed by purging rather than by writing zeros.
@@ -46,8 +42,9 @@ fn slices(size: usize) -> Option<usize> {
 }
 
 impl<O: Os> Arena<O> {
-    /// Creates a region holding one block of at least `size` bytes aligned to `align`. Returns
-    /// the region and whether its memory is known to be zero.
+    /// Creates a region holding one live block of at least `size` bytes aligned to `align`
+    /// (`size` is its requested size). Returns the region and whether its memory is known to
+    /// be zero.
     pub(crate) fn alloc_large(&self, size: usize, align: usize) -> Option<(&'static Region, bool)> {
         let len = slices(size)?;
         let align = align.max(SLICE_SIZE);
@@ -57,6 +54,7 @@ impl<O: Os> Arena<O> {
         let start = region.start();
         region.set_kind(&session.guard, RegionKind::Large);
         region.set_purge_due(&session.guard, 0);
+        region.large.reset_live(size);
         self.map.set_large(start as usize, region);
         region.lock.attach(&session.guard);
         adjust(&self.counters.large_regions, 1);
@@ -80,25 +78,27 @@ impl<O: Os> Arena<O> {
         }
     }
 
-    /// Frees the large block at `ptr`, held in `region`. Aborts if `ptr` is not (or no longer)
-    /// the start of a live large block. The memory is purged after the purge delay.
+    /// Frees the large block at `ptr`, held in `region`, whose state is `from` (`Live`, or
+    /// `HeapFreed` when its isolated heap gives it back). Aborts if `ptr` is not the start of
+    /// such a block: the state moves to `Queued` once, so a second free aborts. The memory is
+    /// purged after the purge delay.
     ///
     /// A free never waits for a write session: the block is queued, and given back to the
-    /// free ranges at once if the arena lock is free, else by the session holding it, when it
-    /// ends. (Until then its range is neither free nor anyone's: nothing can be placed there.)
-    pub(crate) fn free_large(&self, region: &'static Region, ptr: *mut u8) {
+    /// free ranges at once if the arena lock is free, else by the session holding it, or by
+    /// the last reader holding it in shared mode, when it ends. (Until then its range is
+    /// neither free nor anyone's: nothing can be placed there.)
+    pub(crate) fn free_large(&self, region: &'static Region, ptr: *mut u8, from: LargeState) {
         if region.start() != ptr || region.len() == 0 {
             crate::abort::invalid_free(ptr);
         }
-        // AcqRel: the first free to set the flag owns the queueing; a second one is a double
-        // free (of a block whose first free may still be queued).
-        if region.queued_free.swap(true, Ordering::AcqRel) {
-            crate::abort::invalid_free(ptr);
+        if !region.large.transition(from, LargeState::Queued) {
+            region.large.check_state(ptr, from);
+            crate::abort::double_free(ptr); // it moved on between the two looks: a racing free
         }
         let mut head = self.queued_large.load(Ordering::Relaxed);
         loop {
-            // Relaxed: `list_next` of a live large region is unused; the CAS publishes it.
-            region.list_next.store(head, Ordering::Relaxed);
+            // Relaxed: the queue's own link; the CAS publishes it.
+            region.large.queue_next.store(head, Ordering::Relaxed);
             // SeqCst: with the fence of `release_queued_large_if_free`, either we see the
             // session that holds the lock end, or it sees our block (the store-buffering
             // pattern: neither may miss the other). Release: the link before the head.
@@ -120,16 +120,16 @@ impl<O: Os> Arena<O> {
     }
 
     /// Runs a session to release queued large frees if the lock is free now (after a session
-    /// ended: a free may have queued a block while it ran).
-    pub(super) fn release_queued_large_if_free(&self) {
-        // SeqCst: see `free_large`. Relaxed load: only decides whether to try.
+    /// or a reader ended: a free may have queued a block while it held the lock). True if it
+    /// ran one.
+    pub(super) fn release_queued_large_if_free(&self) -> bool {
+        // SeqCst: see `free_large` (the unlock just before this is the other side's "the
+        // holder is gone"). Relaxed load: only decides whether to try.
         fence(Ordering::SeqCst);
         if self.queued_large.load(Ordering::Relaxed).is_null() {
-            return;
+            return false;
         }
-        if let Some(session) = self.try_write() {
-            drop(session);
-        }
+        self.try_write().is_some() // dropping the session releases the queue
     }
 
     /// Resizes a large block in place if the arena allows it    /// Resizes a large block in place if the arena allows it: shrinking returns the tail as a
@@ -266,6 +266,7 @@ impl<O: Os> Arena<O> {
         // the OS lost it (another mapping may live there now): then it stays out of
         // circulation for good, never purged, reset or handed out.
         region.lock.detach(&session.guard);
+        region.large.set_released();
         self.map.clear(ptr as usize, SLICE_SIZE);
         if moved == Remap::Moved {
             state
@@ -276,9 +277,7 @@ impl<O: Os> Arena<O> {
         dest.set_purge_due(&session.guard, 0);
         // The moved pages keep their own kernel mapping until the range is reset.
         dest.set_moved(&session.guard, true);
-        // Relaxed: statistics.
-        dest.requested
-            .store(region.requested.load(Ordering::Relaxed), Ordering::Relaxed);
+        dest.large.reset_live(region.large.requested());
         self.map.set_large(dest.start() as usize, dest);
         dest.lock.attach(&session.guard);
         adjust(
@@ -321,12 +320,15 @@ impl<O: Os> WriteSession<'_, O> {
         // SAFETY: queued entries are region descriptors, which are never freed.
         while let Some(region) = unsafe { next.as_ref() } {
             // Relaxed: written by the freeing thread before its CAS, which we acquired.
-            next = region.list_next.load(Ordering::Relaxed);
+            next = region.large.queue_next.load(Ordering::Relaxed);
             let ptr = region.start();
-            if region.kind() != RegionKind::Large || !region.lock.is_attached() {
-                crate::abort::invalid_free(ptr);
+            if region.kind() != RegionKind::Large
+                || !region.lock.is_attached()
+                || region.large.state() != LargeState::Queued
+            {
+                crate::abort::internal("a queued large block that is not queued");
             }
-            region.queued_free.store(false, Ordering::Relaxed);
+            region.large.set_released();
             let len = region.len();
             region.lock.start_write(&self.guard);
             region.lock.detach(&self.guard);

@@ -35,8 +35,9 @@ impl Arena<PlatformOs> {
     }
 
     /// After `fork`, in the child: forget the other threads' reader references and any purge
-    /// they were running, end the held session, and forget the other threads' place on the
-    /// lock (a writer queued behind the session would otherwise hold readers back forever).
+    /// they were running (and make a purge due, see below), end the held session (which gives
+    /// back the large blocks queued meanwhile), and forget the other threads' place on the lock
+    /// (a writer queued behind the session would otherwise hold readers back forever).
     ///
     /// # Safety
     /// The calling thread ran [`Arena::lock_for_fork`] and is the only one in the process.
@@ -48,10 +49,17 @@ impl Arena<PlatformOs> {
                 region.lock.reset_readers_after_fork();
             }
         }
-        // Relaxed: the child has one thread.
-        self.purging.store(false, Ordering::Relaxed);
+        // Relaxed (here and below): the child has one thread. Held while the session ends:
+        // the child's fork handler purges nothing (a child that only calls `exec` would pay
+        // for a sweep); its first slow path does.
+        self.purging.store(true, Ordering::Relaxed);
         drop(session);
         // SAFETY: one thread (caller), whose session just ended.
         unsafe { self.lock.reset_after_fork() };
+        // No purge runs (another thread's was cut, if any), and one is due now: a purge cut
+        // between its sessions had set the schedule to "nothing due" while regions kept their
+        // due times.
+        self.purging.store(false, Ordering::Relaxed);
+        self.schedule_purge(0);
     }
 }

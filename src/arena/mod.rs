@@ -22,6 +22,7 @@ mod blocks;
 #[cfg(not(miri))]
 mod fork;
 mod growth;
+pub(crate) mod large_block;
 pub(crate) mod meta;
 pub(crate) mod page;
 pub(crate) mod pagemap;
@@ -59,7 +60,7 @@ pub(crate) struct Arena<O: Os> {
     /// Set while a thread runs a due purge, so others do not queue up behind it.
     purging: AtomicBool,
     /// Large blocks freed and not yet given back to the free ranges, linked through their
-    /// regions' `list_next` (see `blocks::free_large`).
+    /// regions' `large.queue_next` (see `blocks::free_large`).
     queued_large: AtomicPtr<Region>,
     /// How long freed memory stays before it is purged, in ns (`u64::MAX`: not read yet).
     purge_delay: AtomicU64,
@@ -129,8 +130,11 @@ impl<O: Os> Drop for WriteSession<'_, O> {
             .fetch_max(held, Ordering::Relaxed);
         // SAFETY: dropped once, here, ending the session; the session is not used after.
         unsafe { ManuallyDrop::drop(&mut self.guard) };
-        // A free that found the lock taken by us may have queued its block after we looked.
+        // A free that found the lock taken by us may have queued its block after we looked,
+        // and a purge may have been left to us (see `purge`: both after the fence in
+        // `release_queued_large_if_free`).
         self.arena.release_queued_large_if_free();
+        self.arena.maybe_purge();
     }
 }
 
@@ -236,10 +240,31 @@ impl<O: Os> Arena<O> {
         }
     }
 
+    /// Runs `f` with the arena lock held in shared mode.
+    ///
+    /// A large free that finds the lock held queues its block for the holder to give back
+    /// (`blocks::free_large`), and a purge that finds it held leaves its work due. A write
+    /// session gives the queue back when it ends; readers do both here, so that memory freed
+    /// while `stats()` (or any other reader) held the lock is not stranded until some later
+    /// slow path, which a quiet program may never run.
     fn with_read<R>(&self, f: impl FnOnce(&ArenaState) -> R) -> R {
-        let _shared = self.lock.read();
-        // SAFETY: in shared mode no write session runs, so nobody mutates the state.
-        f(unsafe { &*self.state.get() })
+        let result = {
+            let _shared = self.lock.read();
+            // SAFETY: in shared mode no write session runs, so nobody mutates the state.
+            f(unsafe { &*self.state.get() })
+        };
+        // Both after the unlock, and the queue's and the schedule's reads after the fence in
+        // `release_queued_large_if_free` (see `free_large` and `purge`).
+        self.release_queued_large_if_free();
+        self.maybe_purge(); // one load when nothing is scheduled
+        result
+    }
+
+    /// Runs `f` with the arena lock held in shared mode, as `stats()` holds it (for tests of
+    /// what frees do meanwhile, through `crate::fuzzing`).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn with_shared_lock<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.with_read(|_| f())
     }
 
     // ---------------------------------------------------------------- lock-free lookups

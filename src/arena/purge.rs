@@ -9,6 +9,20 @@
 //! passed: so a program that stops allocating but keeps freeing still gives memory back, and
 //! one that does nothing pays nothing. [`Arena::collect`] purges everything at once.
 //!
+//! ## Who runs a due purge
+//!
+//! A purge never waits for the lock (frees trigger it, and frees never wait). So a purge that
+//! is due but finds the arena lock held, by a write session or by a reader such as `stats()`,
+//! or finds another thread purging, is left to the one in the way: the lock's holders call
+//! `maybe_purge` after letting go (every session's end, every read lock's release), and the
+//! purging thread looks at the schedule again when it is done. Each hand-off is the
+//! store-buffering pattern, with SeqCst on both sides: the one who gives up schedules the
+//! purge, then looks at the lock (or the flag) again; the one in the way lets go, then reads
+//! the schedule; at least one of them sees the other. So whatever the lock was doing, a due
+//! purge runs once the last thing in its way has gone (memory freed with a purge delay of 0 is
+//! given back at once, `tests/idle.rs`). A purge due later runs at the first slow path after
+//! that time, or on the opt-in purger thread.
+//!
 //! A purge session is a write session that marks only the regions it purges: refills from
 //! other regions go on. Empty pages regions are removed; dirty free ranges are purged and
 //! merged with their clean neighbours.
@@ -22,7 +36,7 @@ use super::region::Region;
 use super::{Arena, WriteSession, as_ptr, region_at};
 use crate::os::Os;
 use crate::stats::{adjust, bump};
-use crate::sync::atomic::Ordering;
+use crate::sync::atomic::{Ordering, fence};
 
 /// Nothing scheduled.
 const NEVER: u64 = u64::MAX;
@@ -50,9 +64,20 @@ impl<O: Os> Arena<O> {
 
     /// Notes that something is due for purging at `due`.
     pub(crate) fn schedule_purge(&self, due: u64) {
-        // Relaxed: a hint of when to look; the purge session re-checks everything under the
-        // write lock.
-        self.next_purge.fetch_min(due, Ordering::Relaxed);
+        // SeqCst: a purge that is due must not be left to no one. This store and the reads of
+        // the flag and the lock that follow it (in `maybe_purge` and `purge_session`) pair
+        // with the releases of the flag and the lock, each followed by a read of the schedule
+        // (the store-buffering pattern; see "Who runs a due purge" above). The purge session
+        // re-checks everything under the write lock.
+        self.next_purge.fetch_min(due, Ordering::SeqCst);
+    }
+
+    /// Forgets the purge schedule, as a purge between its sessions leaves it (for tests of a
+    /// child forked then, through `crate::fuzzing`).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn forget_purge_schedule(&self) {
+        // Relaxed: see `schedule_purge`.
+        self.next_purge.store(NEVER, Ordering::Relaxed);
     }
 
     /// When the next purge is due (a monotonic time in nanoseconds), if one is scheduled.
@@ -62,21 +87,33 @@ impl<O: Os> Arena<O> {
         (due != NEVER).then_some(due)
     }
 
-    /// Runs a purge session if one is due. Cheap when nothing is scheduled (one load), and
-    /// one clock read otherwise.
+    /// Runs the purges that are due. Cheap when nothing is scheduled (one load), and one clock
+    /// read otherwise. Every session's end and every read lock's release call it (after the
+    /// unlock and a SeqCst fence): see "Who runs a due purge" above.
     #[inline]
     pub(crate) fn maybe_purge(&self) {
-        // Relaxed: see `schedule_purge`.
-        let due = self.next_purge.load(Ordering::Relaxed);
-        if due == NEVER {
-            return;
+        // SeqCst (here and on `purging`): see `schedule_purge`.
+        if self.next_purge.load(Ordering::SeqCst) != NEVER {
+            self.purge_due();
         }
-        let now = self.os.coarse_now_ns();
-        // Acquire/Release on `purging`: only to make the flag a tiny try-lock; the session's
-        // own write lock orders the work.
-        if now >= due && !self.purging.swap(true, Ordering::Acquire) {
-            self.purge(now, false, false);
-            self.purging.store(false, Ordering::Release);
+    }
+
+    #[inline(never)]
+    fn purge_due(&self) {
+        // A bound on the rounds, so a stream of frees that keeps making purges due cannot
+        // keep one thread here: what is left stays due for the next slow path.
+        for _ in 0..4 {
+            let due = self.next_purge.load(Ordering::SeqCst);
+            let now = self.os.coarse_now_ns();
+            if due == NEVER || now < due || self.purging.swap(true, Ordering::SeqCst) {
+                return; // nothing due yet, or the flag's holder looks again when done
+            }
+            let finished = self.purge(now, false, false);
+            self.purging.store(false, Ordering::SeqCst);
+            if !finished {
+                return; // the lock's holder purges when it lets go
+            }
+            // Look again: a purge that became due while we held the flag was left to us.
         }
     }
 
@@ -86,24 +123,32 @@ impl<O: Os> Arena<O> {
     }
 
     /// A session for a purge: waiting for the lock if `wait` (an explicit collect), else only
-    /// if the lock is free now (a purge that a free triggered: frees never wait).
-    fn purge_session(&self, wait: bool) -> Option<WriteSession<'_, O>> {
+    /// if the lock is free now (a purge that a free triggered: frees never wait). When it is
+    /// not, the purge is left due at `due` to the lock's holder, who runs `maybe_purge` when
+    /// it lets go: `None` then.
+    fn purge_session(&self, wait: bool, due: u64) -> Option<WriteSession<'_, O>> {
         if wait {
-            Some(self.write())
-        } else {
-            self.try_write()
+            return Some(self.write());
         }
+        if let Some(session) = self.try_write() {
+            return Some(session);
+        }
+        self.schedule_purge(due);
+        // SeqCst: either the holder, reading the schedule after its unlock, sees ours, or we
+        // see its unlock here (see `schedule_purge`).
+        fence(Ordering::SeqCst);
+        self.try_write()
     }
 
     /// Purges everything due by `now`, or everything if `force`: each pages region in a write
     /// session of its own (so a refill waits only while its own region is purged, never for
     /// the whole sweep), then the dirty free ranges in one more (no refill reads those). If
-    /// not `wait`ing and the lock is busy, it stops and leaves the rest due now, for the next
-    /// slow path to try again.
-    fn purge(&self, now: u64, force: bool, wait: bool) {
+    /// not `wait`ing and the lock is busy, it stops and leaves the rest due now to the lock's
+    /// holder (see `purge_session`), and returns false.
+    fn purge(&self, now: u64, force: bool, wait: bool) -> bool {
         // Reset first: anything scheduled while we work lowers it again, and we lower it to
-        // what we leave behind at the end. Relaxed: see `schedule_purge`.
-        self.next_purge.store(NEVER, Ordering::Relaxed);
+        // what we leave behind at the end. SeqCst: see `schedule_purge`.
+        self.next_purge.store(NEVER, Ordering::SeqCst);
         if force {
             // Make every region due now; the loop below then takes them one at a time.
             let _session = self.write();
@@ -112,9 +157,8 @@ impl<O: Os> Arena<O> {
             }
         }
         let next = loop {
-            let Some(mut session) = self.purge_session(wait) else {
-                self.schedule_purge(now);
-                return;
+            let Some(mut session) = self.purge_session(wait, now) else {
+                return false;
             };
             let mut due_region = None;
             let mut next = NEVER;
@@ -138,9 +182,8 @@ impl<O: Os> Arena<O> {
                 session.purge_free_pages(region);
             }
         };
-        let Some(session) = self.purge_session(wait) else {
-            self.schedule_purge(now.min(next));
-            return;
+        let Some(session) = self.purge_session(wait, now.min(next)) else {
+            return false;
         };
         let state = &mut *session.state;
         let (purged, ranges_next) =
@@ -151,6 +194,7 @@ impl<O: Os> Arena<O> {
         bump(&self.counters.purged_bytes, purged as u64);
         drop(session);
         self.schedule_purge(next.min(ranges_next));
+        true
     }
 }
 

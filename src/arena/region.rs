@@ -13,12 +13,12 @@
 //! one region at once), releasing is a `fetch_or`. A second bitmap remembers which pages were
 //! touched since they were last purged.
 //!
-//! Layer: `arena`; calls `sync` (the region lock), `config`, `arena::page` and `list` (the
-//! links of an isolated heap's large blocks).
+//! Layer: `arena`; calls `sync` (the region lock), `config`, `arena::page` and
+//! `arena::large_block` (what a large block's region knows of the block).
 
+use super::large_block::LargeBlock;
 use super::page::{Page, PageTable};
 use crate::config::{MAX_REGION_PAGES, PageKind};
-use crate::list::AtomicLinks;
 use crate::sync::arena_lock::ArenaWriteGuard;
 use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::region_lock::RegionLock;
@@ -91,30 +91,15 @@ pub(crate) struct Region {
     free_pages: [AtomicU64; BITMAP_WORDS],
     /// Pages regions: bit set = page touched since it was last purged.
     dirty_pages: [AtomicU64; BITMAP_WORDS],
-    /// Large blocks: the size the user asked for (for statistics).
-    pub(crate) requested: AtomicUsize,
-    /// Large blocks: freed, and queued to be given back (`Arena::free_large`).
-    pub(crate) queued_free: AtomicBool,
-    /// Large blocks of an isolated heap (`vmarena::Heap`): the heap's id (0 for blocks of the
-    /// thread heaps) and the links of its list of large blocks. The heap layer's fields, kept
-    /// here because a large block has no other descriptor; written under that heap's lock.
-    pub(crate) heap_id: AtomicUsize,
-    /// A large block of an isolated heap freed through the global allocator: the heap gives it
-    /// back at its next large allocation or its drop (see `crate::isolated`).
-    pub(crate) heap_freed: AtomicBool,
-    /// Links in its isolated heap's list of large blocks (under the heap's mutex).
-    pub(crate) heap_links: AtomicLinks<Region>,
-    /// Large blocks: freed into a thread heap's cache (`heap::large_cache`, the heap layer's
-    /// field), so a second free or a realloc of it is caught.
-    pub(crate) cached: AtomicBool,
+    /// Large blocks: the block's state, requested size and list links (see `large_block`).
+    pub(crate) large: LargeBlock,
 
     // ---- arena bookkeeping: written under the arena write lock (but see `list_next`) ----
     /// Neighbours in address order within the reservation.
     pub(crate) addr_prev: AtomicPtr<Region>,
     pub(crate) addr_next: AtomicPtr<Region>,
     /// Links in the list the region is on: its page kind's list, or a free-range bin. Also the
-    /// pool's free list while the descriptor is unused, and (`list_next`, written by the
-    /// freeing thread) the queue of freed large blocks.
+    /// pool's free list while the descriptor is unused.
     pub(crate) list_prev: AtomicPtr<Region>,
     pub(crate) list_next: AtomicPtr<Region>,
 }
@@ -133,12 +118,7 @@ impl Region {
             table: AtomicPtr::new(core::ptr::null_mut()),
             free_pages: [const { AtomicU64::new(0) }; BITMAP_WORDS],
             dirty_pages: [const { AtomicU64::new(0) }; BITMAP_WORDS],
-            requested: AtomicUsize::new(0),
-            queued_free: AtomicBool::new(false),
-            heap_id: AtomicUsize::new(0),
-            heap_freed: AtomicBool::new(false),
-            heap_links: AtomicLinks::new(),
-            cached: AtomicBool::new(false),
+            large: LargeBlock::new(),
             addr_prev: AtomicPtr::new(core::ptr::null_mut()),
             addr_next: AtomicPtr::new(core::ptr::null_mut()),
             list_prev: AtomicPtr::new(core::ptr::null_mut()),

@@ -11,14 +11,17 @@
 //! `large_bytes`); `stats()` reports it in `large_cached_bytes`, not in use. Caches are
 //! emptied when their thread exits and by `collect`.
 //!
-//! A cached block carries `Region::cached`, so freeing or reallocating it again aborts as a
-//! double free instead of handing one block out twice.
+//! A cached block is in state `Cached` (`arena::large_block`), so freeing or reallocating it
+//! again aborts as a double free instead of handing one block out twice; the cache moves it
+//! there and back with compare-and-swaps, so a block it lists twice (which must never happen)
+//! aborts too instead of being handed out twice.
 //!
 //! Layer: `heap`, a leaf of it; reads `arena` region fields and `config` (the caller gives
 //! evicted blocks back).
 
 use core::cell::Cell;
 
+use crate::arena::large_block::LargeState;
 use crate::arena::region::Region;
 use crate::config::SLICE_SIZE;
 use crate::sync::atomic::{AtomicUsize, Ordering};
@@ -65,9 +68,7 @@ impl LargeCache {
     /// heaps' blocks go back through their heap) no bigger than [`MAX_BLOCK`].
     #[inline]
     pub(crate) fn keeps(region: &Region) -> bool {
-        // Relaxed: `heap_id` was written before the block was handed out; the user's own
-        // synchronisation brought the block, and so this, here.
-        region.len() <= MAX_BLOCK && region.heap_id.load(Ordering::Relaxed) == 0
+        region.len() <= MAX_BLOCK && region.large.heap_id() == 0
     }
 
     /// Total size of the cached blocks (any thread; a statistic).
@@ -96,9 +97,9 @@ impl LargeCache {
         }
         self.len.set(len - 1);
         self.add_bytes(-(region.len() as isize));
-        // Relaxed: read by frees of this block, which the user's synchronisation orders
-        // after we hand it out (a racing double free is not detected, as everywhere).
-        region.cached.store(false, Ordering::Relaxed);
+        if !region.large.transition(LargeState::Cached, LargeState::Live) {
+            crate::abort::internal("a thread heap's cache lists a block that is not cached");
+        }
         region
     }
 
@@ -116,19 +117,38 @@ impl LargeCache {
         best.map(|(i, _)| self.remove(i))
     }
 
-    /// Keeps `region`, a freed large block that [`keeps`](Self::keeps) allows, pushing the
-    /// oldest blocks out to make room; `give_back` frees each one pushed out.
-    pub(crate) fn put(&self, region: &'static Region, mut give_back: impl FnMut(&'static Region)) {
+    /// Keeps `region`, the large block at `ptr` being freed, which [`keeps`](Self::keeps)
+    /// allows, pushing the oldest blocks out to make room; `give_back` frees each one pushed
+    /// out (they are live again). Aborts if the block is not live: freed already (cached,
+    /// queued, or waiting for its isolated heap), it is a double free.
+    pub(crate) fn put(
+        &self,
+        region: &'static Region,
+        ptr: *mut u8,
+        mut give_back: impl FnMut(&'static Region),
+    ) {
+        if !region.large.transition(LargeState::Live, LargeState::Cached) {
+            region.large.check_state(ptr, LargeState::Live);
+            crate::abort::double_free(ptr); // it moved on between the two looks: a racing free
+        }
         while self.len.get() == SLOTS
             || (self.len.get() > 0 && self.bytes() + region.len() > MAX_BYTES)
         {
             give_back(self.remove(0));
         }
-        // Relaxed: see `remove`.
-        region.cached.store(true, Ordering::Relaxed);
         self.blocks[self.len.get()].set(region);
         self.len.set(self.len.get() + 1);
         self.add_bytes(region.len() as isize);
+    }
+
+    /// Lists the newest block a second time: the state a `fork` leaves when it catches the
+    /// owner inside `remove`'s shift (for tests of the child, through `crate::fuzzing`).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn list_newest_twice(&self) {
+        let len = self.len.get();
+        assert!(len > 0 && len < SLOTS, "needs a block and a free slot");
+        self.blocks[len].set(self.blocks[len - 1].get());
+        self.len.set(len + 1);
     }
 
     /// Empties the cache, handing every block to `give_back`.

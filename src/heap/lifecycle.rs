@@ -109,10 +109,13 @@ impl Registry {
         self.exited += 1;
     }
 
-    /// Returns an unlinked heap to the pool, its counters folded into the orphans' and reset.
+    /// Returns an unlinked heap to the pool, its counters folded into the orphans', built
+    /// anew (see `Heap::rebuild`).
     fn recycle(&mut self, heap: &'static Heap) {
         heap.counters.fold_into(&ORPHAN_COUNTERS);
-        heap.reset();
+        // SAFETY: unlinked, so no walker of the registry reaches it; its thread is gone or
+        // gave it up (or never had it), so no one else uses it.
+        unsafe { heap.rebuild() };
         self.pool.give(heap);
     }
 

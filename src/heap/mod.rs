@@ -26,6 +26,7 @@ pub(crate) mod thread_heap;
 #[cfg(test)]
 mod tests;
 
+use crate::arena::large_block::LargeState;
 use crate::arena::page::{Block, Page};
 use crate::stats::Stats;
 use modes::tracking_requested;
@@ -80,10 +81,7 @@ pub(crate) fn alloc_large(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     }
     if heap.state() == thread_heap::HeapState::Alive {
         if let Some(region) = heap.large_cache.take(size) {
-            // Relaxed: statistics; the block is ours.
-            region
-                .requested
-                .store(size, crate::sync::atomic::Ordering::Relaxed);
+            region.large.set_requested(size);
             if zeroed {
                 // SAFETY: the block is ours and at least `size` bytes long (`take`).
                 unsafe { core::ptr::write_bytes(region.start(), 0, size) };
@@ -111,15 +109,14 @@ fn alloc_large_block(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 pub(crate) fn free_large(region: &'static crate::arena::region::Region, ptr: *mut u8) {
     let heap = slot::heap();
     if heap.state() == thread_heap::HeapState::Alive && large_cache::LargeCache::keeps(region) {
-        crate::large::check_live(region, ptr);
-        // Relaxed: statistics; the block is live, so its fields are stable for us.
-        let requested = region
-            .requested
-            .load(crate::sync::atomic::Ordering::Relaxed);
-        heap.counters.on_free(requested);
-        heap.large_cache.put(region, |old| {
-            crate::large::free_block(old, old.start());
+        if region.start() != ptr {
+            crate::abort::invalid_free(ptr);
+        }
+        let requested = region.large.requested();
+        heap.large_cache.put(region, ptr, |old| {
+            crate::large::free_block(old, old.start(), LargeState::Live);
         });
+        heap.counters.on_free(requested);
         return;
     }
     record_free(crate::large::free(region, ptr));
@@ -137,6 +134,13 @@ pub(crate) fn realloc_large(
     let (moved, old_requested) = crate::large::realloc(region, ptr, new_size, align, tally())?;
     record_resize(old_requested, new_size);
     Some(moved)
+}
+
+/// Lists the newest block of the calling thread's large-block cache twice (see
+/// `LargeCache::list_newest_twice`; for `crate::fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn list_newest_cached_large_block_twice() {
+    slot::heap().large_cache.list_newest_twice();
 }
 
 /// Turns counting of requested bytes on or off, for heaps alive now and those to come.

@@ -16,7 +16,7 @@
 //! `abandon`, `large_cache` and `modes`, `arena` (claiming and releasing pages), `large`
 //! (freeing cached blocks), `list`, `stats`, `abort`, `os`, `config` and `purger`.
 
-use core::cell::Cell;
+use core::cell::{Cell, UnsafeCell};
 
 use super::double_free;
 use super::large_cache::LargeCache;
@@ -26,6 +26,7 @@ use super::page_list::PageList;
 use super::pages;
 use super::size_class::{NUM_CLASSES, class_size, page_kind};
 use crate::arena::ARENA;
+use crate::arena::large_block::LargeState;
 use crate::arena::page::{Block, NO_OWNER, OWNER_FULL_FLAG, Page};
 use crate::config::PageKind;
 use crate::list::AtomicLinks;
@@ -221,14 +222,6 @@ impl HeapCounters {
         into.add_shared(allocated, freed, blocks);
         self.tally.fold_into(&into.tally);
     }
-
-    /// Zeroes the byte and block counts (for a heap going back to its pool).
-    pub(crate) fn clear(&self) {
-        for c in [&self.allocated, &self.freed, &self.allocations, &self.frees] {
-            // Relaxed: statistics of a heap no one uses.
-            c.store(0, Ordering::Relaxed);
-        }
-    }
 }
 
 /// Counters of exited heaps, and of frees made by threads without a usable heap.
@@ -239,7 +232,26 @@ pub(crate) static ORPHAN_COUNTERS: HeapCounters = HeapCounters::shared();
 const COUNTING_BIT: usize = 2;
 const _: () = assert!(COUNTING_BIT != OWNER_FULL_FLAG && COUNTING_BIT < 4);
 
-pub(crate) struct Heap {
+/// A heap. Its fields sit in an `UnsafeCell`, so that a heap going back to the pool is built
+/// anew ([`Heap::rebuild`]) rather than reset field by field: a field added later cannot be
+/// forgotten, and a forked child's dead heaps, frozen mid-operation, keep nothing (see
+/// `crate::fork`). Every method reaches the fields through `Deref`.
+#[repr(transparent)]
+pub(crate) struct Heap(UnsafeCell<HeapFields>);
+
+impl core::ops::Deref for Heap {
+    type Target = HeapFields;
+
+    #[inline(always)]
+    fn deref(&self) -> &HeapFields {
+        // SAFETY: the fields are written as a whole only by `rebuild`, whose caller guarantees
+        // that no reference from here is alive; each field is a `Cell` or an atomic, and who
+        // may use which is the heap's own contract (see `Send` below).
+        unsafe { &*self.0.get() }
+    }
+}
+
+pub(crate) struct HeapFields {
     /// Per class, the page the fast path allocates from (`EMPTY_PAGE` if none).
     current: [Cell<*const Page>; NUM_CLASSES],
     /// Our id in pages' `owner` (`NO_THREAD` unless alive).
@@ -286,7 +298,7 @@ impl Heap {
 
     /// An empty heap in `state`: the shared sentinels (see `lifecycle`), or a fresh heap.
     pub(crate) const fn sentinel(state: HeapState) -> Heap {
-        Heap {
+        Heap(UnsafeCell::new(HeapFields {
             current: [const { Cell::new(&raw const EMPTY_PAGE) }; NUM_CLASSES],
             tid: Cell::new(NO_THREAD),
             fast_free_owner: AtomicUsize::new(NO_THREAD),
@@ -301,7 +313,7 @@ impl Heap {
             os_tid: AtomicI32::new(0),
             registry: AtomicLinks::new(),
             pool_next: AtomicPtr::new(core::ptr::null_mut()),
-        }
+        }))
     }
 
     pub(crate) fn state(&self) -> HeapState {
@@ -364,30 +376,18 @@ impl Heap {
         self.os_tid.store(os_tid, Ordering::Relaxed);
     }
 
-    /// Back to the state of [`Heap::new`], for reuse by another thread. The heap holds no pages
-    /// (they were handed over), or holds pages it must forget (a forked child's dead heaps).
-    pub(crate) fn reset(&self) {
-        for class in 0..NUM_CLASSES {
-            self.current[class].set(&raw const EMPTY_PAGE);
-            for list in [&self.queues[class], &self.full[class]] {
-                list.clear();
-            }
-        }
-        self.tid.set(NO_THREAD);
-        self.fast_free_owner.store(NO_THREAD, Ordering::Relaxed);
-        self.free_key.set(0);
-        self.state.set(HeapState::Uninit);
-        self.isolated.set(false);
-        self.checked.set(false);
-        // Relaxed: statistics; the heap is not registered (its counts were folded).
-        self.counters.clear();
-        self.counters.counting.store(false, Ordering::Relaxed);
-        debug_assert!({
-            let mut leftover = crate::stats::Stats::default();
-            self.counters.tally.add_to(&mut leftover);
-            leftover.pages_in_use == [0; PageKind::COUNT]
-        });
-        self.set_os_tid(0);
+    /// Builds the heap anew, as [`Heap::new`] does, for reuse by another thread. Whatever it
+    /// held is forgotten: its pages were handed over, or (a forked child's dead heaps, and
+    /// their cached large blocks) are leaked, their blocks' fate unknowable. Its counters
+    /// must have been folded into others first.
+    ///
+    /// # Safety
+    /// No other thread uses the heap, and no reference to its fields is alive (the caller
+    /// holds only `&Heap`, and takes no field reference across the call).
+    pub(crate) unsafe fn rebuild(&self) {
+        // SAFETY: the fields are in our `UnsafeCell`, so writing them through its pointer is
+        // allowed; no one else uses them (caller). `HeapFields` has no `Drop`.
+        unsafe { self.0.get().write(Heap::new().0.into_inner()) };
     }
 
     // ------------------------------------------------------------------ allocation
@@ -835,7 +835,7 @@ impl Heap {
     /// they went in).
     fn drain_large_cache(&self) {
         self.large_cache.drain(|region| {
-            crate::large::free_block(region, region.start());
+            crate::large::free_block(region, region.start(), LargeState::Live);
         });
     }
 

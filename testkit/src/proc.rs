@@ -14,3 +14,27 @@ pub fn status_kib(field: &str) -> u64 {
     let line = status.lines().find(|l| l.starts_with(field)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+/// [`resident_bytes`] without allocating (a stack buffer and plain system calls), for tests
+/// that must not call the allocator while they look.
+pub fn resident_bytes_without_allocating() -> usize {
+    let mut buf = [0u8; 128];
+    // SAFETY: a NUL-terminated path; `buf` is valid for its length; the descriptor is ours.
+    let len = unsafe {
+        let fd = libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY);
+        assert!(fd >= 0, "open /proc/self/statm");
+        let len = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        len
+    };
+    assert!(len > 0, "read /proc/self/statm");
+    let second = buf[..len as usize]
+        .split(|&b| b == b' ')
+        .nth(1)
+        .expect("statm has a resident field");
+    let pages = second
+        .iter()
+        .fold(0usize, |n, &d| n * 10 + (d - b'0') as usize);
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
+}

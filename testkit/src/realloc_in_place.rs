@@ -31,7 +31,11 @@ pub fn resize_small_blocks_through(
             let middle = run[2];
             let resized = realloc(middle, grow);
             assert!(!resized.is_null(), "realloc({size} -> {grow}) failed");
-            assert_eq!(resized as usize % 16, 0, "realloc({size} -> {grow}) not 16-aligned");
+            assert_eq!(
+                resized as usize % 16,
+                0,
+                "realloc({size} -> {grow}) not 16-aligned"
+            );
             assert!(
                 usable(resized) >= grow,
                 "realloc({size} -> {grow}) gave a block of {} bytes (in place: {})",

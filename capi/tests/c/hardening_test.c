@@ -225,7 +225,10 @@ static void *churn(void *arg) {
     void *keep[64] = {0};
     while (!stop_threads) {
         seed = seed * 1103515245 + 12345;
-        size_t n = 1 + (seed >> 8) % (seed % 13 == 0 ? 3000000 : 3000);
+        /* Small blocks, large ones, and (one in four) 64-512 KiB blocks: those go through
+         * the thread's cache of freed large blocks, whose slot shift a fork may cut. */
+        size_t n = seed % 4 == 1 ? (64 << 10) + (seed >> 8) % (448 << 10)
+                                 : 1 + (seed >> 8) % (seed % 13 == 0 ? 3000000 : 3000);
         int slot = (seed >> 4) % 64;
         free(keep[slot]);
         keep[slot] = malloc(n);
@@ -241,6 +244,15 @@ static void *short_lived(void *arg) {
     void *p[100];
     for (int i = 0; i < 100; i++) p[i] = malloc(1 + i * 37);
     for (int i = 0; i < 100; i++) free(p[i]);
+    /* Two blocks of the size the dead threads' caches held, each filled with its own byte:
+     * a block handed out twice would show the other's. */
+    unsigned char *a = malloc(200 << 10), *b = malloc(200 << 10);
+    CHECK(a && b && a != b);
+    memset(a, 0xA1, 200 << 10);
+    memset(b, 0xB2, 200 << 10);
+    for (size_t i = 0; i < (200 << 10); i += 4096) CHECK(a[i] == 0xA1 && b[i] == 0xB2);
+    free(a);
+    free(b);
     return malloc(200); /* freed by the joiner */
 }
 
