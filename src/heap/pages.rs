@@ -300,10 +300,18 @@ pub(crate) unsafe fn collect(page: &Page) {
                 page.free_is_zero.set(false);
             } else {
                 // Both lists in use (a collect outside the allocation path): append the
-                // remote ones to the owner's frees, walking them this once.
+                // remote ones to the owner's frees, walking them this once, each link checked
+                // before it is followed (a write after free must end in the named abort).
                 let mut tail = list;
-                while !(*tail).next.is_null() {
-                    tail = (*tail).next;
+                loop {
+                    let next = (*tail).next;
+                    if next.is_null() {
+                        break;
+                    }
+                    if !is_carved_block(page, next as usize) {
+                        crate::abort::corrupted_free_list(tail.cast(), next.cast());
+                    }
+                    tail = next;
                 }
                 (*tail).next = page.local_free.get();
                 page.local_free.set(list);
