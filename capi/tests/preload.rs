@@ -355,3 +355,119 @@ fn options_under_ld_preload() {
         "the report is cut: {stderr}"
     );
 }
+
+fn misuse() -> PathBuf {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| c_program("misuse", &[])).clone()
+}
+
+/// How a run of `misuse.c` ended.
+#[derive(Debug, PartialEq)]
+enum Misuse {
+    /// vmarena aborted with its message naming the address the case announced (if any).
+    Refused(String),
+    /// The program reached its end: the bug went unnoticed.
+    Survived,
+    /// A fault in the program's own code (or libc's), as with any allocator.
+    FaultElsewhere,
+    /// A fault inside vmarena: a corrupted block followed as if it were sound.
+    FaultInVmarena,
+    Other(String),
+}
+
+fn run_misuse(case: &str, size: usize, checked: bool) -> Misuse {
+    use std::os::unix::process::ExitStatusExt;
+    let mut cmd = Command::new(misuse());
+    cmd.args([case, &size.to_string()])
+        .env("LD_PRELOAD", library())
+        .env_remove("VMARENA_CHECKED");
+    if checked {
+        cmd.env("VMARENA_CHECKED", "1");
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match (out.status.code(), out.status.signal()) {
+        (_, Some(libc::SIGABRT)) if stderr.contains("vmarena: ") => {
+            let named = stdout
+                .split_whitespace()
+                .skip_while(|w| *w != "address")
+                .nth(1)
+                .is_none_or(|a| stderr.contains(a.trim_start_matches("0x")));
+            let message = stderr.lines().find(|l| l.contains("vmarena: ")).unwrap();
+            if named {
+                Misuse::Refused(message.to_string())
+            } else {
+                Misuse::Other(format!("the abort does not name the address: {stdout} {stderr}"))
+            }
+        }
+        (Some(0), _) if stdout.contains("survived") => Misuse::Survived,
+        (Some(77), _) => Misuse::FaultInVmarena,
+        (Some(78), _) => Misuse::FaultElsewhere,
+        _ => Misuse::Other(format!("{:?}: {stdout} {stderr}", out.status)),
+    }
+}
+
+/// The classes of program bugs of mimalloc-bench's security suite, in this project's own
+/// program (`tests/c/misuse.c`), at a small, a page-sized and a large block: every double or
+/// invalid free aborts naming the address (36 of 36); no bug makes vmarena fault inside itself
+/// in checked mode; by default, only writes that overwrite a free block's link may (the check
+/// that catches them costs 4 instructions on every malloc: `BENCHMARKS.md`, "Hardening").
+#[test]
+fn c_program_bugs_end_in_vmarenas_message_not_in_a_fault_inside_it() {
+    const REFUSED: [&str; 12] = [
+        "double-free",
+        "double-free-after-work",
+        "double-free-between",
+        "double-free-then-work",
+        "double-free-reused",
+        "free-constant",
+        "free-stack",
+        "free-near",
+        "free-far",
+        "free-plus-1",
+        "free-plus-8",
+        "free-heap-alloca",
+    ];
+    const WRITES: [&str; 13] = [
+        "overflow-1",
+        "overflow-32",
+        "overflow-1m",
+        "underflow-1",
+        "underflow-32",
+        "underflow-1m",
+        "copy-over-end",
+        "copy-before-start",
+        "write-after-free",
+        "write-after-free-link",
+        "zero-size-write",
+        "impossible-size",
+        "heap-not-executable",
+    ];
+    let mut failures = Vec::new();
+    for size in [8, 4096, 256 << 10] {
+        for checked in [false, true] {
+            for case in REFUSED {
+                let got = run_misuse(case, size, checked);
+                if !matches!(got, Misuse::Refused(_)) {
+                    failures.push(format!("{case} {size} checked={checked}: {got:?}"));
+                }
+            }
+            for case in WRITES {
+                let got = run_misuse(case, size, checked);
+                let link_overwritten = case.starts_with("overflow") || case.starts_with("write");
+                let ok = match &got {
+                    Misuse::FaultInVmarena => !checked && link_overwritten,
+                    Misuse::Other(_) => false,
+                    Misuse::Survived => case != "heap-not-executable",
+                    Misuse::FaultElsewhere => case != "impossible-size",
+                    Misuse::Refused(_) => true,
+                };
+                if !ok {
+                    failures.push(format!("{case} {size} checked={checked}: {got:?}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
