@@ -93,7 +93,8 @@ impl<O: Os> Arena<O> {
     #[inline]
     pub(crate) fn maybe_purge(&self) {
         // SeqCst (here and on `purging`): see `schedule_purge`.
-        if self.next_purge.load(Ordering::SeqCst) != NEVER {
+        let due = self.next_purge.load(Ordering::SeqCst);
+        if due != NEVER && self.os.coarse_now_ns() >= due {
             self.purge_due();
         }
     }

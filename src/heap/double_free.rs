@@ -146,21 +146,16 @@ pub(crate) unsafe fn mark_freed(page: &Page, block: *mut Block, key: usize) -> b
     }
 }
 
-/// Marks the blocks a page has just carved as free, as a free would: a free of one of them
-/// (an address the page carved but never handed out, such as `p + 4096`) is then suspect and
-/// confirmed like any double free, instead of listing the block twice.
+/// Marks a block a page has just carved as free, as a free would: a free of it (an address
+/// the page carved but never handed out, such as `p + 4096`) is then suspect and confirmed
+/// like any double free, instead of listing the block twice.
 ///
 /// # Safety
-/// `first` starts `count` consecutive blocks of `size` bytes (more than 8) that the caller owns.
-pub(crate) unsafe fn mark_carved(first: *mut Block, size: usize, count: u32, key: usize) {
-    let mut block = first;
-    for _ in 0..count {
-        // SAFETY: blocks above 8 bytes have a second word; the caller owns the blocks.
-        unsafe {
-            *marker_word(block) = marker(block, key);
-            block = block.byte_add(size);
-        }
-    }
+/// `block` is a block of more than 8 bytes that the caller owns.
+#[inline(always)]
+pub(crate) unsafe fn mark_carved(block: *mut Block, key: usize) {
+    // SAFETY: blocks above 8 bytes have a second word; the caller owns the block.
+    unsafe { *marker_word(block) = marker(block, key) };
 }
 
 /// Clears the marker of a block just allocated (8-byte blocks, class 0, have none).

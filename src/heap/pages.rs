@@ -79,6 +79,7 @@ pub(crate) unsafe fn init(page: &Page, class: usize, fresh: bool, owner: usize) 
 ///
 /// # Safety
 /// The calling thread owns the page and its free list is empty.
+#[inline(always)]
 pub(crate) unsafe fn extend(page: &Page) -> bool {
     // SAFETY: owner (caller).
     unsafe {
@@ -92,16 +93,26 @@ pub(crate) unsafe fn extend(page: &Page) -> bool {
             .min(reserved - capacity);
         let start = page.start.load(Ordering::Relaxed);
         let first = start.add(capacity as usize * size).cast::<Block>();
+        let last = first.byte_add((count as usize - 1) * size);
         let mut block = first;
-        for _ in 1..count {
-            let next = block.byte_add(size);
-            (*block).next = next;
-            block = next;
-        }
-        (*block).next = core::ptr::null_mut();
         if size > 8 {
-            super::double_free::mark_carved(first, size, count, super::double_free::free_key());
+            // Above 8 bytes each block also gets its free marker, in the same pass.
+            let key = super::double_free::free_key();
+            while block != last {
+                let next = block.byte_add(size);
+                (*block).next = next;
+                super::double_free::mark_carved(block, key);
+                block = next;
+            }
+            super::double_free::mark_carved(last, key);
+        } else {
+            while block != last {
+                let next = block.byte_add(size);
+                (*block).next = next;
+                block = next;
+            }
         }
+        (*last).next = core::ptr::null_mut();
         page.free.set(first);
         page.capacity.set(capacity + count);
         // Relaxed: the new blocks reach other threads only through the user's synchronisation,
