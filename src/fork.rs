@@ -30,7 +30,7 @@
 //! | abandoned page lists | their mutex | keep (reset the mutex) |
 //! | the fallback heap | its mutex | keep (reset the mutex) |
 //! | isolated heaps (`Heap`) | their mutex | keep (reset the mutexes); a `LocalHeap` of another thread is unreachable in the child |
-//! | arena lock, sequence, region readers | lock protocol | reset: the forking thread's session ends, other threads' reader counts are zeroed |
+//! | arena lock, sequence, region readers | lock protocol | reset: the forking thread's session ends; other threads' reader references are dropped on every region descriptor (a refill may hold one on any, large blocks included) |
 //! | region page bitmaps | CAS under a region read lock | keep: a page claimed by a thread cut mid-refill is leaked |
 //! | the large-free queue | CAS push by any free | keep: the child's session end gives back what was pushed; a block whose free was cut between its state change and its push stays `Queued`, leaked |
 //! | a large block's state word | CAS by its freer | keep: every move is one CAS |

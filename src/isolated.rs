@@ -409,13 +409,14 @@ impl<const LOCKED: bool> Drop for Core<LOCKED> {
             counters.freed.store(allocated, Ordering::Relaxed);
             counters.frees.store(allocations, Ordering::Relaxed);
             counters.fold_into(&crate::heap::thread_heap::ORPHAN_COUNTERS);
-            // SAFETY: we hold the heap's access, and it is being dropped: no one else uses
-            // it, and `counters` is not used past this point.
-            unsafe { guarded.heap.rebuild() };
         }
         let mut registry = REGISTRY.lock();
         // SAFETY: under the registry lock; a live descriptor is on the list.
         unsafe { registry.live.remove(inner) };
+        // SAFETY: off the registry (whose walkers, `stats()` and `set_counting`, read and
+        // write its counters), and being dropped: nothing reaches the heap any more, and no
+        // reference to its fields is alive.
+        unsafe { (*inner.guarded.data_ptr()).heap.rebuild() };
         // Relaxed: under the registry lock.
         inner.id.store(0, Ordering::Relaxed);
         registry.pool.give(inner);

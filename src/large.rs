@@ -69,7 +69,8 @@ fn belongs_to_a_heap(region: &Region) -> bool {
 }
 
 /// Reallocates a large block without copying if possible, uncounted (see [`resize`]); `None`
-/// for a block of an isolated heap, which the caller moves by copy and free.
+/// for a block of an isolated heap, which the caller moves by copy and free. Aborts unless
+/// `ptr` is the start of the live block (before the caller copies anything from it).
 pub(crate) fn realloc(
     region: &'static Region,
     ptr: *mut u8,
@@ -77,6 +78,7 @@ pub(crate) fn realloc(
     align: usize,
     tally: &Tally,
 ) -> Option<(*mut u8, usize)> {
+    check_live(region, ptr);
     if belongs_to_a_heap(region) {
         return None; // the heap lists the block where it is: move it by copy and free
     }

@@ -137,18 +137,28 @@ fn misbehave() {
                 // free(p + 4096): a block of p's page that the page carved along with p but
                 // never handed out (mimalloc-bench's `invalid_free_close`). It is on the free
                 // list already: accepting it would list it twice.
+                // On a new thread, whose heap starts with a fresh page: `p` is its first block,
+                // and `p + 4096` one the first carving made and nothing handed out.
                 let size = if case.contains("4096") { 4096 } else { 16 };
                 let layout = Layout::from_size_align(size, 8).unwrap();
-                let p = GLOBAL.alloc(layout);
-                let close = p.add(4096) as usize;
-                println!("address {:p}", close as *const u8);
-                if case.ends_with("other-thread") {
-                    std::thread::spawn(move || GLOBAL.dealloc(close as *mut u8, layout))
-                        .join()
-                        .unwrap();
-                } else {
+                let other_thread = case.ends_with("other-thread");
+                let (owner_done, park) = std::sync::mpsc::channel::<usize>();
+                let owner = std::thread::spawn(move || {
+                    let close = GLOBAL.alloc(layout).add(4096) as usize;
+                    println!("address {:p}", close as *const u8);
+                    if other_thread {
+                        owner_done.send(close).unwrap();
+                        std::thread::park(); // the page stays this thread's meanwhile
+                    } else {
+                        GLOBAL.dealloc(close as *mut u8, layout);
+                    }
+                });
+                if other_thread {
+                    let close = park.recv().unwrap();
                     GLOBAL.dealloc(close as *mut u8, layout);
+                    owner.thread().unpark();
                 }
+                owner.join().unwrap();
             }
             "corrupted-list-double-free" => {
                 // Two blocks freed (the second links to the first), then a write after free

@@ -178,7 +178,9 @@ fn large_frees_behind_statistics_readers_go_back() {
     std::thread::spawn(|| {
         loop {
             match READER.load(Ordering::Acquire) {
-                READING => drop(std::hint::black_box(vmarena::stats())),
+                READING => {
+                    std::hint::black_box(vmarena::stats());
+                }
                 PAUSE => READER.store(PAUSED, Ordering::Release),
                 STOP => loop {
                     std::thread::park();
@@ -194,7 +196,12 @@ fn large_frees_behind_statistics_readers_go_back() {
         block.iter_mut().step_by(4096).for_each(|b| *b = 1);
         drop(block);
         READER.store(PAUSE, Ordering::Release);
+        let asked = Instant::now();
         while READER.load(Ordering::Acquire) != PAUSED {
+            assert!(
+                asked.elapsed() < Duration::from_secs(30),
+                "the reader stopped answering"
+            );
             std::hint::spin_loop();
         }
         // No allocator call from the free to this look.

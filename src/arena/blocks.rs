@@ -132,7 +132,7 @@ impl<O: Os> Arena<O> {
         self.try_write().is_some() // dropping the session releases the queue
     }
 
-    /// Resizes a large block in place if the arena allows it    /// Resizes a large block in place if the arena allows it: shrinking returns the tail as a
+    /// Resizes a large block in place if the arena allows it: shrinking returns the tail as a
     /// free range, growing takes the front of the free range right after the block. Returns
     /// false (and changes nothing) if the block cannot be resized in place.
     pub(crate) fn resize_large_in_place(
@@ -266,7 +266,12 @@ impl<O: Os> Arena<O> {
         // the OS lost it (another mapping may live there now): then it stays out of
         // circulation for good, never purged, reset or handed out.
         region.lock.detach(&session.guard);
-        region.large.set_released();
+        if !region
+            .large
+            .transition(LargeState::Live, LargeState::Released)
+        {
+            crate::abort::double_free(ptr); // freed while it moved: the program raced itself
+        }
         self.map.clear(ptr as usize, SLICE_SIZE);
         if moved == Remap::Moved {
             state
@@ -324,11 +329,12 @@ impl<O: Os> WriteSession<'_, O> {
             let ptr = region.start();
             if region.kind() != RegionKind::Large
                 || !region.lock.is_attached()
-                || region.large.state() != LargeState::Queued
+                || !region
+                    .large
+                    .transition(LargeState::Queued, LargeState::Released)
             {
                 crate::abort::internal("a queued large block that is not queued");
             }
-            region.large.set_released();
             let len = region.len();
             region.lock.start_write(&self.guard);
             region.lock.detach(&self.guard);

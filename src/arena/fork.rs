@@ -44,8 +44,11 @@ impl Arena<PlatformOs> {
     pub(crate) unsafe fn unlock_after_fork_child(&self) {
         // SAFETY: only the forking thread uses HELD; it is the only thread in the child.
         let session = unsafe { (*HELD.0.get()).take() };
-        if session.is_some() {
-            for region in self.all_page_regions() {
+        if let Some(session) = &session {
+            // Every region, not only the pages regions: a refill holding a stale pointer
+            // takes its reference before it checks what the region is, so a thread cut there
+            // may have left one on a large block, whose release would then wait for it.
+            for region in session.state.descriptors.all_regions() {
                 region.lock.reset_readers_after_fork();
             }
         }

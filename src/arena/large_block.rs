@@ -4,17 +4,18 @@
 //! the layers above keep their fields here, each saying which layer writes it; all of it is
 //! reset at once, by [`LargeBlock::reset_live`], when a region becomes a large block.
 //!
-//! The states, and who moves a block between them (every move a compare-and-swap, so a
-//! second free of one block finds the state moved on and aborts instead of listing the block
-//! twice):
+//! The states, and who moves a block between them. Every move of a block that another thread
+//! may reach is a compare-and-swap, so a second free of one block finds the state moved on and
+//! aborts instead of listing the block twice; only the write session that makes a detached
+//! region a block sets `Live` with a store ([`LargeBlock::reset_live`]).
 //!
-//! | state       | meaning                                   | left by                        |
+//! | state       | meaning                                   | left for, by                   |
 //! |-------------|-------------------------------------------|--------------------------------|
-//! | `Released`  | not a large block (a free range, pooled)  | a write session making it one  |
-//! | `Live`      | the user's                                | a free (any of the three below)|
-//! | `Cached`    | freed into a thread heap's cache          | the cache handing it out again |
-//! | `Queued`    | freed, waiting for a write session        | that session releasing it      |
-//! | `HeapFreed` | an isolated heap's block freed through the global allocator, waiting for its heap | the heap giving it back (`Queued`) |
+//! | `Released`  | not a large block (a free range, pooled)  | `Live`: a write session making it one |
+//! | `Live`      | the user's                                | `Cached`, `Queued` or `HeapFreed`: a free; `Released`: a move by `mremap` |
+//! | `Cached`    | freed into a thread heap's cache          | `Live`: the cache handing it out; `Queued`: the cache giving it back |
+//! | `Queued`    | freed, waiting for a write session        | `Released`: that session releasing it |
+//! | `HeapFreed` | an isolated heap's block freed through the global allocator, waiting for its heap | `Queued`: the heap giving it back |
 //!
 //! Layer: `arena`, a leaf of it; calls `list` (the link type), `sync::atomic` and `abort`.
 
@@ -114,14 +115,6 @@ impl LargeBlock {
         }
     }
 
-    /// Marks a block that stopped being one (its range released or moved away). Caller holds
-    /// the arena write lock with the region detached.
-    pub(crate) fn set_released(&self) {
-        // Release: pairs with the Acquire of a transition that a stale free might attempt.
-        self.state
-            .store(LargeState::Released as u8, Ordering::Release);
-    }
-
     /// The size the user asked for (statistics).
     pub(crate) fn requested(&self) -> usize {
         // Relaxed: statistics, written by the block's holder.
@@ -166,7 +159,7 @@ mod tests {
         assert!(block.transition(LargeState::Cached, LargeState::Live));
         assert!(block.transition(LargeState::Live, LargeState::Queued));
         assert!(!block.transition(LargeState::Cached, LargeState::Live));
-        block.set_released();
+        assert!(block.transition(LargeState::Queued, LargeState::Released));
         assert_eq!(block.state(), LargeState::Released);
     }
 

@@ -145,6 +145,9 @@ pub(crate) struct Descriptors {
     chunks: MetaChunks,
     regions: Pool<Region>,
     tables: Pool<PageTable>,
+    /// Every region descriptor ever created, newest first, through `Region::next_created`
+    /// (for a forked child, which must reset every region's reader count).
+    all_regions: *const Region,
 }
 
 impl Descriptors {
@@ -153,11 +156,34 @@ impl Descriptors {
             chunks: MetaChunks::new(),
             regions: Pool::new(),
             tables: Pool::new(),
+            all_regions: core::ptr::null(),
         }
     }
 
     pub(crate) fn take_region(&mut self, os: &impl Os) -> Option<&'static Region> {
-        self.regions.take(&mut self.chunks, os)
+        let created = self.regions.created;
+        let region = self.regions.take(&mut self.chunks, os)?;
+        if self.regions.created != created {
+            // Relaxed: written once, under the arena write lock, read under it.
+            region
+                .next_created
+                .store(self.all_regions.cast_mut(), Ordering::Relaxed);
+            self.all_regions = region;
+        }
+        Some(region)
+    }
+
+    /// Every region descriptor ever created, in use or pooled. The caller holds the arena
+    /// write lock.
+    pub(crate) fn all_regions(&self) -> impl Iterator<Item = &'static Region> + '_ {
+        // SAFETY: descriptors are never freed; the links are set once, at creation.
+        let mut cursor = unsafe { self.all_regions.as_ref() };
+        core::iter::from_fn(move || {
+            let region = cursor?;
+            // SAFETY: as above. Relaxed: written under the lock the caller holds.
+            cursor = unsafe { region.next_created.load(Ordering::Relaxed).as_ref() };
+            Some(region)
+        })
     }
 
     pub(crate) fn give_region(&mut self, region: &'static Region) {

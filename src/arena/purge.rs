@@ -20,8 +20,9 @@
 //! purge, then looks at the lock (or the flag) again; the one in the way lets go, then reads
 //! the schedule; at least one of them sees the other. So whatever the lock was doing, a due
 //! purge runs once the last thing in its way has gone (memory freed with a purge delay of 0 is
-//! given back at once, `tests/idle.rs`). A purge due later runs at the first slow path after
-//! that time, or on the opt-in purger thread.
+//! given back at once, `tests/idle.rs`); the one exception is a thread that has run
+//! `MAX_ROUNDS` purges back to back for others, which leaves the rest to the next slow path. A
+//! purge due later runs at the first slow path after that time, or on the opt-in purger thread.
 //!
 //! A purge session is a write session that marks only the regions it purges: refills from
 //! other regions go on. Empty pages regions are removed; dirty free ranges are purged and
@@ -40,6 +41,9 @@ use crate::sync::atomic::{Ordering, fence};
 
 /// Nothing scheduled.
 const NEVER: u64 = u64::MAX;
+
+/// The most purges one call of `maybe_purge` runs back to back.
+const MAX_ROUNDS: usize = 16;
 
 impl<O: Os> Arena<O> {
     /// The purge delay in nanoseconds: `VMARENA_PURGE_DELAY_MS` (default 1 s, see
@@ -101,9 +105,10 @@ impl<O: Os> Arena<O> {
 
     #[inline(never)]
     fn purge_due(&self) {
-        // A bound on the rounds, so a stream of frees that keeps making purges due cannot
-        // keep one thread here: what is left stays due for the next slow path.
-        for _ in 0..4 {
+        // A bound on the rounds, so a stream of frees that keeps making purges due faster than
+        // one thread runs them cannot keep that thread here: what is left then waits for the
+        // next slow path.
+        for _ in 0..MAX_ROUNDS {
             let due = self.next_purge.load(Ordering::SeqCst);
             let now = self.os.coarse_now_ns();
             if due == NEVER || now < due || self.purging.swap(true, Ordering::SeqCst) {
@@ -111,16 +116,29 @@ impl<O: Os> Arena<O> {
             }
             let finished = self.purge(now, false, false);
             self.purging.store(false, Ordering::SeqCst);
-            if !finished {
-                return; // the lock's holder purges when it lets go
+            // While we held the flag, a lock holder that let go may have found the purge due
+            // and left it to us. Look again, unless the lock is held now: its holder then
+            // finds the flag clear when it lets go. (SeqCst fence: the store-buffering
+            // pattern once more, our flag store and lock load against its unlock and swap.)
+            fence(Ordering::SeqCst);
+            if !finished && self.lock.is_held() {
+                return;
             }
-            // Look again: a purge that became due while we held the flag was left to us.
         }
     }
 
     /// Gives every free page, empty pages region and dirty free range back to the OS now.
     pub(crate) fn collect(&self) {
+        // Holding the flag (if no one else does) keeps the sessions' ends from starting purges
+        // of their own in the middle of this one; a holder that left one to us is answered by
+        // the look after it.
+        let ours = !self.purging.swap(true, Ordering::SeqCst);
         self.purge(self.os.coarse_now_ns(), true, true);
+        if ours {
+            self.purging.store(false, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            self.maybe_purge();
+        }
     }
 
     /// A session for a purge: waiting for the lock if `wait` (an explicit collect), else only
@@ -148,8 +166,11 @@ impl<O: Os> Arena<O> {
     /// holder (see `purge_session`), and returns false.
     fn purge(&self, now: u64, force: bool, wait: bool) -> bool {
         // Reset first: anything scheduled while we work lowers it again, and we lower it to
-        // what we leave behind at the end. SeqCst: see `schedule_purge`.
-        self.next_purge.store(NEVER, Ordering::SeqCst);
+        // what we leave behind at the end. A swap, not a store: reading the schedule it
+        // replaces orders the region hint its scheduler set before it (Relaxed) before our
+        // scan of the hints, so the scan cannot miss what the reset wipes. SeqCst: see
+        // `schedule_purge`.
+        self.next_purge.swap(NEVER, Ordering::SeqCst);
         if force {
             // Make every region due now; the loop below then takes them one at a time.
             let _session = self.write();

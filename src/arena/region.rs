@@ -102,6 +102,8 @@ pub(crate) struct Region {
     /// pool's free list while the descriptor is unused.
     pub(crate) list_prev: AtomicPtr<Region>,
     pub(crate) list_next: AtomicPtr<Region>,
+    /// The descriptor created before this one (`meta::Descriptors::all_regions`): set once.
+    pub(crate) next_created: AtomicPtr<Region>,
 }
 
 impl Region {
@@ -123,6 +125,7 @@ impl Region {
             addr_next: AtomicPtr::new(core::ptr::null_mut()),
             list_prev: AtomicPtr::new(core::ptr::null_mut()),
             list_next: AtomicPtr::new(core::ptr::null_mut()),
+            next_created: AtomicPtr::new(core::ptr::null_mut()),
         }
     }
 

@@ -88,8 +88,9 @@ impl LargeCache {
         unsafe { &*self.blocks[i].get() }
     }
 
-    /// Removes slot `i`, keeping the others oldest first, and returns its block.
-    fn remove(&self, i: usize) -> &'static Region {
+    /// Removes slot `i`, keeping the others oldest first, and returns its block, still in
+    /// state `Cached`.
+    fn unlist(&self, i: usize) -> &'static Region {
         let region = self.at(i);
         let len = self.len.get();
         for j in i..len - 1 {
@@ -97,9 +98,6 @@ impl LargeCache {
         }
         self.len.set(len - 1);
         self.add_bytes(-(region.len() as isize));
-        if !region.large.transition(LargeState::Cached, LargeState::Live) {
-            crate::abort::internal("a thread heap's cache lists a block that is not cached");
-        }
         region
     }
 
@@ -114,13 +112,18 @@ impl LargeCache {
                 best = Some((i, len));
             }
         }
-        best.map(|(i, _)| self.remove(i))
+        let region = self.unlist(best?.0);
+        if !region.large.transition(LargeState::Cached, LargeState::Live) {
+            crate::abort::internal("a thread heap's cache lists a block that is not cached");
+        }
+        Some(region)
     }
 
     /// Keeps `region`, the large block at `ptr` being freed, which [`keeps`](Self::keeps)
     /// allows, pushing the oldest blocks out to make room; `give_back` frees each one pushed
-    /// out (they are live again). Aborts if the block is not live: freed already (cached,
-    /// queued, or waiting for its isolated heap), it is a double free.
+    /// out (still in state `Cached`: it goes from there straight to the arena's queue, so no
+    /// stray free can catch it live on the way). Aborts if the block is not live: freed
+    /// already (cached, queued, or waiting for its isolated heap), it is a double free.
     pub(crate) fn put(
         &self,
         region: &'static Region,
@@ -134,7 +137,7 @@ impl LargeCache {
         while self.len.get() == SLOTS
             || (self.len.get() > 0 && self.bytes() + region.len() > MAX_BYTES)
         {
-            give_back(self.remove(0));
+            give_back(self.unlist(0));
         }
         self.blocks[self.len.get()].set(region);
         self.len.set(self.len.get() + 1);
@@ -151,10 +154,10 @@ impl LargeCache {
         self.len.set(len + 1);
     }
 
-    /// Empties the cache, handing every block to `give_back`.
+    /// Empties the cache, handing every block, still `Cached`, to `give_back`.
     pub(crate) fn drain(&self, mut give_back: impl FnMut(&'static Region)) {
         while self.len.get() > 0 {
-            give_back(self.remove(self.len.get() - 1));
+            give_back(self.unlist(self.len.get() - 1));
         }
     }
 }

@@ -346,7 +346,7 @@ pub(crate) unsafe fn unlock_after_fork_parent() {
 /// After `fork`, in the child, where only the calling thread exists. Every other live heap
 /// belonged to a thread that is gone, and that may have been in the middle of changing it: its
 /// pages are left as they are (leaked: the child can never know which of their blocks are
-/// live) and the heap goes back to the pool, reset, with its counters folded in.
+/// live) and the heap goes back to the pool, built anew, with its counters folded in.
 ///
 /// # Safety
 /// The calling thread called [`lock_for_fork`] and has not unlocked since; it is the only

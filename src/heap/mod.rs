@@ -114,7 +114,7 @@ pub(crate) fn free_large(region: &'static crate::arena::region::Region, ptr: *mu
         }
         let requested = region.large.requested();
         heap.large_cache.put(region, ptr, |old| {
-            crate::large::free_block(old, old.start(), LargeState::Live);
+            crate::large::free_block(old, old.start(), LargeState::Cached);
         });
         heap.counters.on_free(requested);
         return;

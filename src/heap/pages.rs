@@ -140,7 +140,8 @@ pub(crate) unsafe fn pop(page: &Page, block: *mut Block, class: usize) {
 }
 
 /// Zeroes the first `size` bytes of a block just popped from `page`, skipping the work when the
-/// page's free list was known to be zero apart from the link word.
+/// page's free list was known to be zero apart from the link word. (A carved block also holds
+/// its free marker in its second word, which `pop` has cleared already.)
 ///
 /// # Safety
 /// `block` was just popped from `page`, which the caller owns, and has room for `size` bytes.

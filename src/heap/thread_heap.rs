@@ -245,8 +245,8 @@ impl core::ops::Deref for Heap {
     #[inline(always)]
     fn deref(&self) -> &HeapFields {
         // SAFETY: the fields are written as a whole only by `rebuild`, whose caller guarantees
-        // that no reference from here is alive; each field is a `Cell` or an atomic, and who
-        // may use which is the heap's own contract (see `Send` below).
+        // that no reference from here is alive and no other thread can reach the heap; who may
+        // use which field, and how, is the heap's own contract (see `Send` below).
         unsafe { &*self.0.get() }
     }
 }
@@ -835,7 +835,7 @@ impl Heap {
     /// they went in).
     fn drain_large_cache(&self) {
         self.large_cache.drain(|region| {
-            crate::large::free_block(region, region.start(), LargeState::Live);
+            crate::large::free_block(region, region.start(), LargeState::Cached);
         });
     }
 

@@ -123,7 +123,7 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align: usize) -> *mut u8 {
             unsafe { global::realloc_by_copy::<true>(ptr, old, new_size, align) }
         }
         Entry::Large(region) => {
-            // Checks that `ptr` is the live block's start before anything changes.
+            // Aborts unless `ptr` is the live block's start, before anything is copied.
             if let Some(moved) = heap::realloc_large(region, ptr, new_size, align) {
                 return moved;
             }

@@ -47,6 +47,11 @@ impl ArenaLock {
     }
 
     /// Opens a write session if the lock is free now; `None` rather than waiting.
+    /// True if the lock is held, in either mode, now (see [`RawRwLock::is_held`]).
+    pub(crate) fn is_held(&self) -> bool {
+        self.lock.is_held()
+    }
+
     pub(crate) fn try_write(&self) -> Option<ArenaWriteGuard<'_>> {
         self.lock.try_write_lock().then(|| self.begin_session())
     }

@@ -105,6 +105,12 @@ impl RawRwLock {
 
     /// Takes the lock exclusively if that needs no waiting: no holder of either kind. (A
     /// writer queued for it is passed over; it takes the lock after us.)
+    /// True if a reader or a writer holds the lock now (a snapshot). Relaxed: callers that
+    /// act on the answer order it with a fence of their own.
+    pub(crate) fn is_held(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & (WRITER | READERS_MASK) != 0
+    }
+
     pub(crate) fn try_write_lock(&self) -> bool {
         // Relaxed: only chooses whether to try the CAS.
         let s = self.state.load(Ordering::Relaxed);
