@@ -19,7 +19,6 @@
 //!
 //! Layer: `arena`, a leaf of it; calls `list` (the link type), `sync::atomic` and `abort`.
 
-use super::region::Region;
 use crate::list::AtomicLinks;
 use crate::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
@@ -46,7 +45,8 @@ impl LargeState {
     }
 }
 
-pub(crate) struct LargeBlock {
+/// Generic over `R`, the descriptor that holds it (`Region`), which this module need not know.
+pub(crate) struct LargeBlock<R> {
     /// A [`LargeState`].
     state: AtomicU8,
     /// The size the user asked for (statistics); written by whoever holds the block.
@@ -55,15 +55,15 @@ pub(crate) struct LargeBlock {
     /// Written under that heap's lock, before the block is handed out.
     heap_id: AtomicUsize,
     /// Links in its isolated heap's list of large blocks (under the heap's lock).
-    pub(crate) heap_links: AtomicLinks<Region>,
+    pub(crate) heap_links: AtomicLinks<R>,
     /// The link in the arena's queue of freed blocks (`Arena::free_large`): written by the
     /// freeing thread, published by its push. A link of its own, so a stale push can never cut
     /// a free-range bin or the descriptor pool, which link through `Region::list_next`.
-    pub(crate) queue_next: AtomicPtr<Region>,
+    pub(crate) queue_next: AtomicPtr<R>,
 }
 
-impl LargeBlock {
-    pub(crate) const fn new() -> LargeBlock {
+impl<R> LargeBlock<R> {
+    pub(crate) const fn new() -> LargeBlock<R> {
         LargeBlock {
             state: AtomicU8::new(LargeState::Released as u8),
             requested: AtomicUsize::new(0),
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn each_move_happens_once() {
-        let block = LargeBlock::new();
+        let block = LargeBlock::<()>::new();
         assert_eq!(block.state(), LargeState::Released);
         block.reset_live(100);
         assert_eq!((block.state(), block.requested()), (LargeState::Live, 100));
@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn reset_forgets_the_previous_block() {
-        let block = LargeBlock::new();
+        let block = LargeBlock::<()>::new();
         block.reset_live(1);
         block.set_heap_id(8);
         block

@@ -92,7 +92,7 @@ pub(crate) struct Region {
     /// Pages regions: bit set = page touched since it was last purged.
     dirty_pages: [AtomicU64; BITMAP_WORDS],
     /// Large blocks: the block's state, requested size and list links (see `large_block`).
-    pub(crate) large: LargeBlock,
+    pub(crate) large: LargeBlock<Region>,
 
     // ---- arena bookkeeping: written under the arena write lock (but see `list_next`) ----
     /// Neighbours in address order within the reservation.
