@@ -13,6 +13,28 @@ pub(crate) const SMALL_REGION_SIZE: usize = 32 << 20;
 /// Page descriptors per region (for the smallest page kind).
 pub(crate) const MAX_REGION_PAGES: usize = SMALL_REGION_SIZE / SLICE_SIZE;
 
+/// A transparent huge page (x86-64 and aarch64 with 4 KiB base pages): pages regions are
+/// aligned to it, so each holds whole huge pages (see `arena::huge`).
+pub(crate) const HUGE_PAGE_SIZE: usize = 2 << 20;
+/// Huge pages per pages region.
+pub(crate) const HUGE_PAGES_PER_REGION: usize = SMALL_REGION_SIZE / HUGE_PAGE_SIZE;
+/// A pages region asks for huge pages only once this much of it has been touched: a program
+/// whose small objects fit in a few MiB (a CLI, `python3 -c pass`) keeps small pages, and so
+/// its RSS and start-up time (see `arena::huge`).
+pub(crate) const HUGE_MIN_TOUCHED: usize = 4 << 20;
+/// Freed memory the arena keeps resident (dirty free ranges, waiting for their purge) when it
+/// needs fresh memory for a large block is at most this much, or a `FREED_RESIDENT_SHARE`th
+/// of the live large blocks if that is more: beyond it, the ranges due first are purged
+/// before the new block is faulted in, so a burst of large frees and new blocks does not add
+/// up to twice the peak (jemalloc purges blocks of 8 MiB and more at once; tcmalloc releases
+/// at a rate). Measured on `benches/c/largebursts.c`: `BENCHMARKS.md`, "Huge pages".
+pub(crate) const FREED_RESIDENT_MIN: usize = 32 << 20;
+pub(crate) const FREED_RESIDENT_SHARE: usize = 2;
+
+/// A huge page that stays partly free this many purge delays is broken up (its free pages
+/// purged): longer than for small pages, because breaking it costs the TLB reach of 2 MiB.
+pub(crate) const HUGE_BREAK_DELAYS: u64 = 10;
+
 /// Blocks up to this size come from pages; larger ones get a region of their own, fitted to
 /// them (in whole slices), as jemalloc and glibc carve such blocks from extents. Per-class pages
 /// above 64 KiB (4 MiB pages for blocks up to 512 KiB, until issue 12) left every thread a

@@ -172,6 +172,14 @@ pub(crate) struct ArenaCounters {
     pub(crate) grown_in_place_bytes: AtomicU64,
     pub(crate) write_held_ns: AtomicU64,
     pub(crate) write_held_max_ns: AtomicU64,
+    /// Huge pages of pages regions asked for and not broken up since (see `arena::huge`).
+    pub(crate) huge_backed: AtomicUsize,
+    pub(crate) huge_advised: AtomicU64,
+    pub(crate) huge_collapsed: AtomicU64,
+    pub(crate) huge_broken: AtomicU64,
+    pub(crate) huge_given_back: AtomicU64,
+    /// Bytes of free ranges that are dirty: freed, still resident, waiting for their purge.
+    pub(crate) free_dirty: AtomicUsize,
 }
 
 impl ArenaCounters {
@@ -190,6 +198,12 @@ impl ArenaCounters {
             grown_in_place_bytes: AtomicU64::new(0),
             write_held_ns: AtomicU64::new(0),
             write_held_max_ns: AtomicU64::new(0),
+            huge_backed: AtomicUsize::new(0),
+            huge_advised: AtomicU64::new(0),
+            huge_collapsed: AtomicU64::new(0),
+            huge_broken: AtomicU64::new(0),
+            huge_given_back: AtomicU64::new(0),
+            free_dirty: AtomicUsize::new(0),
         }
     }
 
@@ -211,6 +225,12 @@ impl ArenaCounters {
         stats.bytes_grown_in_place = read64(&self.grown_in_place_bytes);
         stats.write_lock_held_ns = read64(&self.write_held_ns);
         stats.write_lock_held_max_ns = read64(&self.write_held_max_ns);
+        stats.huge_pages = read(&self.huge_backed);
+        stats.huge_pages_advised = read64(&self.huge_advised);
+        stats.huge_pages_collapsed = read64(&self.huge_collapsed);
+        stats.huge_pages_broken = read64(&self.huge_broken);
+        stats.huge_pages_given_back = read64(&self.huge_given_back);
+        stats.bytes_freed_resident = read(&self.free_dirty);
     }
 }
 
@@ -301,6 +321,22 @@ pub struct Stats {
     pub bytes_remapped: u64,
     /// Bytes large blocks grew by in place (into the free range after them), in total.
     pub bytes_grown_in_place: u64,
+    /// Huge pages (2 MiB) of small-object pages the kernel was asked to back with one huge
+    /// page (advised before their first touch, or collapsed once full) and not broken up
+    /// since. How many it does back is the process's `AnonHugePages`
+    /// (`/proc/self/smaps_rollup`).
+    pub huge_pages: usize,
+    /// Huge pages advised before their first touch, in total.
+    pub huge_pages_advised: u64,
+    /// Huge pages collapsed from small pages once full (`MADV_COLLAPSE`), in total.
+    pub huge_pages_collapsed: u64,
+    /// Huge pages broken up: partly free past the longer delay, their free pages purged.
+    pub huge_pages_broken: u64,
+    /// Entirely free huge pages given back whole, in total.
+    pub huge_pages_given_back: u64,
+    /// Freed memory still resident in free ranges (large blocks and removed regions), waiting
+    /// for its purge; bounded by the live heap (see `BENCHMARKS.md`, "Huge pages").
+    pub bytes_freed_resident: usize,
     /// Threads that have set up a heap, in total.
     pub threads_started: u64,
     /// Threads whose heap has been torn down (pages handed over).
@@ -379,6 +415,20 @@ impl fmt::Display for Stats {
             self.write_sessions,
             self.write_lock_held_ns as f64 / 1e6,
             self.write_lock_held_max_ns as f64 / 1e6
+        )?;
+        writeln!(
+            f,
+            "  freed, resident  {:>12.2} MiB (waiting for their purge)",
+            mib(self.bytes_freed_resident)
+        )?;
+        writeln!(
+            f,
+            "  huge pages       {:>12} asked for ({} advised, {} collapsed, {} broken up, {} given back whole, in all)",
+            self.huge_pages,
+            self.huge_pages_advised,
+            self.huge_pages_collapsed,
+            self.huge_pages_broken,
+            self.huge_pages_given_back
         )?;
         writeln!(
             f,

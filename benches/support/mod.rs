@@ -64,4 +64,4 @@ pub fn criterion() -> criterion::Criterion {
 
 // The generator and the RSS figures come from the test kit the tests and fuzz targets share.
 pub use vmarena_testkit::Xorshift64 as Rng;
-pub use vmarena_testkit::proc::status_kib;
+pub use vmarena_testkit::proc::{anon_huge_kib, minor_faults, status_kib};

@@ -18,7 +18,7 @@ use super::pagemap::Entry;
 use super::ranges::Dirt;
 use super::region::{Region, RegionKind};
 use super::{Arena, WriteSession, region_at};
-use crate::config::{REMAP_CONGRUENCE, SLICE_SIZE};
+use crate::config::{FREED_RESIDENT_MIN, FREED_RESIDENT_SHARE, REMAP_CONGRUENCE, SLICE_SIZE};
 use crate::os::{Os, Remap};
 use crate::stats::{Tally, adjust, bump};
 use crate::sync::atomic::{Ordering, fence};
@@ -49,20 +49,23 @@ impl<O: Os> Arena<O> {
         let len = slices(size)?;
         let align = align.max(SLICE_SIZE);
         let mut session = self.write();
-        let region = session.take_range(len, align, 0)?;
-        let dirt = Dirt::of(region);
+        let (region, clean) = session.take_range_reusing(len, align, 0, true)?;
+        if clean != 0 {
+            // Memory to fault in for the block: first give back what is freed beyond the
+            // budget, so the two do not add up.
+            session.trim_freed_resident();
+        }
         let start = region.start();
         region.set_kind(&session.guard, RegionKind::Large);
         region.set_purge_due(&session.guard, 0);
         region.large.reset_live(size);
+        self.back_large_huge(start, len);
         self.map.set_large(start as usize, region);
         region.lock.attach(&session.guard);
         adjust(&self.counters.large_regions, 1);
         adjust(&self.counters.large_bytes, len as isize);
-        if !dirt.is_dirty() {
-            adjust(&self.counters.committed, len as isize);
-        }
-        Some((region, !dirt.is_dirty()))
+        adjust(&self.counters.committed, clean as isize);
+        Some((region, clean == len))
     }
 
     /// Zeroes the first `size` bytes of a new large block that came from a dirty range. Big
@@ -351,5 +354,23 @@ impl<O: Os> WriteSession<'_, O> {
         if released {
             arena.schedule_purge(due);
         }
+    }
+
+    /// Keeps the freed memory that is still resident (dirty free ranges) within its budget
+    /// (see `FREED_RESIDENT_MIN`): purges the ranges due first until it is.
+    pub(super) fn trim_freed_resident(&mut self) {
+        let arena = self.arena;
+        // Relaxed: statistics, changed only by write sessions, like this one.
+        let live = arena.counters.large_bytes.load(Ordering::Relaxed);
+        let budget = FREED_RESIDENT_MIN.max(live / FREED_RESIDENT_SHARE);
+        let state = &mut *self.state;
+        if state.free.dirty_bytes <= budget {
+            return;
+        }
+        let purged = state
+            .free
+            .purge_over(&self.guard, &mut state.descriptors, &arena.os, budget);
+        adjust(&arena.counters.committed, -(purged as isize));
+        bump(&arena.counters.purged_bytes, purged as u64);
     }
 }

@@ -24,20 +24,33 @@ impl<O: Os> WriteSession<'_, O> {
         align: usize,
         phase: usize,
     ) -> Option<&'static Region> {
+        self.take_range_reusing(size, align, phase, false)
+            .map(|(region, _)| region)
+    }
+
+    /// [`WriteSession::take_range`] for a large block: `reuse` as `FreeRanges::take` says.
+    /// Returns the range and how many of its bytes are clean.
+    pub(super) fn take_range_reusing(
+        &mut self,
+        size: usize,
+        align: usize,
+        phase: usize,
+        reuse: bool,
+    ) -> Option<(&'static Region, usize)> {
         let os = &self.arena.os;
         let state = &mut *self.state;
-        if let Some(r) =
-            state
-                .free
-                .take(&self.guard, &mut state.descriptors, os, size, align, phase)
+        let want = (size, align, phase);
+        if let Some(taken) = state
+            .free
+            .take(&self.guard, &mut state.descriptors, os, want, reuse)
         {
-            return Some(r);
+            return Some(taken);
         }
         self.add_reservation(size.checked_add(phase)?, align)?;
         let state = &mut *self.state;
         state
             .free
-            .take(&self.guard, &mut state.descriptors, os, size, align, phase)
+            .take(&self.guard, &mut state.descriptors, os, want, reuse)
     }
 
     /// Adds a reservation with room for `size` bytes aligned to `align`.

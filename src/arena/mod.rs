@@ -22,6 +22,7 @@ mod blocks;
 #[cfg(not(miri))]
 mod fork;
 mod growth;
+pub(crate) mod huge;
 pub(crate) mod large_block;
 pub(crate) mod meta;
 pub(crate) mod page;
@@ -38,7 +39,7 @@ use crate::config::PageKind;
 use crate::os::Os;
 use crate::stats::{ArenaCounters, Stats, Tally, bump};
 use crate::sync::arena_lock::{ArenaLock, ArenaWriteGuard};
-use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, Ordering};
 use meta::Descriptors;
 use pagemap::{Entry, PageMap};
 use ranges::FreeRanges;
@@ -64,6 +65,10 @@ pub(crate) struct Arena<O: Os> {
     queued_large: AtomicPtr<Region>,
     /// How long freed memory stays before it is purged, in ns (`u64::MAX`: not read yet).
     purge_delay: AtomicU64,
+    /// The huge-page policy, once worked out (`huge::Policy`; 0: not yet).
+    huge_policy: AtomicU8,
+    /// Set once the small-object heap was big enough for huge pages (see `huge`).
+    heap_is_big: AtomicBool,
     counters: ArenaCounters,
 }
 
@@ -119,6 +124,11 @@ impl<O: Os> Drop for WriteSession<'_, O> {
     fn drop(&mut self) {
         // Every session ends by releasing the large blocks freed while the lock was busy.
         self.release_queued_large();
+        // Relaxed: statistics.
+        self.arena
+            .counters
+            .free_dirty
+            .store(self.state.free.dirty_bytes, Ordering::Relaxed);
         #[cfg(debug_assertions)]
         self.validate();
         let held = self.arena.os.now_ns().saturating_sub(self.started);
@@ -171,6 +181,8 @@ impl<O: Os> Arena<O> {
             purging: AtomicBool::new(false),
             queued_large: AtomicPtr::new(core::ptr::null_mut()),
             purge_delay: AtomicU64::new(u64::MAX),
+            huge_policy: AtomicU8::new(0),
+            heap_is_big: AtomicBool::new(false),
             counters: ArenaCounters::new(),
         }
     }
@@ -378,5 +390,7 @@ const fn platform_os() -> PlatformOs {
 pub(crate) static ARENA: Arena<PlatformOs> = Arena::new(platform_os());
 
 // Not under Miri: these tests reserve gigabytes of (fake) address space.
+#[cfg(all(test, not(miri)))]
+mod huge_tests;
 #[cfg(all(test, not(miri)))]
 mod tests;

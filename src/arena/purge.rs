@@ -33,8 +33,10 @@
 
 use core::ptr::NonNull;
 
-use super::region::Region;
+use super::huge::HugePurge;
+use super::region::{Backing, Region};
 use super::{Arena, WriteSession, as_ptr, region_at};
+use crate::config::HUGE_PAGE_SIZE;
 use crate::os::Os;
 use crate::stats::{adjust, bump};
 use crate::sync::atomic::{Ordering, fence};
@@ -201,7 +203,11 @@ impl<O: Os> Arena<O> {
             if region.all_pages_free() {
                 session.remove_page_region(region);
             } else {
-                session.purge_free_pages(region);
+                // Huge pages kept partly free bring the region back when they are due.
+                let again = session.purge_free_pages(region, now, force);
+                if again != NEVER && region.schedule_purge(again) {
+                    self.schedule_purge(again);
+                }
             }
         };
         let Some(session) = self.purge_session(wait, now.min(next)) else {
@@ -231,8 +237,14 @@ impl<O: Os> WriteSession<'_, O> {
         let (start, len) = (region.start(), region.len());
         arena.map.clear(start as usize, len);
         let dirty_bytes = region.dirty_page_count() * kind.page_size();
+        let backed_huge = (0..region.huge_page_count())
+            .filter(|&huge| region.backing(huge) == Backing::Huge)
+            .count();
+        adjust(&arena.counters.huge_backed, -(backed_huge as isize));
+        // A fresh mapping also drops the huge-page advice the kernel keeps for the range (the
+        // next user of the range, a large block say, must not inherit it).
         let purged = NonNull::new(start).is_some_and(|p| {
-            if region.is_moved() {
+            if region.is_moved() || region.huge_advised() {
                 arena.os.reset(p, len)
             } else {
                 arena.os.purge(p, len)
@@ -276,34 +288,67 @@ impl<O: Os> WriteSession<'_, O> {
         adjust(&arena.counters.page_regions[kind.index()], -1);
     }
 
-    /// Gives the free, touched pages of a marked region back to the OS.
-    fn purge_free_pages(&mut self, region: &'static Region) {
+    /// Gives the free, touched pages of a marked region back to the OS, huge page by huge
+    /// page (see `huge`): a huge page asked for is given back whole once entirely free, and
+    /// broken up only once it has stayed partly free for the longer delay (or now, if
+    /// `force`). Returns when to look again for a huge page kept partly free (`NEVER` if none
+    /// is).
+    fn purge_free_pages(&mut self, region: &'static Region, now: u64, force: bool) -> u64 {
+        let arena = self.arena;
+        let Some(kind) = region.page_kind() else {
+            return NEVER;
+        };
+        debug_assert!(region.lock.is_write_locked(&self.guard));
+        let mut next = NEVER;
+        for huge in 0..region.huge_page_count() {
+            let (word, mask) = region.huge_page_bits(huge);
+            let bits = match arena.plan_huge_purge(region, huge, now, force) {
+                HugePurge::Nothing => continue,
+                HugePurge::KeepUntil(due) => {
+                    next = next.min(due);
+                    continue;
+                }
+                HugePurge::Whole => {
+                    let dirty = region.purgeable_pages(word) & mask;
+                    let start = region.huge_page_start(huge);
+                    if NonNull::new(start).is_some_and(|p| arena.os.purge(p, HUGE_PAGE_SIZE)) {
+                        let bytes = dirty.count_ones() as usize * kind.page_size();
+                        region.clear_dirty(word, dirty);
+                        adjust(&arena.counters.committed, -(bytes as isize));
+                        bump(&arena.counters.purged_bytes, bytes as u64);
+                    }
+                    continue;
+                }
+                HugePurge::Pages(bits) => bits << mask.trailing_zeros(),
+            };
+            self.purge_page_runs(region, word, bits);
+        }
+        next
+    }
+
+    /// Purges the pages `bits` of bitmap word `word`, each run of adjacent pages with one call.
+    fn purge_page_runs(&mut self, region: &'static Region, word: usize, mut bits: u64) {
         let arena = self.arena;
         let Some(kind) = region.page_kind() else {
             return;
         };
-        debug_assert!(region.lock.is_write_locked(&self.guard));
-        for word in 0..super::region::BITMAP_WORDS {
-            let mut bits = region.purgeable_pages(word);
-            while bits != 0 {
-                // Purge each run of adjacent pages with one call.
-                let first = bits.trailing_zeros() as usize;
-                let run = (bits >> first).trailing_ones() as usize;
-                let run_bits = if run == 64 {
-                    u64::MAX
-                } else {
-                    ((1u64 << run) - 1) << first
-                };
-                bits &= !run_bits;
-                let page = region.page(word * 64 + first);
-                // Relaxed: fixed while the region is attached.
-                let start = page.start.load(Ordering::Relaxed);
-                let bytes = run * kind.page_size();
-                if NonNull::new(start).is_some_and(|p| arena.os.purge(p, bytes)) {
-                    region.clear_dirty(word, run_bits);
-                    adjust(&arena.counters.committed, -(bytes as isize));
-                    bump(&arena.counters.purged_bytes, bytes as u64);
-                }
+        while bits != 0 {
+            let first = bits.trailing_zeros() as usize;
+            let run = (bits >> first).trailing_ones() as usize;
+            let run_bits = if run == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << run) - 1) << first
+            };
+            bits &= !run_bits;
+            let page = region.page(word * 64 + first);
+            // Relaxed: fixed while the region is attached.
+            let start = page.start.load(Ordering::Relaxed);
+            let bytes = run * kind.page_size();
+            if NonNull::new(start).is_some_and(|p| arena.os.purge(p, bytes)) {
+                region.clear_dirty(word, run_bits);
+                adjust(&arena.counters.committed, -(bytes as isize));
+                bump(&arena.counters.purged_bytes, bytes as u64);
             }
         }
     }

@@ -41,6 +41,8 @@ pub(crate) struct FreeRanges {
     bins: [*mut Region; BINS],
     /// Free bytes in all bins (for statistics and tests).
     pub(crate) bytes: usize,
+    /// Free bytes of the dirty ranges: freed and still resident, waiting for their purge.
+    pub(crate) dirty_bytes: usize,
 }
 
 impl FreeRanges {
@@ -48,6 +50,7 @@ impl FreeRanges {
         FreeRanges {
             bins: [core::ptr::null_mut(); BINS],
             bytes: 0,
+            dirty_bytes: 0,
         }
     }
 
@@ -63,6 +66,9 @@ impl FreeRanges {
         }
         self.bins[bin] = (r as *const Region).cast_mut();
         self.bytes += r.len();
+        if r.is_dirty() {
+            self.dirty_bytes += r.len();
+        }
     }
 
     fn remove(&mut self, r: &'static Region) {
@@ -78,17 +84,30 @@ impl FreeRanges {
             set(&next.list_prev, prev);
         }
         self.bytes -= r.len();
+        if r.is_dirty() {
+            self.dirty_bytes -= r.len();
+        }
     }
 
     /// A free range with room for `size` bytes at an address `start` with
     /// `start % align == phase`, and that address.
     fn find(&self, size: usize, align: usize, phase: usize) -> Option<(&'static Region, usize)> {
+        self.find_where(size, align, phase, |_| true)
+    }
+
+    fn find_where(
+        &self,
+        size: usize,
+        align: usize,
+        phase: usize,
+        wanted: impl Fn(&Region) -> bool,
+    ) -> Option<(&'static Region, usize)> {
         for bin in bin_of(size)..BINS {
             // SAFETY: bins hold descriptors, which are never freed.
             let mut cursor = unsafe { self.bins[bin].as_ref() };
             while let Some(r) = cursor {
                 let start = align_up((r.start() as usize).saturating_sub(phase), align) + phase;
-                if start.checked_add(size).is_some_and(|end| end <= r.end()) {
+                if wanted(r) && start.checked_add(size).is_some_and(|end| end <= r.end()) {
                     return Some((r, start));
                 }
                 cursor = get(&r.list_next);
@@ -151,21 +170,70 @@ impl FreeRanges {
         self.insert(r);
     }
 
+    /// A dirty free range followed at once by a clean one, across which `size` bytes fit at an
+    /// address congruent to `phase` modulo `align` that starts in the dirty one (so the block
+    /// reuses resident memory and faults in only the rest): the dirty range and that address.
+    fn find_dirty_then_clean(
+        &self,
+        size: usize,
+        align: usize,
+        phase: usize,
+    ) -> Option<(&'static Region, usize)> {
+        let mut found = None;
+        self.for_each(|d| {
+            if found.is_some() || !d.is_dirty() {
+                return;
+            }
+            let Some(c) = get(&d.addr_next) else { return };
+            if c.kind() != RegionKind::Free || c.is_dirty() || c.start() as usize != d.end() {
+                return;
+            }
+            let start = align_up((d.start() as usize).saturating_sub(phase), align) + phase;
+            if start < d.end() && start.checked_add(size).is_some_and(|end| end <= c.end()) {
+                found = Some((d, start));
+            }
+        });
+        found
+    }
+
     /// Takes `size` bytes at an address congruent to `phase` modulo `align` out of the free
     /// ranges. Returns the descriptor for the taken range (kind `Taken`, not attached, not in
     /// any list, with the dirt of the range it came from; the caller sets it up or releases it)
-    /// or `None` if no free range fits or metadata ran out (then nothing changed).
+    /// and how many of its bytes are clean (not resident: they fault in when touched), or
+    /// `None` if no free range fits or metadata ran out (then nothing changed).
+    ///
+    /// With `reuse`, a range that no dirty range holds may start in a dirty range and run on
+    /// into the clean one right after it (for a large block: its memory is then partly
+    /// resident already, so a program that frees and allocates large blocks of varying sizes
+    /// faults in only the difference, and does not keep the freed range resident beside the
+    /// new one). Its dirt is then the dirty range's.
     pub(crate) fn take(
         &mut self,
         guard: &ArenaWriteGuard<'_>,
         descriptors: &mut Descriptors,
         os: &impl Os,
-        size: usize,
-        align: usize,
-        phase: usize,
-    ) -> Option<&'static Region> {
-        let (free, start) = self.find(size, align, phase)?;
-        let (a, b, end) = (free.start() as usize, free.end(), start + size);
+        (size, align, phase): (usize, usize, usize),
+        reuse: bool,
+    ) -> Option<(&'static Region, usize)> {
+        let exact = if reuse && self.dirty_bytes >= size {
+            self.find_where(size, align, phase, |r| r.is_dirty())
+        } else {
+            None
+        };
+        let spanned = match exact {
+            Some(_) => None,
+            None if reuse => self.find_dirty_then_clean(size, align, phase),
+            None => None,
+        };
+        let (free, start) = match exact.or(spanned) {
+            Some(found) => found,
+            None => self.find(size, align, phase)?,
+        };
+        // A spanned clean neighbour ends where the taken range may end.
+        let neighbour = spanned.and_then(|(d, _)| get(&d.addr_next));
+        let dirty_end = free.end();
+        let b = neighbour.map_or(free.end(), |c| c.end());
+        let (a, end) = (free.start() as usize, start + size);
         // Take every descriptor we may need first, so failure changes nothing.
         let carved = descriptors.take_region(os)?;
         let tail = if end < b {
@@ -179,8 +247,15 @@ impl FreeRanges {
         } else {
             None
         };
-        let (before, after) = (get(&free.addr_prev), get(&free.addr_next));
         self.remove(free);
+        if let Some(c) = neighbour {
+            // One free range from here on: the dirty one, grown over its clean neighbour.
+            self.remove(c);
+            free.set_range(guard, free.start(), b - a);
+            link(Some(free), get(&c.addr_next));
+            descriptors.give_region(c);
+        }
+        let (before, after) = (get(&free.addr_prev), get(&free.addr_next));
         let base = free.start();
         let dirt = Dirt::of(free);
         carved.set_kind(guard, RegionKind::Taken);
@@ -198,7 +273,12 @@ impl FreeRanges {
         if let Some(t) = tail {
             t.set_kind(guard, RegionKind::Free);
             t.set_range(guard, base.wrapping_add(end - a), b - end);
-            dirt.apply(guard, t);
+            // Past the dirty range's end, the tail is the clean neighbour's.
+            if end >= dirty_end && neighbour.is_some() {
+                Dirt::CLEAN.apply(guard, t);
+            } else {
+                dirt.apply(guard, t);
+            }
         }
         // Address order: before, [head], carved, [tail], after.
         link(head.or(before), Some(carved));
@@ -212,7 +292,12 @@ impl FreeRanges {
         if let Some(t) = tail {
             self.insert(t);
         }
-        Some(carved)
+        let clean = if !dirt.is_dirty() {
+            size
+        } else {
+            end.saturating_sub(dirty_end.max(start))
+        };
+        Some((carved, clean))
     }
 
     /// Returns a detached region's range to the free ranges in state `dirt`, merging it with
@@ -301,6 +386,46 @@ impl FreeRanges {
             }
         });
         (purged, next)
+    }
+
+    /// Purges dirty free ranges, those due first, until at most `budget` bytes of them are
+    /// left (see `Arena::freed_resident_budget`). Returns the bytes purged.
+    pub(crate) fn purge_over(
+        &mut self,
+        guard: &ArenaWriteGuard<'_>,
+        descriptors: &mut Descriptors,
+        os: &impl Os,
+        budget: usize,
+    ) -> usize {
+        let mut purged = 0;
+        for _ in 0..MAX_PURGES_PER_SESSION {
+            if self.dirty_bytes <= budget {
+                break;
+            }
+            let mut first: Option<&'static Region> = None;
+            self.for_each(|r| {
+                if r.is_dirty() && first.is_none_or(|f| r.purge_due() < f.purge_due()) {
+                    first = Some(r);
+                }
+            });
+            let Some(r) = first else { break };
+            let Some(addr) = core::ptr::NonNull::new(r.start()) else {
+                break;
+            };
+            let ok = if r.is_moved() {
+                os.reset(addr, r.len())
+            } else {
+                os.purge(addr, r.len())
+            };
+            if !ok {
+                break;
+            }
+            purged += r.len();
+            self.remove(r);
+            Dirt::CLEAN.apply(guard, r);
+            self.merge_and_insert(guard, descriptors, r);
+        }
+        purged
     }
 
     fn find_dirty(&self, due: impl Fn(u64) -> bool) -> Option<&'static Region> {

@@ -10,7 +10,7 @@ use super::page::{NO_OWNER, Page, PageTable};
 use super::ranges::Dirt;
 use super::region::{Claim, Region, RegionKind};
 use super::{Arena, WriteSession, as_ptr};
-use crate::config::{PageKind, SMALL_REGION_SIZE};
+use crate::config::{HUGE_PAGE_SIZE, PageKind, SMALL_REGION_SIZE};
 use crate::os::Os;
 use crate::stats::{Tally, adjust};
 use crate::sync::atomic::Ordering;
@@ -47,6 +47,12 @@ impl<O: Os> Arena<O> {
                 .or_else(|| self.claim_or_create(kind)),
         }?;
         tally.page_claimed(kind, claim.fresh);
+        // Relaxed (both): constant while the region is attached, which it stays while we own
+        // one of its pages.
+        let region = claim.page.region.load(Ordering::Relaxed);
+        let index = claim.page.index.load(Ordering::Relaxed) as usize;
+        // SAFETY: descriptors are never freed; see above.
+        self.back_huge_after_claim(unsafe { &*region }, index);
         Some(claim)
     }
 
@@ -174,7 +180,9 @@ impl<O: Os> WriteSession<'_, O> {
     /// Creates a small-object region of `kind`, attached and marked for this session.
     pub(super) fn create_page_region(&mut self, kind: PageKind) -> Option<&'static Region> {
         let arena = self.arena;
-        let region = self.take_range(SMALL_REGION_SIZE, kind.page_size(), 0)?;
+        // Aligned to huge pages, so the region is made of whole ones (see `huge`).
+        let align = kind.page_size().max(HUGE_PAGE_SIZE);
+        let region = self.take_range(SMALL_REGION_SIZE, align, 0)?;
         let state = &mut *self.state;
         let dirt = Dirt::of(region);
         let Some(table) = state.descriptors.take_table(&arena.os) else {
@@ -205,6 +213,7 @@ impl<O: Os> WriteSession<'_, O> {
                 .map
                 .set_page(page_start as usize, kind.page_size(), page);
         }
+        arena.back_region_huge(region);
         region.lock.attach(&self.guard);
         // Link at the head of the kind's list. Release: lock-free walkers (`claim_lock_free`)
         // that follow the new head see the region initialised.

@@ -18,7 +18,7 @@
 
 use super::large_block::LargeBlock;
 use super::page::{Page, PageTable};
-use crate::config::{MAX_REGION_PAGES, PageKind};
+use crate::config::{HUGE_PAGE_SIZE, HUGE_PAGES_PER_REGION, MAX_REGION_PAGES, PageKind};
 use crate::sync::arena_lock::ArenaWriteGuard;
 use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::region_lock::RegionLock;
@@ -59,6 +59,16 @@ impl RegionKind {
     }
 }
 
+/// How the kernel is asked to back one huge page (2 MiB) of a pages region.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub(crate) enum Backing {
+    /// Small pages, as the kernel chooses (nothing asked).
+    Small = 0,
+    /// Asked for a huge page (advised before its first touch, or collapsed once dense).
+    Huge = 1,
+}
+
 /// A page claimed from a region.
 pub(crate) struct Claim {
     pub(crate) page: &'static Page,
@@ -91,6 +101,16 @@ pub(crate) struct Region {
     free_pages: [AtomicU64; BITMAP_WORDS],
     /// Pages regions: bit set = page touched since it was last purged.
     dirty_pages: [AtomicU64; BITMAP_WORDS],
+    /// Pages regions: per huge page, how the kernel is asked to back it (a [`Backing`]):
+    /// changed by a claimer (compare-and-swap, under the region's read lock) or a purge
+    /// session (with the region marked), never both at once.
+    backing: [AtomicU8; HUGE_PAGES_PER_REGION],
+    /// Pages regions: per huge page backed huge, when a purge session first found it partly
+    /// free (0: it was not), for the longer delay before it is broken up. Purge sessions only.
+    sparse_since: [AtomicU64; HUGE_PAGES_PER_REGION],
+    /// True once any huge-page advice was given on the region's range: the kernel keeps it as
+    /// a mapping flag, so the range gets a fresh mapping when the region goes.
+    huge_advised: AtomicBool,
     /// Large blocks: the block's state, requested size and list links (see `large_block`).
     pub(crate) large: LargeBlock<Region>,
 
@@ -120,6 +140,9 @@ impl Region {
             table: AtomicPtr::new(core::ptr::null_mut()),
             free_pages: [const { AtomicU64::new(0) }; BITMAP_WORDS],
             dirty_pages: [const { AtomicU64::new(0) }; BITMAP_WORDS],
+            backing: [const { AtomicU8::new(Backing::Small as u8) }; HUGE_PAGES_PER_REGION],
+            sparse_since: [const { AtomicU64::new(0) }; HUGE_PAGES_PER_REGION],
+            huge_advised: AtomicBool::new(false),
             large: LargeBlock::new(),
             addr_prev: AtomicPtr::new(core::ptr::null_mut()),
             addr_next: AtomicPtr::new(core::ptr::null_mut()),
@@ -249,38 +272,140 @@ impl Region {
             self.free_pages[word].store(bits, Ordering::Relaxed);
             self.dirty_pages[word].store(if dirty { bits } else { 0 }, Ordering::Relaxed);
         }
+        for huge in 0..HUGE_PAGES_PER_REGION {
+            // Relaxed: as above.
+            self.backing[huge].store(Backing::Small as u8, Ordering::Relaxed);
+            self.sparse_since[huge].store(0, Ordering::Relaxed);
+        }
+        // Relaxed: as above.
+        self.huge_advised.store(false, Ordering::Relaxed);
     }
 
-    /// Claims a free page. The caller holds the region's read lock (or the arena lock), so the
-    /// region cannot be removed or purged meanwhile.
+    /// Claims a free page of the fullest huge page that has one (lowest address first among
+    /// equals), so that pages fill huge pages densely: a full one can be backed by one huge
+    /// page, an empty one given back whole (see `arena::huge`). The caller holds the region's
+    /// read lock (or the arena lock), so the region cannot be removed or purged meanwhile.
     pub(crate) fn claim_page(&self) -> Option<Claim> {
-        for word in 0..BITMAP_WORDS {
-            // Relaxed: the CAS below re-validates.
-            let mut bits = self.free_pages[word].load(Ordering::Relaxed);
-            while bits != 0 {
-                let bit = bits.trailing_zeros() as usize;
-                // Acquire: pairs with the Release in `release_page`, so we see the previous
-                // owner's last writes to the page descriptor before we reinitialise it.
-                match self.free_pages[word].compare_exchange_weak(
-                    bits,
-                    bits & !(1 << bit),
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        // Relaxed: dirty bits are only cleared by a purge, which runs with the
-                        // region marked and so is ordered against us by the region lock.
-                        let was = self.dirty_pages[word].fetch_or(1 << bit, Ordering::Relaxed);
-                        return Some(Claim {
-                            page: self.page(word * 64 + bit),
-                            fresh: was & (1 << bit) == 0,
-                        });
-                    }
-                    Err(now) => bits = now,
+        let huge_pages = self.page_count() / self.pages_per_huge_page();
+        loop {
+            let mut fullest: Option<(usize, u32)> = None;
+            for huge in 0..huge_pages {
+                let (word, mask) = self.huge_page_bits(huge);
+                // Relaxed: a choice; the claim below re-validates.
+                let free = (self.free_pages[word].load(Ordering::Relaxed) & mask).count_ones();
+                if free != 0 && fullest.is_none_or(|(_, most)| free < most) {
+                    fullest = Some((huge, free));
                 }
             }
+            let (word, mask) = self.huge_page_bits(fullest?.0);
+            // Relaxed: as above.
+            let bits = self.free_pages[word].load(Ordering::Relaxed) & mask;
+            if bits == 0 {
+                continue; // claimed meanwhile: choose again
+            }
+            let bit = bits.trailing_zeros() as usize;
+            // Acquire: pairs with the Release in `release_page`, so we see the previous
+            // owner's last writes to the page descriptor before we reinitialise it. The bit
+            // is ours if we are the one who cleared it.
+            if self.free_pages[word].fetch_and(!(1 << bit), Ordering::Acquire) & (1 << bit) == 0 {
+                continue;
+            }
+            // Relaxed: dirty bits are only cleared by a purge, which runs with the region
+            // marked and so is ordered against us by the region lock.
+            let was = self.dirty_pages[word].fetch_or(1 << bit, Ordering::Relaxed);
+            return Some(Claim {
+                page: self.page(word * 64 + bit),
+                fresh: was & (1 << bit) == 0,
+            });
         }
-        None
+    }
+
+    // ---- huge pages (see `arena::huge`)
+
+    /// Pages per huge page: 32 small pages, 4 medium ones.
+    pub(crate) fn pages_per_huge_page(&self) -> usize {
+        self.page_kind().map_or(1, |kind| HUGE_PAGE_SIZE >> kind.shift())
+    }
+
+    /// The bitmap word and the bits of huge page `huge`'s pages (a huge page never spans two
+    /// words: 32 or 4 pages, at an aligned offset).
+    pub(crate) fn huge_page_bits(&self, huge: usize) -> (usize, u64) {
+        let per = self.pages_per_huge_page();
+        let first = huge * per;
+        (first / 64, bits_below(per) << (first % 64))
+    }
+
+    /// The huge page that holds page `index`.
+    pub(crate) fn huge_page_of(&self, index: usize) -> usize {
+        index / self.pages_per_huge_page()
+    }
+
+    /// The range of huge page `huge`.
+    pub(crate) fn huge_page_start(&self, huge: usize) -> *mut u8 {
+        self.start().wrapping_add(huge * HUGE_PAGE_SIZE)
+    }
+
+    /// The huge pages of this region.
+    pub(crate) fn huge_page_count(&self) -> usize {
+        self.page_count() / self.pages_per_huge_page()
+    }
+
+    /// Free pages and touched pages of huge page `huge` (bitmap bits, shifted to the bottom).
+    pub(crate) fn huge_page_free_and_dirty(&self, huge: usize) -> (u64, u64) {
+        let (word, mask) = self.huge_page_bits(huge);
+        let shift = mask.trailing_zeros();
+        // Acquire (free): as in `all_pages_free`. Relaxed (dirty): set by claimers under the
+        // region read lock and cleared by purges with the region marked; a decision taken on a
+        // stale value only delays advice.
+        (
+            (self.free_pages[word].load(Ordering::Acquire) & mask) >> shift,
+            (self.dirty_pages[word].load(Ordering::Relaxed) & mask) >> shift,
+        )
+    }
+
+    /// Bytes of the region touched since they were last purged.
+    pub(crate) fn touched_bytes(&self) -> usize {
+        let page_size = self.page_kind().map_or(0, PageKind::page_size);
+        self.dirty_page_count() * page_size
+    }
+
+    pub(crate) fn backing(&self, huge: usize) -> Backing {
+        // Relaxed: see `backing`; the kernel, not memory, is what the value describes.
+        match self.backing[huge].load(Ordering::Relaxed) {
+            0 => Backing::Small,
+            _ => Backing::Huge,
+        }
+    }
+
+    /// Moves huge page `huge` from `from` to `to`: true for the one caller that does (the one
+    /// that then asks the kernel). Relaxed: only decides who makes the system call.
+    pub(crate) fn set_backing(&self, huge: usize, from: Backing, to: Backing) -> bool {
+        let moved = self.backing[huge]
+            .compare_exchange(from as u8, to as u8, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+        if moved {
+            // Relaxed: read by the purge session that removes the region, which the region
+            // lock orders after us.
+            self.huge_advised.store(true, Ordering::Relaxed);
+        }
+        moved
+    }
+
+    /// True if any huge-page advice was given on the region since it was set up.
+    pub(crate) fn huge_advised(&self) -> bool {
+        // Relaxed: see `set_backing`.
+        self.huge_advised.load(Ordering::Relaxed)
+    }
+
+    /// When a purge first found huge page `huge` partly free (0: not). Purge sessions only.
+    pub(crate) fn sparse_since(&self, huge: usize) -> u64 {
+        // Relaxed: purge sessions only, which the arena lock orders.
+        self.sparse_since[huge].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_sparse_since(&self, huge: usize, since: u64) {
+        // Relaxed: see `sparse_since`.
+        self.sparse_since[huge].store(since, Ordering::Relaxed);
     }
 
     /// Returns a page whose blocks are all free. Needs no lock: a region is only removed when

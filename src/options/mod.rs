@@ -44,9 +44,10 @@ pub(crate) enum Opt {
     Verbose,
     Checked,
     Verify,
+    Thp,
 }
 
-const COUNT: usize = 7;
+const COUNT: usize = 8;
 
 pub(crate) const TABLE: [Spec; COUNT] = [
     Spec {
@@ -98,6 +99,13 @@ pub(crate) const TABLE: [Spec; COUNT] = [
         kind: Kind::Flag,
         default: 0,
         meaning: "libvmarena.so says on stderr that it is the allocator when it loads",
+    },
+    Spec {
+        opt: Opt::Thp,
+        name: c"VMARENA_THP",
+        kind: Kind::Thp,
+        default: 1,
+        meaning: "huge pages: 0 never asked for, 1 where they fill densely, 2 for all memory",
     },
 ];
 
@@ -232,6 +240,11 @@ pub(crate) fn verify() -> bool {
     value(Opt::Verify) != 0
 }
 
+/// `VMARENA_THP`: 0 (no huge pages asked for), 1 (where they fill densely), 2 (everywhere).
+pub(crate) fn thp() -> u64 {
+    value(Opt::Thp)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +306,7 @@ mod tests {
             let values = match spec.kind {
                 Kind::Flag => "0 or 1",
                 Kind::Millis => "milliseconds, a whole number",
+                Kind::Thp => "0, 1 or 2",
             };
             assert_eq!(row[1], values, "{:?}", spec.opt);
             assert_eq!(row[2], std::format!("{}", spec.default), "{:?}", spec.opt);

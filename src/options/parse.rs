@@ -10,6 +10,8 @@ pub(crate) enum Kind {
     Flag,
     /// A whole number of milliseconds: decimal digits only, at most 18 of them.
     Millis,
+    /// The huge-page policy: `0` (off), `1` (on) or `2` (always advise).
+    Thp,
 }
 
 impl Kind {
@@ -18,6 +20,7 @@ impl Kind {
         match self {
             Kind::Flag => "expected 0 or 1",
             Kind::Millis => "expected milliseconds, a whole number",
+            Kind::Thp => "expected 0 (off), 1 (on) or 2 (always)",
         }
     }
 }
@@ -37,6 +40,12 @@ pub(crate) fn parse(kind: Kind, bytes: &[u8]) -> Option<u64> {
             }
             Some(bytes.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
         }
+        Kind::Thp => match bytes {
+            b"0" => Some(0),
+            b"1" => Some(1),
+            b"2" => Some(2),
+            _ => None,
+        },
     }
 }
 
@@ -50,6 +59,16 @@ mod tests {
         assert_eq!(parse(Kind::Flag, b"1"), Some(1));
         for bad in [&b""[..], b"yes", b"true", b"on", b"2", b"01", b" 1", b"1 "] {
             assert_eq!(parse(Kind::Flag, bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_huge_page_policy_is_0_1_or_2() {
+        for (text, value) in [(&b"0"[..], 0), (b"1", 1), (b"2", 2)] {
+            assert_eq!(parse(Kind::Thp, text), Some(value));
+        }
+        for bad in [&b""[..], b"3", b"on", b"always", b"02", b" 1"] {
+            assert_eq!(parse(Kind::Thp, bad), None, "{bad:?}");
         }
     }
 

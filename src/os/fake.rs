@@ -7,8 +7,8 @@
 
 use core::ptr::NonNull;
 
-use super::{Os, Remap};
-use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use super::{Os, Remap, ThpSystem};
+use crate::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 pub(crate) struct FakeOs {
     pub(crate) reserved: AtomicUsize,
@@ -21,6 +21,14 @@ pub(crate) struct FakeOs {
     pub(crate) strict: AtomicBool,
     /// The clock: tests move it by hand.
     pub(crate) now: AtomicU64,
+    /// What [`Os::thp_system`] answers: 0 never, 1 madvise (the default), 2 always.
+    pub(crate) thp: AtomicU8,
+    /// Whether [`Os::collapse_huge`] succeeds (a kernel with `MADV_COLLAPSE`).
+    pub(crate) can_collapse: AtomicBool,
+    /// Bytes advised, collapsed and forbidden huge pages, for tests to check.
+    pub(crate) advised: AtomicUsize,
+    pub(crate) collapsed: AtomicUsize,
+    pub(crate) forbidden: AtomicUsize,
 }
 
 impl FakeOs {
@@ -32,6 +40,11 @@ impl FakeOs {
             limit: AtomicUsize::new(limit),
             strict: AtomicBool::new(false),
             now: AtomicU64::new(1),
+            thp: AtomicU8::new(1),
+            can_collapse: AtomicBool::new(true),
+            advised: AtomicUsize::new(0),
+            collapsed: AtomicUsize::new(0),
+            forbidden: AtomicUsize::new(0),
         }
     }
 }
@@ -98,6 +111,32 @@ impl Os for FakeOs {
         }
         self.remapped.fetch_add(size, Ordering::Relaxed);
         Remap::Moved
+    }
+
+    fn thp_system(&self) -> ThpSystem {
+        match self.thp.load(Ordering::Relaxed) {
+            0 => ThpSystem::Never,
+            1 => ThpSystem::Madvise,
+            _ => ThpSystem::Always,
+        }
+    }
+
+    fn advise_huge(&self, _addr: NonNull<u8>, size: usize) -> bool {
+        self.advised.fetch_add(size, Ordering::Relaxed);
+        true
+    }
+
+    fn collapse_huge(&self, _addr: NonNull<u8>, size: usize) -> bool {
+        if !self.can_collapse.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.collapsed.fetch_add(size, Ordering::Relaxed);
+        true
+    }
+
+    fn forbid_huge(&self, _addr: NonNull<u8>, size: usize) -> bool {
+        self.forbidden.fetch_add(size, Ordering::Relaxed);
+        true
     }
 
     fn release(&self, _addr: NonNull<u8>, size: usize) {

@@ -11,7 +11,7 @@
 
 use core::ptr::NonNull;
 
-use super::{Os, Remap, errno_preserved};
+use super::{Os, Remap, ThpSystem, errno_preserved};
 use crate::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 pub(crate) struct LinuxOs {
@@ -20,6 +20,8 @@ pub(crate) struct LinuxOs {
     overcommit_mode: AtomicU8,
     /// Set once the kernel refused `MREMAP_DONTUNMAP` (before Linux 5.7).
     no_dontunmap: AtomicU8,
+    /// Set once the kernel refused `MADV_COLLAPSE` as unknown (before Linux 6.1).
+    no_collapse: AtomicU8,
 }
 
 impl LinuxOs {
@@ -28,6 +30,7 @@ impl LinuxOs {
             page_size: AtomicUsize::new(0),
             overcommit_mode: AtomicU8::new(0),
             no_dontunmap: AtomicU8::new(0),
+            no_collapse: AtomicU8::new(0),
         }
     }
 }
@@ -108,6 +111,47 @@ impl Os for LinuxOs {
         // atomically (there is no moment at which the range is unmapped).
         let fresh = unsafe { map(addr.as_ptr(), size, libc::MAP_FIXED) };
         fresh || self.purge(addr, size)
+    }
+
+    fn thp_system(&self) -> ThpSystem {
+        // SAFETY: PR_GET_THP_DISABLE takes no pointer arguments.
+        let disabled =
+            errno_preserved(|| unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) });
+        if disabled > 0 {
+            return ThpSystem::Never;
+        }
+        errno_preserved(read_thp_enabled)
+    }
+
+    fn advise_huge(&self, addr: NonNull<u8>, size: usize) -> bool {
+        // SAFETY: the caller owns the range (in one of our reservations); the advice changes
+        // only how the kernel backs it.
+        errno_preserved(|| unsafe {
+            libc::madvise(addr.as_ptr().cast(), size, libc::MADV_HUGEPAGE) == 0
+        })
+    }
+
+    fn collapse_huge(&self, addr: NonNull<u8>, size: usize) -> bool {
+        // Relaxed: a cache of what the kernel supports.
+        if self.no_collapse.load(Ordering::Relaxed) != 0 {
+            return false;
+        }
+        errno_preserved(|| {
+            // SAFETY: as in `advise_huge`; collapsing keeps every byte's value.
+            let done = unsafe { libc::madvise(addr.as_ptr().cast(), size, MADV_COLLAPSE) } == 0;
+            // SAFETY: this thread's errno, just set by a failed call.
+            if !done && unsafe { *libc::__errno_location() } == libc::EINVAL {
+                self.no_collapse.store(1, Ordering::Relaxed);
+            }
+            done
+        })
+    }
+
+    fn forbid_huge(&self, addr: NonNull<u8>, size: usize) -> bool {
+        // SAFETY: as in `advise_huge`.
+        errno_preserved(|| unsafe {
+            libc::madvise(addr.as_ptr().cast(), size, libc::MADV_NOHUGEPAGE) == 0
+        })
     }
 
     fn now_ns(&self) -> u64 {
@@ -250,6 +294,39 @@ fn read_overcommit_mode() -> u8 {
     match (got, byte) {
         (1, b'0'..=b'2') => byte - b'0',
         _ => 0,
+    }
+}
+
+/// `MADV_COLLAPSE` (Linux 6.1; not in every `libc` release yet).
+const MADV_COLLAPSE: libc::c_int = 25;
+
+/// `/sys/kernel/mm/transparent_hugepage/enabled`, read without allocating: the bracketed word
+/// is the setting. `Never` if it cannot be read (no THP in this kernel).
+fn read_thp_enabled() -> ThpSystem {
+    // SAFETY: a NUL-terminated path; the descriptor is ours and closed below.
+    let fd = unsafe {
+        libc::open(
+            c"/sys/kernel/mm/transparent_hugepage/enabled".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return ThpSystem::Never;
+    }
+    let mut buf = [0u8; 64];
+    // SAFETY: reading into our buffer from our descriptor.
+    let got = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: our descriptor.
+    unsafe { libc::close(fd) };
+    let text = &buf[..got.max(0) as usize];
+    let chosen = text
+        .split(|&b| b == b'[')
+        .nth(1)
+        .and_then(|rest| rest.split(|&b| b == b']').next());
+    match chosen {
+        Some(b"always") => ThpSystem::Always,
+        Some(b"madvise") => ThpSystem::Madvise,
+        _ => ThpSystem::Never,
     }
 }
 

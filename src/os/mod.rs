@@ -58,6 +58,18 @@ pub(crate) enum Remap {
     MovedSourceLost,
 }
 
+/// What the system lets this process do with transparent huge pages.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum ThpSystem {
+    /// No huge pages: THP is `never`, or off for this process (`prctl(PR_SET_THP_DISABLE)`),
+    /// or the kernel has none.
+    Never,
+    /// Huge pages where a mapping asks for them (`madvise`, most distributions' default).
+    Madvise,
+    /// Huge pages for all anonymous memory, asked for or not (`always`).
+    Always,
+}
+
 pub(crate) trait Os: Sync {
     /// The OS page size, read at run time (4 KiB, 16 KiB or 64 KiB on aarch64).
     fn page_size(&self) -> usize;
@@ -102,4 +114,32 @@ pub(crate) trait Os: Sync {
 
     /// Returns a whole reservation made by [`Os::reserve`].
     fn release(&self, addr: NonNull<u8>, size: usize);
+
+    /// What the system allows of transparent huge pages (read once by the caller).
+    fn thp_system(&self) -> ThpSystem {
+        ThpSystem::Never
+    }
+
+    /// Asks that `[addr, addr + size)` (whole 2 MiB huge pages) be backed with huge pages from
+    /// its next fault on (`MADV_HUGEPAGE`). Memory already resident keeps its small pages.
+    fn advise_huge(&self, addr: NonNull<u8>, size: usize) -> bool {
+        let _ = (addr, size);
+        false
+    }
+
+    /// Backs `[addr, addr + size)` (whole huge pages) with huge pages now, copying what is
+    /// resident and zero-filling the rest (`MADV_COLLAPSE`, Linux 6.1). False if the kernel
+    /// cannot (too old, or no huge page free): the caller falls back to [`Os::advise_huge`].
+    fn collapse_huge(&self, addr: NonNull<u8>, size: usize) -> bool {
+        let _ = (addr, size);
+        false
+    }
+
+    /// Asks that `[addr, addr + size)` never be backed with huge pages (`MADV_NOHUGEPAGE`): a
+    /// huge page broken up by partial purges, which the kernel's background collapsing
+    /// (khugepaged) would otherwise fill back up to 2 MiB.
+    fn forbid_huge(&self, addr: NonNull<u8>, size: usize) -> bool {
+        let _ = (addr, size);
+        false
+    }
 }

@@ -38,3 +38,26 @@ pub fn resident_bytes_without_allocating() -> usize {
     // SAFETY: sysconf has no preconditions.
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
 }
+
+/// Minor page faults this process has taken so far (`getrusage`).
+pub fn minor_faults() -> u64 {
+    // SAFETY: a zeroed rusage is a valid out-parameter; getrusage only writes it.
+    let mut usage: libc::rusage = unsafe { core::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage.ru_minflt as u64
+}
+
+/// The process's anonymous memory backed by transparent huge pages, in KiB
+/// (`AnonHugePages` of `/proc/self/smaps_rollup`; 0 where the kernel does not say).
+pub fn anon_huge_kib() -> u64 {
+    let Ok(rollup) = std::fs::read_to_string("/proc/self/smaps_rollup") else {
+        return 0;
+    };
+    rollup
+        .lines()
+        .find(|l| l.starts_with("AnonHugePages:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
