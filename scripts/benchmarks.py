@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -54,6 +55,7 @@ CUSTOM = [
     ("remap_under_load", ["--features", "baselines,ablation", "--bench", "remap_under_load"]),
     ("app", ["--features", "baselines"] + sum((["--bench", f"app_{a}"] for a in ALLOCATORS), [])),
     ("torture", ["--features", "baselines"] + sum((["--bench", f"torture_{a}"] for a in ALLOCATORS), [])),
+    ("btree", ["--features", "baselines"] + sum((["--bench", f"btree_{a}"] for a in ALLOCATORS), [])),
 ]
 
 
@@ -199,7 +201,9 @@ C_BASELINES = {
     "jemalloc": ("libjemalloc2", "libjemalloc.so.2"),
     "tcmalloc": ("libtcmalloc-minimal4", "libtcmalloc_minimal.so.4*"),
 }
-C_PROGRAMS = ["server", "prodcons", "fixed", "mixed", "bursts", "idle"]
+C_PROGRAMS = ["server", "prodcons", "fixed", "mixed", "bursts", "largebursts", "idle"]
+# Programs with one thread whatever they are given: one row, not three identical ones.
+SINGLE_THREADED = {"mixed", "largebursts"}
 # Programs that measure footprint only: they go in the footprint table, not the time table.
 FOOTPRINT_ONLY = {"idle"}
 # vmarena with its opt-in purger thread, run on the footprint-only programs.
@@ -273,8 +277,7 @@ def c_cases():
     """(program, threads, argv, extra environment) of every measurement."""
     cases = []
     for prog in C_PROGRAMS:
-        # mixed is single-threaded whatever it is given: one row, not three identical ones
-        for t in [1] if prog == "mixed" else C_THREADS:
+        for t in [1] if prog in SINGLE_THREADED else C_THREADS:
             args = [str(t), "2000000"] if prog == "bursts" else [str(t)]
             cases.append((prog, t, [str(C_BIN / prog)] + args, {}))
     for t in C_THREADS:
@@ -282,8 +285,33 @@ def c_cases():
     return cases
 
 
+def sample_huge_pages(parent_pid, stop, most):
+    """Until `stop` is set: the most `AnonHugePages` (KiB) of `parent_pid`'s child (the program
+    GNU time runs) or of `parent_pid` itself, every 20 ms, into most[0]."""
+    def huge_kib(pid):
+        try:
+            for line in open(f"/proc/{pid}/smaps_rollup"):
+                if line.startswith("AnonHugePages:"):
+                    return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    while not stop.is_set():
+        pid = parent_pid
+        try:
+            children = open(f"/proc/{parent_pid}/task/{parent_pid}/children").read().split()
+            if children:
+                pid = int(children[0])
+        except OSError:
+            pass
+        most[0] = max(most[0], huge_kib(pid))
+        stop.wait(0.02)
+
+
 def measure(argv, preload, extra_env):
-    """One run: wall time, peak RSS and the program's `result` figures, or {"error": why}."""
+    """One run: wall time, peak RSS, minor page faults, the most memory backed by huge pages
+    (sampled), and the program's `result` figures, or {"error": why}."""
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     # The allocator goes to the program only (through env), not to /usr/bin/time.
     settings = dict(extra_env, **({"LD_PRELOAD": preload} if preload else {}))
@@ -291,26 +319,33 @@ def measure(argv, preload, extra_env):
     with tempfile.NamedTemporaryFile("w+") as rss, tempfile.TemporaryFile("w+") as out, \
             tempfile.TemporaryFile("w+") as err:
         if TIME:
-            command = [TIME, "-f", "%M", "-o", rss.name] + command
+            command = [TIME, "-f", "%M %R", "-o", rss.name] + command
         start = time.perf_counter()
         proc = subprocess.Popen(command, env=env, stdout=out, stderr=err)
+        stop, most = threading.Event(), [0]
+        sampler = threading.Thread(target=sample_huge_pages, args=(proc.pid, stop, most))
+        sampler.start()
         # wait4 rather than proc.wait(): it also returns the child's resource usage
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
+        stop.set()
+        sampler.join()
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
-        # GNU time puts a line about a failed command before the figure
-        maxrss = int(rss.read().split()[-1]) if TIME and proc.returncode == 0 else usage.ru_maxrss
+        # GNU time puts a line about a failed command before the figures
+        figures = rss.read().split()[-2:] if TIME and proc.returncode == 0 else []
+        maxrss = int(figures[0]) if figures else usage.ru_maxrss
+        minflt = int(figures[1]) if figures else usage.ru_minflt
     line = next((l for l in stdout.splitlines() if l.startswith("result ")), None)
     # a preload that fails to load is only a warning to ld.so: the run would be glibc's
     if proc.returncode != 0 or "cannot be preloaded" in stderr or not line:
         last = (stderr.strip().splitlines() or ["no result line"])[-1]
         return {"error": f"exit status {proc.returncode}: {last}"}
     fields = dict(f.split("=", 1) for f in line.split()[2:])
-    result = {"wall_s": wall, "maxrss_kib": maxrss, "ops": int(fields["ops"]),
-              "rss_after_free_kib": int(fields["rss_after_free_kib"])}
+    result = {"wall_s": wall, "maxrss_kib": maxrss, "minflt": minflt, "huge_kib": most[0],
+              "ops": int(fields["ops"]), "rss_after_free_kib": int(fields["rss_after_free_kib"])}
     for extra in ("baseline_kib", "idle_kib"):
         if extra in fields:
             result[extra] = int(fields[extra])
@@ -347,6 +382,7 @@ def save_c(preload, skipped, runs):
         results.append({"program": prog, "threads": threads, "allocator": alloc, "runs": done, "errors": errors,
                         "wall_s": med("wall_s"), "peak_rss_kib": med("maxrss_kib"),
                         "rss_after_free_kib": med("rss_after_free_kib"),
+                        "minflt": med("minflt"), "huge_kib": med("huge_kib"),
                         **({k: med(k) for k in ("baseline_kib", "idle_kib") if ok and k in ok[0]})})
     versions = {a: package_version(pkg) for a, (pkg, _) in C_BASELINES.items() if a in preload}
     data = {"vmarena_tree": BUILT_FROM or source_tree(), "load_average": os.getloadavg()[0],
@@ -484,6 +520,37 @@ def footprint_tables(data):
     return "\n".join(rows), "\n".join(idle)
 
 
+def faults_table(data):
+    """Minor page faults and the most memory backed by huge pages, per program and allocator."""
+    allocs = [a for a in C_ALLOCATORS if any(r["allocator"] == a for r in data["results"])]
+    cases = {}
+    for r in data["results"]:
+        if r["program"] not in FOOTPRINT_ONLY:
+            cases.setdefault((r["program"], r["threads"]), {})[r["allocator"]] = r
+
+    def cell(res, a, key, fmt):
+        r = res.get(a)
+        return fmt(r[key]) if r and not r["errors"] and r.get(key) is not None else "–"
+
+    count = lambda n: f"{n:.0f}"  # noqa: E731
+    mib = lambda k: f"{k / 1024:.0f}"  # noqa: E731
+    rows = ["| program | threads | " + " | ".join(f"{a} faults" for a in allocs) + " | vmarena / mimalloc faults | "
+            + " | ".join(f"{a} huge MiB" for a in allocs) + " |",
+            "|---|---|" + "---|" * (2 * len(allocs) + 1)]
+    ratios = []
+    for (prog, threads), res in cases.items():
+        vm, mi = res.get("vmarena"), res.get("mimalloc")
+        ratio = vm["minflt"] / mi["minflt"] if vm and mi and vm.get("minflt") and mi.get("minflt") else None
+        if ratio:
+            ratios.append(ratio)
+        rows.append(f"| {prog} | {threads} | " + " | ".join(cell(res, a, "minflt", count) for a in allocs)
+                    + f" | {f'{ratio:.2f}' if ratio else '–'} | "
+                    + " | ".join(cell(res, a, "huge_kib", mib) for a in allocs) + " |")
+    if ratios:
+        rows += ["", f"Geometric mean of vmarena / mimalloc minor faults over the {len(ratios)} rows: {geomean(ratios):.2f}."]
+    return "\n".join(rows)
+
+
 def c_notes(data):
     """What ran: the libraries, and what was skipped or failed."""
     lines = [""]
@@ -515,6 +582,8 @@ def c_report(doc):
     body = "\n".join([table] + geomeans + c_notes(data) + [
         "", f"![{time_title}](benches/charts/c_time.svg)", "", f"![{rss_title}](benches/charts/c_rss.svg)"])
     doc = replace_section(doc, "c_preload", body)
+    if "<!-- begin:c_faults -->" in doc:
+        doc = replace_section(doc, "c_faults", faults_table(data))
     footprint, idle = footprint_tables(data)
     if "<!-- begin:footprint -->" in doc:
         doc = replace_section(doc, "footprint", footprint)
@@ -542,37 +611,99 @@ def report():
             lines = [l for l in out.read_text().splitlines() if l.strip()]
             if name == "app":
                 rows = [l.split() for l in lines if l.startswith("app ")]
-                base = {r[1]: (float(r[2]), float(r[4])) for r in rows}
+                # app NAME <ms> ms <MiB> MiB <faults> faults <MiB> MiB-huge
+                base = {r[1]: (float(r[2]), float(r[4]), float(r[6]), float(r[8])) for r in rows}
                 vm = base.get("vmarena")
-                body = ["| allocator | wall time | peak RSS | vmarena time / this | vmarena peak RSS / this |", "|---|---|---|---|---|"]
+                body = ["| allocator | wall time | peak RSS | minor faults | huge pages (AnonHugePages) | vmarena time / this | vmarena peak RSS / this |",
+                        "|---|---|---|---|---|---|---|"]
                 for a in ALLOCATORS:
                     if a in base and vm:
-                        t, m = base[a]
-                        body.append(f"| {a} | {t:.1f} ms | {m:.1f} MiB | {vm[0] / t:.2f} | {vm[1] / m:.2f} |")
+                        t, m, f, h = base[a]
+                        body.append(f"| {a} | {t:.1f} ms | {m:.1f} MiB | {f:.0f} | {h:.1f} MiB | {vm[0] / t:.2f} | {vm[1] / m:.2f} |")
                 doc = replace_section(doc, name, "\n".join(body))
             elif name == "torture":
                 rows = [l.split() for l in lines if l.startswith("torture ")]
-                base = {r[1]: (float(r[2]), float(r[4]), float(r[6])) for r in rows}
+                # torture NAME <ms> ms <MiB> MiB <MiB> MiB <faults> faults <MiB> MiB-huge
+                base = {r[1]: (float(r[2]), float(r[4]), float(r[6]), float(r[8]), float(r[10])) for r in rows}
                 vm = base.get("vmarena")
-                body = ["| allocator | wall time | peak RSS | RSS after free | vmarena time / this | vmarena peak RSS / this |",
-                        "|---|---|---|---|---|---|"]
+                body = ["| allocator | wall time | peak RSS | RSS after free | minor faults | huge pages (AnonHugePages) | vmarena time / this | vmarena peak RSS / this |",
+                        "|---|---|---|---|---|---|---|---|"]
                 for a in ALLOCATORS:
                     if a in base and vm:
-                        t, m, after = base[a]
-                        body.append(f"| {a} | {t:.1f} ms | {m:.1f} MiB | {after:.1f} MiB | {vm[0] / t:.2f} | {vm[1] / m:.2f} |")
+                        t, m, after, f, h = base[a]
+                        body.append(f"| {a} | {t:.1f} ms | {m:.1f} MiB | {after:.1f} MiB | {f:.0f} | {h:.1f} MiB | {vm[0] / t:.2f} | {vm[1] / m:.2f} |")
+                doc = replace_section(doc, name, "\n".join(body))
+            elif name == "btree":
+                rows = [l.split() for l in lines if l.startswith("btree ")]
+                # btree NAME <ms> ms <faults> faults <MiB> MiB <MiB> MiB-huge
+                base = {r[1]: (float(r[2]), float(r[4]), float(r[6]), float(r[8])) for r in rows}
+                vm = base.get("vmarena")
+                body = ["| allocator | wall time | minor faults | peak RSS | huge pages (AnonHugePages) | vmarena time / this | vmarena faults / this | vmarena peak RSS / this |",
+                        "|---|---|---|---|---|---|---|---|"]
+                for a in ALLOCATORS:
+                    if a in base and vm:
+                        t, f, m, h = base[a]
+                        body.append(f"| {a} | {t:.1f} ms | {f:.0f} | {m:.1f} MiB | {h:.1f} MiB | {vm[0] / t:.2f} | {vm[1] / f:.2f} | {vm[2] / m:.2f} |")
                 doc = replace_section(doc, name, "\n".join(body))
             else:
                 keep = [l for l in lines if l.startswith("|") or not l.startswith(("+", "warning"))]
                 doc = replace_section(doc, name, "\n".join(keep))
     doc = c_report(doc)
+    doc = startup_report(doc)
     DOC.write_text(doc)
     print(f"updated {DOC.relative_to(ROOT)} and {CHARTS.relative_to(ROOT)}/", file=sys.stderr)
+
+
+# --- Start-up: `python3 -c pass` under each allocator ---------------------------------------
+# A short-lived program pays for whatever the allocator does at start (metadata, page maps,
+# huge pages): wall time of many runs, alternating allocators, and peak RSS and faults from
+# GNU time.
+
+STARTUP_JSON = RESULTS / "startup.json"
+STARTUP_RUNS = 40
+
+
+def run_startup():
+    preload, _ = c_allocators()
+    runs = {a: [] for a in preload}
+    for _ in range(STARTUP_RUNS):
+        for alloc, lib in preload.items():
+            env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+            command = ["env"] + ([f"LD_PRELOAD={lib}"] if lib else []) + [PYTHON, "-c", "pass"]
+            with tempfile.NamedTemporaryFile("w+") as figures:
+                if TIME:
+                    command = [TIME, "-f", "%M %R", "-o", figures.name] + command
+                start = time.perf_counter()
+                subprocess.run(command, env=env, check=True)
+                wall = time.perf_counter() - start
+                maxrss, minflt = (int(x) for x in figures.read().split()[-2:]) if TIME else (0, 0)
+            runs[alloc].append({"wall_s": wall, "maxrss_kib": maxrss, "minflt": minflt})
+    data = {"python": PYTHON, "runs": STARTUP_RUNS, "vmarena_tree": source_tree(),
+            "results": {a: {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "maxrss_kib", "minflt")}
+                        for a, rs in runs.items()}}
+    STARTUP_JSON.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def startup_report(doc):
+    if not STARTUP_JSON.exists() or "<!-- begin:startup -->" not in doc:
+        return doc
+    data = json.loads(STARTUP_JSON.read_text())
+    res = data["results"]
+    glibc = res.get("glibc")
+    rows = ["| allocator | wall time | peak RSS | minor faults | time / glibc | peak RSS / glibc |", "|---|---|---|---|---|---|"]
+    for a, r in res.items():
+        ratio = lambda k: f"{r[k] / glibc[k]:.2f}" if glibc else "–"  # noqa: E731
+        rows.append(f"| {a} | {r['wall_s'] * 1e3:.1f} ms | {r['maxrss_kib'] / 1024:.1f} MiB | {r['minflt']:.0f} | "
+                    f"{ratio('wall_s')} | {ratio('maxrss_kib')} |")
+    rows += ["", f"`{data['python']} -c pass`, median of {data['runs']} runs per allocator, allocators alternating; "
+             f"vmarena built from `{data['vmarena_tree']}`."]
+    return replace_section(doc, "startup", "\n".join(rows))
 
 
 def report_c_only():
     """The C section alone, so that `c` leaves the other tables as they stand."""
     CHARTS.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(c_report(DOC.read_text()))
+    DOC.write_text(startup_report(c_report(DOC.read_text())))
     print(f"updated the c_preload section of {DOC.name}", file=sys.stderr)
 
 
@@ -584,6 +715,7 @@ if __name__ == "__main__":
         run()
     if what in ("all", "run", "c"):
         run_c()
+        run_startup()
     if what in ("all", "report"):
         report()
     if what == "c":

@@ -4,7 +4,8 @@
 // A rayon pipeline: build 2 million short strings in parallel, sort them in parallel, count
 // words in per-chunk hash maps merged across threads, and keep a growing index. The binary
 // runs the workload in child processes (itself, with `--child`) to measure each run's peak
-// RSS, and prints the median wall time and peak RSS of five runs.
+// RSS, and prints the median wall time, peak RSS, minor page faults and huge pages (the most
+// `AnonHugePages` seen while it ran) of five runs.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -58,22 +59,31 @@ fn main() {
         return;
     }
     if args.iter().any(|a| a == "--child") {
+        let huge = support::HugeSampler::start();
         let start = Instant::now();
         std::hint::black_box(workload());
-        println!("{} {}", start.elapsed().as_secs_f64(), support::status_kib("VmHWM:"));
+        let elapsed = start.elapsed().as_secs_f64();
+        let huge = huge.stop();
+        println!("{elapsed} {} {} {huge}", support::status_kib("VmHWM:"), support::minor_faults());
         return;
     }
-    let mut times = Vec::new();
-    let mut rss = Vec::new();
+    let mut runs: Vec<Vec<f64>> = Vec::new();
     for _ in 0..5 {
         let out = std::process::Command::new(std::env::current_exe().unwrap()).arg("--child").output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8(out.stdout).unwrap();
-        let mut it = text.split_whitespace();
-        times.push(it.next().unwrap().parse::<f64>().unwrap());
-        rss.push(it.next().unwrap().parse::<u64>().unwrap());
+        runs.push(text.split_whitespace().map(|x| x.parse().unwrap()).collect());
     }
-    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    rss.sort();
-    println!("app {ALLOCATOR} {:.1} ms {:.1} MiB", times[2] * 1e3, rss[2] as f64 / 1024.0);
+    let median = |i: usize| {
+        let mut xs: Vec<f64> = runs.iter().map(|r| r[i]).collect();
+        xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        xs[2]
+    };
+    println!(
+        "app {ALLOCATOR} {:.1} ms {:.1} MiB {:.0} faults {:.1} MiB-huge",
+        median(0) * 1e3,
+        median(1) / 1024.0,
+        median(2),
+        median(3) / 1024.0
+    );
 }

@@ -65,3 +65,33 @@ pub fn criterion() -> criterion::Criterion {
 // The generator and the RSS figures come from the test kit the tests and fuzz targets share.
 pub use vmarena_testkit::Xorshift64 as Rng;
 pub use vmarena_testkit::proc::{anon_huge_kib, minor_faults, status_kib};
+
+/// The most memory the kernel backed with huge pages (`AnonHugePages`, KiB) while a workload
+/// ran: a thread samples it every 20 ms. (It allocates a little through the allocator under
+/// test, as any monitoring thread would.)
+pub struct HugeSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl HugeSampler {
+    pub fn start() -> HugeSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut most = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(anon_huge_kib());
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            most.max(anon_huge_kib())
+        });
+        HugeSampler { stop, thread }
+    }
+
+    /// Stops sampling; the most seen, in KiB.
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}

@@ -7,7 +7,8 @@
 // and one in four hands the block it replaces to the next thread, which frees it (so a
 // quarter of the frees are remote). Every block is filled and checked before it is freed.
 // The binary runs the workload in child processes (itself, with `--child`) and prints the
-// median wall time, peak RSS and RSS after everything was freed, of five runs.
+// median wall time, peak RSS, RSS after everything was freed, minor page faults and huge pages
+// (the most `AnonHugePages` seen while it ran), of five runs.
 
 use std::alloc::{Layout, alloc, dealloc, realloc};
 use std::sync::mpsc;
@@ -153,10 +154,18 @@ fn main() {
         return;
     }
     if args.iter().any(|a| a == "--child") {
+        let huge = support::HugeSampler::start();
         let start = Instant::now();
         workload();
         let elapsed = start.elapsed().as_secs_f64();
-        println!("{} {} {}", elapsed, status_kib("VmHWM:"), status_kib("VmRSS:"));
+        let huge = huge.stop();
+        println!(
+            "{} {} {} {} {huge}",
+            elapsed,
+            status_kib("VmHWM:"),
+            status_kib("VmRSS:"),
+            support::minor_faults()
+        );
         return;
     }
     let mut runs = Vec::new();
@@ -173,9 +182,11 @@ fn main() {
         xs[2]
     };
     println!(
-        "torture {ALLOCATOR} {:.1} ms {:.1} MiB {:.1} MiB",
+        "torture {ALLOCATOR} {:.1} ms {:.1} MiB {:.1} MiB {:.0} faults {:.1} MiB-huge",
         median(0) * 1e3,
         median(1) / 1024.0,
-        median(2) / 1024.0
+        median(2) / 1024.0,
+        median(3),
+        median(4) / 1024.0
     );
 }
