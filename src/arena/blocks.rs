@@ -248,9 +248,12 @@ impl<O: Os> Arena<O> {
         // Congruent if possible (whole page tables move); else anywhere aligned: a move that
         // copies page-table entries still beats the caller's copy of every byte (which a
         // congruent range needing more address space than is left would otherwise force).
-        let dest = session
-            .take_range(new_len, modulus, ptr as usize % modulus)
-            .or_else(|| session.take_range(new_len, align.max(SLICE_SIZE), 0))?;
+        // Reusing as a new block would (`take_range_reusing`): a range the allocation that
+        // replaces a failed move would find, the move finds too, so the caller never copies
+        // the block (faulting all of it in) where a move was possible.
+        let (dest, dest_clean) = session
+            .take_range_reusing(new_len, modulus, ptr as usize % modulus, true)
+            .or_else(|| session.take_range_reusing(new_len, align.max(SLICE_SIZE), 0, true))?;
         let dest_dirt = Dirt::of(dest);
         region.lock.start_write(&session.guard);
         let moved = match (NonNull::new(ptr), NonNull::new(dest.start())) {
@@ -292,14 +295,12 @@ impl<O: Os> Arena<O> {
             &self.counters.large_bytes,
             new_len as isize - old_len as isize,
         );
-        // The source's pages left it (it reads as zero now). The destination was already
-        // counted if it was dirty (the moved pages replace its old ones); else count it now.
-        let fresh = if dest_dirt.is_dirty() {
-            0
-        } else {
-            new_len as isize
-        };
-        adjust(&self.counters.committed, fresh - old_len as isize);
+        // The source's pages left it (it reads as zero now). The destination's dirty part was
+        // already counted (the moved pages replace its old ones); count its clean part now.
+        adjust(
+            &self.counters.committed,
+            dest_clean as isize - old_len as isize,
+        );
         bump(&self.counters.remaps, 1);
         bump(&self.counters.remapped_bytes, old_len as u64);
         Some(dest.start())

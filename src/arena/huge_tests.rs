@@ -12,7 +12,7 @@ use super::huge::Policy;
 use super::large_block::LargeState;
 use super::page::Page;
 use super::*;
-use crate::config::{FREED_RESIDENT_MIN, HUGE_MIN_TOUCHED, HUGE_PAGE_SIZE};
+use crate::config::{FREED_RESIDENT_MIN, HUGE_MIN_TOUCHED, HUGE_PAGE_SIZE, SLICE_SIZE};
 use crate::os::fake::FakeOs;
 use crate::stats::Tally;
 
@@ -194,4 +194,31 @@ fn freed_memory_stays_within_its_budget_when_fresh_memory_is_needed() {
     assert!(dirty() <= FREED_RESIDENT_MIN.max(live / crate::config::FREED_RESIDENT_SHARE));
     assert!(ARENA.os.purged.load(Ordering::Relaxed) >= 128 * MIB - dirty());
     let _ = big;
+}
+
+/// A block that must move finds every range a new block would: here only a freed (dirty)
+/// range together with the clean one after it is big enough, and the address space cannot
+/// grow. The move used to look for one range of either kind alone, fail, and leave the caller
+/// to allocate (which spans the two) and copy every byte: the `layouts` fuzzer ran out of
+/// memory on such copies of blocks it had touched only at both ends.
+#[test]
+fn a_move_spans_freed_memory_and_the_clean_range_after_it() {
+    // One reservation and its metadata, and no room for a second.
+    static ARENA: Arena<FakeOs> =
+        Arena::new(FakeOs::new(crate::config::RESERVATION_SIZE + (64 << 20)));
+    let (block, _) = ARENA.alloc_large(MIB, 8).unwrap();
+    let (freed, _) = ARENA.alloc_large(GIB, 8).unwrap();
+    assert_eq!(freed.start() as usize, block.end(), "laid out back to back");
+    let clean = ARENA.with_read(|state| state.free.bytes);
+    ARENA.free_large(freed, freed.start(), LargeState::Live);
+    assert_eq!(ARENA.with_read(|state| state.free.dirty_bytes), GIB);
+    // SAFETY: the block is ours and 1 MiB long.
+    unsafe { block.start().write_bytes(0x5A, MIB) };
+    let wanted = GIB + clean / SLICE_SIZE * SLICE_SIZE;
+    let moved = ARENA.remap_large(block, block.start(), wanted, 8);
+    let moved = moved.expect("moved across the freed and the clean range");
+    // SAFETY: the moved block is ours, at least 1 MiB long.
+    let contents = unsafe { core::slice::from_raw_parts(moved, MIB) };
+    assert!(contents.iter().all(|&b| b == 0x5A), "the pages did not move");
+    ARENA.validate();
 }
