@@ -22,7 +22,7 @@
 //!   then, it is *broken up*: its free pages are purged like small pages, and the kernel is
 //!   told not to collapse it again (`MADV_NOHUGEPAGE`, or khugepaged would fill the holes).
 //! * **Small programs pay nothing**: below the threshold no huge page is asked for, so a
-//!   program whose small objects fit in a few MiB keeps small pages, its RSS and start-up.
+//!   program whose small objects fit in 16 MiB keeps small pages, its RSS and start-up.
 //!
 //! The system decides first: THP `never`, or `prctl(PR_SET_THP_DISABLE)`, means no advice at
 //! all. `VMARENA_THP=0` turns the policy off; `2` asks for huge pages for every pages region
