@@ -262,6 +262,12 @@ impl<O: Os> Arena<O> {
         };
         let state = &mut *session.state;
         if moved == Remap::Failed {
+            // The range goes back in the state of the dirty range it started in, if any: count
+            // the clean part it spanned as committed too, as every dirty byte is (its purge
+            // takes the whole range off).
+            if dest_dirt.is_dirty() {
+                adjust(&self.counters.committed, dest_clean as isize);
+            }
             state
                 .free
                 .release(&session.guard, &mut state.descriptors, dest, dest_dirt);

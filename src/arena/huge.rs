@@ -116,11 +116,16 @@ impl<O: Os> Arena<O> {
         };
         if dirty == claimed {
             // The first page touched in this huge page: ask before it is touched.
-            if region.set_backing(huge, Backing::Small, Backing::Huge)
-                && self.os.advise_huge(start, HUGE_PAGE_SIZE)
-            {
-                bump(&self.counters.huge_advised, 1);
+            if region.set_backing(huge, Backing::Small, Backing::Huge) {
+                // Counted with the swap, so that a purge that undoes it meanwhile uncounts
+                // what was counted.
                 adjust(&self.counters.huge_backed, 1);
+                if self.os.advise_huge(start, HUGE_PAGE_SIZE) {
+                    bump(&self.counters.huge_advised, 1);
+                } else if region.set_backing(huge, Backing::Huge, Backing::Small) {
+                    // Not asked after all: a later claim may try again.
+                    adjust(&self.counters.huge_backed, -1);
+                }
             }
         } else if free == 0 && region.set_backing(huge, Backing::Small, Backing::Huge) {
             // Full, and touched in small pages: one huge page now, if the kernel can.

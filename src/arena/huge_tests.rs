@@ -11,6 +11,7 @@ use std::vec::Vec;
 use super::huge::Policy;
 use super::large_block::LargeState;
 use super::page::Page;
+use super::region::Backing;
 use super::*;
 use crate::config::{FREED_RESIDENT_MIN, HUGE_MIN_TOUCHED, HUGE_PAGE_SIZE, SLICE_SIZE};
 use crate::os::fake::FakeOs;
@@ -220,5 +221,61 @@ fn a_move_spans_freed_memory_and_the_clean_range_after_it() {
     // SAFETY: the moved block is ours, at least 1 MiB long.
     let contents = unsafe { core::slice::from_raw_parts(moved, MIB) };
     assert!(contents.iter().all(|&b| b == 0x5A), "the pages did not move");
+    ARENA.validate();
+}
+
+/// A huge page whose advice the kernel refuses (`madvise` failing: no memory to split the
+/// mapping, a seccomp filter) is not counted as backed huge, and a later claim may ask again.
+/// It used to stay marked huge, uncounted: its break-up or its region's removal then took
+/// one off the count of huge pages, which wrapped below zero.
+#[test]
+fn a_refused_advice_leaves_the_huge_page_small_and_uncounted() {
+    static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
+    static TALLY: Tally = Tally::shared();
+    let mut pages: Vec<_> = (0..HUGE_MIN_TOUCHED / (64 << 10))
+        .map(|_| claim(&ARENA, &TALLY))
+        .collect();
+    while pages.len() % PER_HUGE != 0 {
+        pages.push(claim(&ARENA, &TALLY));
+    }
+    let backed = || ARENA.counters.huge_backed.load(Ordering::Relaxed);
+    let counted = backed();
+    ARENA.os.can_advise.store(false, Ordering::Relaxed);
+    let refused = claim(&ARENA, &TALLY);
+    // SAFETY: descriptors are type-stable; the region holds the claimed page.
+    let region = unsafe { &*refused.region.load(Ordering::Relaxed) };
+    let huge = huge_page_of(refused) - region.start() as usize / HUGE_PAGE_SIZE;
+    assert_eq!(region.backing(huge), Backing::Small, "refused, yet marked huge");
+    assert_eq!(backed(), counted);
+    // Taking the region down (every page back, then collect) leaves the count where it was.
+    ARENA.os.can_advise.store(true, Ordering::Relaxed);
+    pages.push(refused);
+    for page in pages {
+        ARENA.release_page(page, &TALLY);
+    }
+    ARENA.collect();
+    assert_eq!(backed(), 0, "the count of huge pages drifted");
+}
+
+/// A move whose destination spanned a freed range and the clean one after it, and that the
+/// kernel refuses, gives the range back as freed memory, counted as committed: a later purge
+/// takes it all off, so the count must hold all of it. It used to count only the freed part,
+/// and the purge then took the count below what was really committed (down to wrapping).
+#[test]
+fn a_refused_move_across_freed_and_clean_memory_keeps_the_committed_count() {
+    static ARENA: Arena<FakeOs> =
+        Arena::new(FakeOs::new(crate::config::RESERVATION_SIZE + (64 << 20)));
+    let (block, _) = ARENA.alloc_large(MIB, 8).unwrap();
+    let (freed, _) = ARENA.alloc_large(GIB, 8).unwrap();
+    let clean = ARENA.with_read(|state| state.free.bytes);
+    ARENA.free_large(freed, freed.start(), LargeState::Live);
+    let committed = || ARENA.counters.committed.load(Ordering::Relaxed);
+    ARENA.os.can_remap.store(false, Ordering::Relaxed);
+    let wanted = GIB + clean / SLICE_SIZE * SLICE_SIZE;
+    assert!(ARENA.remap_large(block, block.start(), wanted, 8).is_none());
+    ARENA.os.can_remap.store(true, Ordering::Relaxed);
+    ARENA.free_large(block, block.start(), LargeState::Live);
+    ARENA.collect();
+    assert_eq!(committed(), 0, "committed bytes drifted");
     ARENA.validate();
 }

@@ -102,8 +102,10 @@ pub(crate) struct Region {
     /// Pages regions: bit set = page touched since it was last purged.
     dirty_pages: [AtomicU64; BITMAP_WORDS],
     /// Pages regions: per huge page, how the kernel is asked to back it (a [`Backing`]):
-    /// changed by a claimer (compare-and-swap, under the region's read lock) or a purge
-    /// session (with the region marked), never both at once.
+    /// changed by compare-and-swap, by a claimer (after its claim, holding a page of the
+    /// region but no lock) or a purge session (with the region marked). The two may race;
+    /// each acts only if its own swap succeeds, and the value only decides who makes a
+    /// system call, so Relaxed suffices.
     backing: [AtomicU8; HUGE_PAGES_PER_REGION],
     /// Pages regions: per huge page backed huge, when a purge session first found it partly
     /// free (0: it was not), for the longer delay before it is broken up. Purge sessions only.

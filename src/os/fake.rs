@@ -25,6 +25,11 @@ pub(crate) struct FakeOs {
     pub(crate) thp: AtomicU8,
     /// Whether [`Os::collapse_huge`] succeeds (a kernel with `MADV_COLLAPSE`).
     pub(crate) can_collapse: AtomicBool,
+    /// Whether [`Os::advise_huge`] succeeds (it fails where `madvise` would: no memory to
+    /// split the mapping, a seccomp filter).
+    pub(crate) can_advise: AtomicBool,
+    /// Whether [`Os::remap`] succeeds (it fails where `mremap` would: the mapping limit).
+    pub(crate) can_remap: AtomicBool,
     /// Bytes advised, collapsed and forbidden huge pages, for tests to check.
     pub(crate) advised: AtomicUsize,
     pub(crate) collapsed: AtomicUsize,
@@ -42,6 +47,8 @@ impl FakeOs {
             now: AtomicU64::new(1),
             thp: AtomicU8::new(1),
             can_collapse: AtomicBool::new(true),
+            can_advise: AtomicBool::new(true),
+            can_remap: AtomicBool::new(true),
             advised: AtomicUsize::new(0),
             collapsed: AtomicUsize::new(0),
             forbidden: AtomicUsize::new(0),
@@ -104,6 +111,9 @@ impl Os for FakeOs {
     }
 
     fn remap(&self, from: NonNull<u8>, to: NonNull<u8>, size: usize) -> Remap {
+        if !self.can_remap.load(Ordering::Relaxed) {
+            return Remap::Failed;
+        }
         // SAFETY: both ranges lie in our reservations, are owned by the caller and disjoint.
         unsafe {
             core::ptr::copy_nonoverlapping(from.as_ptr(), to.as_ptr(), size);
@@ -122,6 +132,9 @@ impl Os for FakeOs {
     }
 
     fn advise_huge(&self, _addr: NonNull<u8>, size: usize) -> bool {
+        if !self.can_advise.load(Ordering::Relaxed) {
+            return false;
+        }
         self.advised.fetch_add(size, Ordering::Relaxed);
         true
     }
