@@ -248,9 +248,9 @@ impl<O: Os> Arena<O> {
         // Congruent if possible (whole page tables move); else anywhere aligned: a move that
         // copies page-table entries still beats the caller's copy of every byte (which a
         // congruent range needing more address space than is left would otherwise force).
-        // Reusing as a new block would (`take_range_reusing`): a range the allocation that
-        // replaces a failed move would find, the move finds too, so the caller never copies
-        // the block (faulting all of it in) where a move was possible.
+        // Searched as for a new block (freed memory first, and across a freed range and the
+        // clean one after it): if the move found less than the allocation that replaces a
+        // failed move, the caller would copy the whole block where a move was possible.
         let (dest, dest_clean) = session
             .take_range_reusing(new_len, modulus, ptr as usize % modulus, true)
             .or_else(|| session.take_range_reusing(new_len, align.max(SLICE_SIZE), 0, true))?;

@@ -34,6 +34,18 @@ fn huge_page_of(page: &Page) -> usize {
     (page.start.load(Ordering::Relaxed) as usize) / HUGE_PAGE_SIZE
 }
 
+/// Claims small pages until the heap counts as big and the last huge page opened is full:
+/// the next claim opens an untouched huge page.
+fn claim_past_the_threshold(arena: &Arena<FakeOs>, tally: &Tally) -> Vec<&'static Page> {
+    let mut pages: Vec<_> = (0..HUGE_MIN_TOUCHED / (64 << 10))
+        .map(|_| claim(arena, tally))
+        .collect();
+    while pages.len() % PER_HUGE != 0 {
+        pages.push(claim(arena, tally));
+    }
+    pages
+}
+
 fn advised(arena: &Arena<FakeOs>) -> usize {
     arena.os.advised.load(Ordering::Relaxed)
 }
@@ -106,12 +118,7 @@ fn huge_pages_go_back_whole_and_break_up_only_late() {
     static TALLY: Tally = Tally::shared();
     ARENA.set_purge_delay(1_000);
     // Past the threshold, then two huge pages asked for before their first touch.
-    let mut pages: Vec<_> = (0..HUGE_MIN_TOUCHED / (64 << 10))
-        .map(|_| claim(&ARENA, &TALLY))
-        .collect();
-    while pages.len() % PER_HUGE != 0 {
-        pages.push(claim(&ARENA, &TALLY));
-    }
+    let _pages = claim_past_the_threshold(&ARENA, &TALLY);
     let a: Vec<_> = (0..PER_HUGE).map(|_| claim(&ARENA, &TALLY)).collect();
     let b: Vec<_> = (0..PER_HUGE).map(|_| claim(&ARENA, &TALLY)).collect();
     // All of `a` freed, half of `b`.
@@ -197,6 +204,22 @@ fn freed_memory_stays_within_its_budget_when_fresh_memory_is_needed() {
     let _ = big;
 }
 
+/// Room for one reservation and its metadata, and not for a second.
+const ONE_RESERVATION: usize = crate::config::RESERVATION_SIZE + (64 << 20);
+
+/// On an arena of [`ONE_RESERVATION`]: a 1 MiB block, then a 1 GiB block right after it,
+/// freed (dirty), then the clean rest of the reservation. Returns the 1 MiB block and a size
+/// that only the freed range and the clean one after it together can hold.
+fn block_before_a_freed_gib(arena: &Arena<FakeOs>) -> (&'static Region, usize) {
+    let (block, _) = arena.alloc_large(MIB, 8).unwrap();
+    let (freed, _) = arena.alloc_large(GIB, 8).unwrap();
+    assert_eq!(freed.start() as usize, block.end(), "laid out back to back");
+    let clean = arena.with_read(|state| state.free.bytes);
+    arena.free_large(freed, freed.start(), LargeState::Live);
+    assert_eq!(arena.with_read(|state| state.free.dirty_bytes), GIB);
+    (block, GIB + clean / SLICE_SIZE * SLICE_SIZE)
+}
+
 /// A block that must move finds every range a new block would: here only a freed (dirty)
 /// range together with the clean one after it is big enough, and the address space cannot
 /// grow. The move used to look for one range of either kind alone, fail, and leave the caller
@@ -204,23 +227,18 @@ fn freed_memory_stays_within_its_budget_when_fresh_memory_is_needed() {
 /// memory on such copies of blocks it had touched only at both ends.
 #[test]
 fn a_move_spans_freed_memory_and_the_clean_range_after_it() {
-    // One reservation and its metadata, and no room for a second.
-    static ARENA: Arena<FakeOs> =
-        Arena::new(FakeOs::new(crate::config::RESERVATION_SIZE + (64 << 20)));
-    let (block, _) = ARENA.alloc_large(MIB, 8).unwrap();
-    let (freed, _) = ARENA.alloc_large(GIB, 8).unwrap();
-    assert_eq!(freed.start() as usize, block.end(), "laid out back to back");
-    let clean = ARENA.with_read(|state| state.free.bytes);
-    ARENA.free_large(freed, freed.start(), LargeState::Live);
-    assert_eq!(ARENA.with_read(|state| state.free.dirty_bytes), GIB);
+    static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(ONE_RESERVATION));
+    let (block, wanted) = block_before_a_freed_gib(&ARENA);
     // SAFETY: the block is ours and 1 MiB long.
     unsafe { block.start().write_bytes(0x5A, MIB) };
-    let wanted = GIB + clean / SLICE_SIZE * SLICE_SIZE;
     let moved = ARENA.remap_large(block, block.start(), wanted, 8);
     let moved = moved.expect("moved across the freed and the clean range");
     // SAFETY: the moved block is ours, at least 1 MiB long.
     let contents = unsafe { core::slice::from_raw_parts(moved, MIB) };
-    assert!(contents.iter().all(|&b| b == 0x5A), "the pages did not move");
+    assert!(
+        contents.iter().all(|&b| b == 0x5A),
+        "the pages did not move"
+    );
     ARENA.validate();
 }
 
@@ -232,12 +250,8 @@ fn a_move_spans_freed_memory_and_the_clean_range_after_it() {
 fn a_refused_advice_leaves_the_huge_page_small_and_uncounted() {
     static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
     static TALLY: Tally = Tally::shared();
-    let mut pages: Vec<_> = (0..HUGE_MIN_TOUCHED / (64 << 10))
-        .map(|_| claim(&ARENA, &TALLY))
-        .collect();
-    while pages.len() % PER_HUGE != 0 {
-        pages.push(claim(&ARENA, &TALLY));
-    }
+    let mut pages = claim_past_the_threshold(&ARENA, &TALLY);
+    // Relaxed: statistics, read on the thread that changed them.
     let backed = || ARENA.counters.huge_backed.load(Ordering::Relaxed);
     let counted = backed();
     ARENA.os.can_advise.store(false, Ordering::Relaxed);
@@ -245,7 +259,11 @@ fn a_refused_advice_leaves_the_huge_page_small_and_uncounted() {
     // SAFETY: descriptors are type-stable; the region holds the claimed page.
     let region = unsafe { &*refused.region.load(Ordering::Relaxed) };
     let huge = huge_page_of(refused) - region.start() as usize / HUGE_PAGE_SIZE;
-    assert_eq!(region.backing(huge), Backing::Small, "refused, yet marked huge");
+    assert_eq!(
+        region.backing(huge),
+        Backing::Small,
+        "refused, yet marked huge"
+    );
     assert_eq!(backed(), counted);
     // Taking the region down (every page back, then collect) leaves the count where it was.
     ARENA.os.can_advise.store(true, Ordering::Relaxed);
@@ -263,15 +281,11 @@ fn a_refused_advice_leaves_the_huge_page_small_and_uncounted() {
 /// and the purge then took the count below what was really committed (down to wrapping).
 #[test]
 fn a_refused_move_across_freed_and_clean_memory_keeps_the_committed_count() {
-    static ARENA: Arena<FakeOs> =
-        Arena::new(FakeOs::new(crate::config::RESERVATION_SIZE + (64 << 20)));
-    let (block, _) = ARENA.alloc_large(MIB, 8).unwrap();
-    let (freed, _) = ARENA.alloc_large(GIB, 8).unwrap();
-    let clean = ARENA.with_read(|state| state.free.bytes);
-    ARENA.free_large(freed, freed.start(), LargeState::Live);
+    static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(ONE_RESERVATION));
+    let (block, wanted) = block_before_a_freed_gib(&ARENA);
+    // Relaxed: statistics, read on the thread that changed them.
     let committed = || ARENA.counters.committed.load(Ordering::Relaxed);
     ARENA.os.can_remap.store(false, Ordering::Relaxed);
-    let wanted = GIB + clean / SLICE_SIZE * SLICE_SIZE;
     assert!(ARENA.remap_large(block, block.start(), wanted, 8).is_none());
     ARENA.os.can_remap.store(true, Ordering::Relaxed);
     ARENA.free_large(block, block.start(), LargeState::Live);

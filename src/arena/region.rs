@@ -326,7 +326,8 @@ impl Region {
 
     /// Pages per huge page: 32 small pages, 4 medium ones.
     pub(crate) fn pages_per_huge_page(&self) -> usize {
-        self.page_kind().map_or(1, |kind| HUGE_PAGE_SIZE >> kind.shift())
+        self.page_kind()
+            .map_or(1, |kind| HUGE_PAGE_SIZE >> kind.shift())
     }
 
     /// The bitmap word and the bits of huge page `huge`'s pages (a huge page never spans two
@@ -485,19 +486,36 @@ impl Region {
                 assert!(attached, "a {kind:?} region detached");
             }
         }
-        assert!(self.len() != 0 && !self.start().is_null(), "an empty region");
+        assert!(
+            self.len() != 0 && !self.start().is_null(),
+            "an empty region"
+        );
         assert_eq!(
             self.start() as usize % crate::config::SLICE_SIZE,
             0,
             "a region not slice-aligned"
         );
         let Some(page_kind) = self.page_kind() else {
-            assert!(self.table().is_null(), "a {kind:?} region with a page table");
+            assert!(
+                self.table().is_null(),
+                "a {kind:?} region with a page table"
+            );
             return;
         };
-        assert!(!self.table().is_null(), "a pages region without a page table");
-        assert_eq!(self.len(), crate::config::SMALL_REGION_SIZE, "pages region size");
-        assert_eq!(self.purge_due(), 0, "a pages region with a free-range due time");
+        assert!(
+            !self.table().is_null(),
+            "a pages region without a page table"
+        );
+        assert_eq!(
+            self.len(),
+            crate::config::SMALL_REGION_SIZE,
+            "pages region size"
+        );
+        assert_eq!(
+            self.purge_due(),
+            0,
+            "a pages region with a free-range due time"
+        );
         let count = self.page_count();
         let marked = self.lock.is_write_locked(guard);
         for word in 0..BITMAP_WORDS {
@@ -522,7 +540,11 @@ impl Region {
                     core::ptr::eq(page.region.load(Ordering::Relaxed), self),
                     "page of another region"
                 );
-                assert_eq!(page.index.load(Ordering::Relaxed) as usize, index, "page index");
+                assert_eq!(
+                    page.index.load(Ordering::Relaxed) as usize,
+                    index,
+                    "page index"
+                );
                 if marked && free & (1 << bit) != 0 {
                     // Relaxed: published by the bitmap's Release, which we acquired.
                     assert_eq!(page.owner.load(Ordering::Relaxed), super::page::NO_OWNER);

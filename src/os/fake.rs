@@ -111,6 +111,7 @@ impl Os for FakeOs {
     }
 
     fn remap(&self, from: NonNull<u8>, to: NonNull<u8>, size: usize) -> Remap {
+        // Relaxed: a knob a test sets before the call it affects, on the same thread.
         if !self.can_remap.load(Ordering::Relaxed) {
             return Remap::Failed;
         }
@@ -132,6 +133,7 @@ impl Os for FakeOs {
     }
 
     fn advise_huge(&self, _addr: NonNull<u8>, size: usize) -> bool {
+        // Relaxed: as `can_remap` in `remap`.
         if !self.can_advise.load(Ordering::Relaxed) {
             return false;
         }
