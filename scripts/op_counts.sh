@@ -4,12 +4,27 @@
 # `alloc` and `dealloc` functions, divided by 100000.
 # Usage: scripts/op_counts.sh <allocator> <mode> <size>...   (build the example first:
 #   cargo build --release --example pairs_loop --features baselines)
+# The C entry points: scripts/op_counts.sh c pairs <size>...: benches/c/pairs.c under
+# LD_PRELOAD=target/release/libvmarena.so (build it first: cargo build --release -p vmarena-c),
+# counting inside `malloc` and `free`.
 set -eu
 bin=${PAIRS_LOOP:-target/release/examples/pairs_loop}
 alloc=$1 mode=$2
 shift 2
 tmp=$(mktemp -d)
+if [ "$alloc" = c ]; then
+    cc -O2 -o "$tmp/pairs" benches/c/pairs.c
+    lib=$(realpath target/release/libvmarena.so)
+fi
 count() { # $1 = n; prints "alloc dealloc": instructions inside each function, callees included
+    if [ "$alloc" = c ]; then
+        for f in malloc free; do
+            LD_PRELOAD=$lib valgrind --tool=callgrind --callgrind-out-file="$tmp/out" \
+                "--toggle-collect=$f" "$tmp/pairs" "$size" "$1" 2>&1 >/dev/null |
+                sed -n 's/.*I *refs: *//p' | tr -d ,
+        done | tr '\n' ' '
+        return
+    fi
     for f in alloc dealloc; do
         valgrind --tool=callgrind --callgrind-out-file="$tmp/out" "--toggle-collect=*GlobalAlloc>::$f" \
             "$bin" "$size" "$1" "$mode" "$alloc" 2>&1 >/dev/null | sed -n 's/.*I *refs: *//p' | tr -d ,
