@@ -332,10 +332,7 @@ pub fn regions(data: &[u8]) {
     let (free, reserved) = ARENA.free_and_reserved_bytes();
     assert_eq!(free, reserved, "freed ranges did not all come back");
     for kind in PageKind::ALL {
-        assert_eq!(
-            ARENA.page_region_count(kind),
-            0
-        );
+        assert_eq!(ARENA.page_region_count(kind), 0);
     }
 }
 

@@ -34,10 +34,10 @@ use crate::heap::size_class::{class_for_layout, class_size};
 use crate::heap::thread_heap;
 use crate::heap::thread_heap::AlwaysAlive;
 use crate::large;
+use crate::list::{AtomicLinks, List, atomic_links};
 use crate::stats::Stats;
 use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use crate::sync::mutex::Mutex;
-use crate::list::{AtomicLinks, List, atomic_links};
 
 /// What the heap's mutex guards.
 pub(crate) struct Guarded {
@@ -282,7 +282,11 @@ impl<const LOCKED: bool> Core<LOCKED> {
                 if page.owner.load(Ordering::Relaxed) & !OWNER_FULL_FLAG == id {
                     let guarded = self.access();
                     // SAFETY: a live block of one of our pages, given up by the caller.
-                    unsafe { guarded.heap.free::<AlwaysAlive, false>(page, ptr.cast(), layout.size()) };
+                    unsafe {
+                        guarded
+                            .heap
+                            .free::<AlwaysAlive, false>(page, ptr.cast(), layout.size())
+                    };
                     return;
                 }
             }

@@ -106,166 +106,177 @@ extern crate std;
 #[cfg_attr(vmarena_loom, allow(dead_code, unused_imports))]
 pub(crate) mod sync;
 
-/// Compiles each item only outside the loom build (`--cfg vmarena_loom`), which model-checks
-/// the lock protocol in `sync` and builds nothing else.
-macro_rules! not_loom {
-    ($($item:item)*) => {
-        $(
-            #[cfg(not(vmarena_loom))]
-            $item
-        )*
-    };
-}
-
-// Not in `not_loom!`: `raw`'s `#[macro_export]` macros are referred to by path, which a
-// module that a macro expands to does not allow.
+// Everything else is compiled only outside the loom build (`--cfg vmarena_loom`), which
+// model-checks the lock protocol in `sync` and builds nothing else. Each item says so itself
+// (no wrapping macro: rustfmt does not format modules declared inside a macro call).
 #[cfg(not(vmarena_loom))]
 pub mod raw;
 
-not_loom! {
-    #[cfg(feature = "ablation")]
-    #[doc(hidden)]
-    pub mod ablation;
-    #[cfg(not(feature = "ablation"))]
-    mod ablation;
-    mod abort;
-    mod allocator;
-    pub(crate) mod arena;
-    pub(crate) mod config;
-    #[cfg(not(miri))]
-    mod fork;
-    mod global;
-    pub(crate) mod heap;
-    mod isolated;
-    mod large;
-    pub(crate) mod list;
-    mod options;
-    pub(crate) mod os;
-    pub(crate) mod purger;
-    mod stats;
-    mod stderr;
+#[cfg(all(not(vmarena_loom), feature = "ablation"))]
+#[doc(hidden)]
+pub mod ablation;
+#[cfg(all(not(vmarena_loom), not(feature = "ablation")))]
+mod ablation;
+#[cfg(not(vmarena_loom))]
+mod abort;
+#[cfg(not(vmarena_loom))]
+mod allocator;
+#[cfg(not(vmarena_loom))]
+pub(crate) mod arena;
+#[cfg(not(vmarena_loom))]
+pub(crate) mod config;
+#[cfg(all(not(vmarena_loom), not(miri)))]
+mod fork;
+#[cfg(not(vmarena_loom))]
+mod global;
+#[cfg(not(vmarena_loom))]
+pub(crate) mod heap;
+#[cfg(not(vmarena_loom))]
+mod isolated;
+#[cfg(not(vmarena_loom))]
+mod large;
+#[cfg(not(vmarena_loom))]
+pub(crate) mod list;
+#[cfg(not(vmarena_loom))]
+mod options;
+#[cfg(not(vmarena_loom))]
+pub(crate) mod os;
+#[cfg(not(vmarena_loom))]
+pub(crate) mod purger;
+#[cfg(not(vmarena_loom))]
+mod stats;
+#[cfg(not(vmarena_loom))]
+mod stderr;
 
-    #[cfg(feature = "fuzzing")]
-    #[doc(hidden)]
-    pub mod fuzzing;
+#[cfg(all(not(vmarena_loom), feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 
-    pub use global::VmArena;
-    pub use isolated::{Heap, LocalHeap};
-    pub use stats::{Stats, ThreadStats};
+#[cfg(not(vmarena_loom))]
+pub use global::VmArena;
+#[cfg(not(vmarena_loom))]
+pub use isolated::{Heap, LocalHeap};
+#[cfg(not(vmarena_loom))]
+pub use stats::{Stats, ThreadStats};
 
-    /// A snapshot of the allocator's counters. Allocation-free, so it can be called from
-    /// anywhere, including while the program is low on memory. Not free: it walks every page
-    /// descriptor of every small-object region under the arena read lock (so it waits while a
-    /// write session runs; a few microseconds per GiB of small objects), and sums the heaps'
-    /// counters under the heap registry's mutex and the isolated heaps' registry's.
-    ///
-    /// ```
-    /// #[global_allocator]
-    /// static GLOBAL: vmarena::VmArena = vmarena::VmArena;
-    ///
-    /// let big = vec![0u8; 1 << 20];
-    /// let stats = vmarena::stats();
-    /// assert!(stats.bytes_in_use >= big.len());
-    /// assert!(stats.bytes_reserved >= stats.bytes_in_use);
-    /// println!("{stats}"); // a report, one counter a line
-    /// ```
-    pub fn stats() -> Stats {
-        let mut stats = Stats::default();
-        arena::ARENA.fill_stats(&mut stats);
-        heap::fill_stats(&mut stats);
-        isolated::fill_stats(&mut stats);
-        stats
-    }
+/// A snapshot of the allocator's counters. Allocation-free, so it can be called from
+/// anywhere, including while the program is low on memory. Not free: it walks every page
+/// descriptor of every small-object region under the arena read lock (so it waits while a
+/// write session runs; a few microseconds per GiB of small objects), and sums the heaps'
+/// counters under the heap registry's mutex and the isolated heaps' registry's.
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: vmarena::VmArena = vmarena::VmArena;
+///
+/// let big = vec![0u8; 1 << 20];
+/// let stats = vmarena::stats();
+/// assert!(stats.bytes_in_use >= big.len());
+/// assert!(stats.bytes_reserved >= stats.bytes_in_use);
+/// println!("{stats}"); // a report, one counter a line
+/// ```
+#[cfg(not(vmarena_loom))]
+pub fn stats() -> Stats {
+    let mut stats = Stats::default();
+    arena::ARENA.fill_stats(&mut stats);
+    heap::fill_stats(&mut stats);
+    isolated::fill_stats(&mut stats);
+    stats
+}
 
-    /// The calling thread's allocated and freed bytes and blocks, read without a lock: cheap
-    /// enough to call around a piece of code to see what it allocated. Counted only while
-    /// requested bytes are tracked (see [`ThreadStats`]).
-    ///
-    /// ```
-    /// #[global_allocator]
-    /// static GLOBAL: vmarena::VmArena = vmarena::VmArena;
-    ///
-    /// vmarena::track_requested_bytes(true);
-    /// let before = vmarena::thread_stats();
-    /// let v = vec![0u8; 1000];
-    /// let after = vmarena::thread_stats();
-    /// assert!(after.bytes_allocated - before.bytes_allocated >= 1000);
-    /// drop(v);
-    /// ```
-    pub fn thread_stats() -> ThreadStats {
-        heap::thread_stats()
-    }
+/// The calling thread's allocated and freed bytes and blocks, read without a lock: cheap
+/// enough to call around a piece of code to see what it allocated. Counted only while
+/// requested bytes are tracked (see [`ThreadStats`]).
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: vmarena::VmArena = vmarena::VmArena;
+///
+/// vmarena::track_requested_bytes(true);
+/// let before = vmarena::thread_stats();
+/// let v = vec![0u8; 1000];
+/// let after = vmarena::thread_stats();
+/// assert!(after.bytes_allocated - before.bytes_allocated >= 1000);
+/// drop(v);
+/// ```
+#[cfg(not(vmarena_loom))]
+pub fn thread_stats() -> ThreadStats {
+    heap::thread_stats()
+}
 
-    /// Gives every free page and empty region back to the OS now, like `malloc_trim(0)` or
-    /// `mi_collect(true)`: the calling thread's empty pages and the freed large blocks it kept
-    /// for reuse, the fallback heap's and exited threads' empty pages (and the pages of threads
-    /// that died without their exit hook) go back to their regions, then the free pages of every
-    /// small-object region and every dirty free range are purged (`MADV_DONTNEED`) and empty
-    /// regions removed.
-    ///
-    /// ```
-    /// #[global_allocator]
-    /// static GLOBAL: vmarena::VmArena = vmarena::VmArena;
-    ///
-    /// let blocks: Vec<Box<[u8; 1000]>> = (0..10_000).map(|_| Box::new([1; 1000])).collect();
-    /// let before = vmarena::stats().bytes_purged;
-    /// drop(blocks);
-    /// vmarena::collect();
-    /// assert!(vmarena::stats().bytes_purged > before);
-    /// ```
-    pub fn collect() {
-        heap::collect();
-        arena::ARENA.collect();
-    }
+/// Gives every free page and empty region back to the OS now, like `malloc_trim(0)` or
+/// `mi_collect(true)`: the calling thread's empty pages and the freed large blocks it kept
+/// for reuse, the fallback heap's and exited threads' empty pages (and the pages of threads
+/// that died without their exit hook) go back to their regions, then the free pages of every
+/// small-object region and every dirty free range are purged (`MADV_DONTNEED`) and empty
+/// regions removed.
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: vmarena::VmArena = vmarena::VmArena;
+///
+/// let blocks: Vec<Box<[u8; 1000]>> = (0..10_000).map(|_| Box::new([1; 1000])).collect();
+/// let before = vmarena::stats().bytes_purged;
+/// drop(blocks);
+/// vmarena::collect();
+/// assert!(vmarena::stats().bytes_purged > before);
+/// ```
+#[cfg(not(vmarena_loom))]
+pub fn collect() {
+    heap::collect();
+    arena::ARENA.collect();
+}
 
-    /// Turns counting of requested bytes (`Stats::bytes_requested`) on or off. Off by default: it
-    /// costs two loads and stores on every malloc and free. The count is exact if it is on from the
-    /// start (`VMARENA_STATS=1`); turned on later, blocks allocated before and freed after make it
-    /// drift by their size.
-    ///
-    /// ```
-    /// #[global_allocator]
-    /// static GLOBAL: vmarena::VmArena = vmarena::VmArena;
-    ///
-    /// vmarena::track_requested_bytes(true);
-    /// assert!(vmarena::stats().bytes_requested.is_some());
-    /// vmarena::track_requested_bytes(false);
-    /// assert_eq!(vmarena::stats().bytes_requested, None);
-    /// ```
-    pub fn track_requested_bytes(on: bool) {
-        heap::set_tracking_requested(on);
-        isolated::set_counting(on);
-    }
+/// Turns counting of requested bytes (`Stats::bytes_requested`) on or off. Off by default: it
+/// costs two loads and stores on every malloc and free. The count is exact if it is on from the
+/// start (`VMARENA_STATS=1`); turned on later, blocks allocated before and freed after make it
+/// drift by their size.
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: vmarena::VmArena = vmarena::VmArena;
+///
+/// vmarena::track_requested_bytes(true);
+/// assert!(vmarena::stats().bytes_requested.is_some());
+/// vmarena::track_requested_bytes(false);
+/// assert_eq!(vmarena::stats().bytes_requested, None);
+/// ```
+#[cfg(not(vmarena_loom))]
+pub fn track_requested_bytes(on: bool) {
+    heap::set_tracking_requested(on);
+    isolated::set_counting(on);
+}
 
-    /// Sets how long freed memory stays mapped before it is purged (given back to the OS with
-    /// `MADV_DONTNEED`). The default is 1 s, or `VMARENA_PURGE_DELAY_MS` from the environment.
-    /// Zero purges at the next opportunity. Purging happens on the allocator's own slow paths
-    /// (pages going back to their regions, large frees); [`collect`] purges everything now.
-    ///
-    /// ```
-    /// vmarena::set_purge_delay(std::time::Duration::from_millis(250));
-    /// assert_eq!(vmarena::stats().purge_delay_ms, 250);
-    /// ```
-    pub fn set_purge_delay(delay: core::time::Duration) {
-        arena::ARENA.set_purge_delay(delay.as_nanos().min(u64::MAX as u128) as u64);
-    }
+/// Sets how long freed memory stays mapped before it is purged (given back to the OS with
+/// `MADV_DONTNEED`). The default is 1 s, or `VMARENA_PURGE_DELAY_MS` from the environment.
+/// Zero purges at the next opportunity. Purging happens on the allocator's own slow paths
+/// (pages going back to their regions, large frees); [`collect`] purges everything now.
+///
+/// ```
+/// vmarena::set_purge_delay(std::time::Duration::from_millis(250));
+/// assert_eq!(vmarena::stats().purge_delay_ms, 250);
+/// ```
+#[cfg(not(vmarena_loom))]
+pub fn set_purge_delay(delay: core::time::Duration) {
+    arena::ARENA.set_purge_delay(delay.as_nanos().min(u64::MAX as u128) as u64);
+}
 
-    /// The number of bytes usable from `ptr` to the end of its block, where `ptr` is a block vmarena
-    /// returned (or, for blocks up to 64 KiB, points into one): `usable_size(p) >= layout.size()`
-    /// for the layout `p` was allocated with. Answered from a lock-free speculative lookup,
-    /// validated by the arena's sequence count (while write sessions keep it busy, under the arena
-    /// read lock instead). Returns `None` for pointers vmarena does not manage.
-    ///
-    /// ```
-    /// #[global_allocator]
-    /// static GLOBAL: vmarena::VmArena = vmarena::VmArena;
-    ///
-    /// let v: Vec<u8> = Vec::with_capacity(100);
-    /// assert!(vmarena::usable_size(v.as_ptr()).unwrap() >= 100);
-    /// let on_stack = 0u8;
-    /// assert_eq!(vmarena::usable_size(&on_stack), None);
-    /// ```
-    pub fn usable_size(ptr: *const u8) -> Option<usize> {
-        global::usable_size(ptr)
-    }
+/// The number of bytes usable from `ptr` to the end of its block, where `ptr` is a block vmarena
+/// returned (or, for blocks up to 64 KiB, points into one): `usable_size(p) >= layout.size()`
+/// for the layout `p` was allocated with. Answered from a lock-free speculative lookup,
+/// validated by the arena's sequence count (while write sessions keep it busy, under the arena
+/// read lock instead). Returns `None` for pointers vmarena does not manage.
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: vmarena::VmArena = vmarena::VmArena;
+///
+/// let v: Vec<u8> = Vec::with_capacity(100);
+/// assert!(vmarena::usable_size(v.as_ptr()).unwrap() >= 100);
+/// let on_stack = 0u8;
+/// assert_eq!(vmarena::usable_size(&on_stack), None);
+/// ```
+#[cfg(not(vmarena_loom))]
+pub fn usable_size(ptr: *const u8) -> Option<usize> {
+    global::usable_size(ptr)
 }

@@ -27,7 +27,12 @@ fn workload() -> u64 {
     let lines = 250_000u64;
     let mut text: Vec<String> = (0..lines)
         .into_par_iter()
-        .map(|i| (0..8).map(|j| word(i * 8 + j)).collect::<Vec<_>>().join(" "))
+        .map(|i| {
+            (0..8)
+                .map(|j| word(i * 8 + j))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .collect();
     text.par_sort_unstable();
     let counts: HashMap<String, u64> = text
@@ -47,7 +52,11 @@ fn workload() -> u64 {
             }
             a
         });
-    let index: Vec<(usize, u64)> = text.par_iter().enumerate().map(|(i, l)| (i, l.len() as u64)).collect();
+    let index: Vec<(usize, u64)> = text
+        .par_iter()
+        .enumerate()
+        .map(|(i, l)| (i, l.len() as u64))
+        .collect();
     let total: u64 = counts.values().sum();
     assert_eq!(total, lines * 8);
     total + index.len() as u64
@@ -64,15 +73,30 @@ fn main() {
         std::hint::black_box(workload());
         let elapsed = start.elapsed().as_secs_f64();
         let huge = huge.stop();
-        println!("{elapsed} {} {} {huge}", support::status_kib("VmHWM:"), support::minor_faults());
+        println!(
+            "{elapsed} {} {} {huge}",
+            support::status_kib("VmHWM:"),
+            support::minor_faults()
+        );
         return;
     }
     let mut runs: Vec<Vec<f64>> = Vec::new();
     for _ in 0..5 {
-        let out = std::process::Command::new(std::env::current_exe().unwrap()).arg("--child").output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .arg("--child")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8(out.stdout).unwrap();
-        runs.push(text.split_whitespace().map(|x| x.parse().unwrap()).collect());
+        runs.push(
+            text.split_whitespace()
+                .map(|x| x.parse().unwrap())
+                .collect(),
+        );
     }
     let median = |i: usize| {
         let mut xs: Vec<f64> = runs.iter().map(|r| r[i]).collect();

@@ -69,9 +69,16 @@ fn main() {
             .arg("--child")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8(out.stdout).unwrap();
-        let fields: Vec<f64> = text.split_whitespace().map(|f| f.parse().unwrap()).collect();
+        let fields: Vec<f64> = text
+            .split_whitespace()
+            .map(|f| f.parse().unwrap())
+            .collect();
         runs.push([fields[0], fields[1], fields[2], fields[3]]);
     }
     let median = |i: usize| {

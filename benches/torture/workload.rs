@@ -52,7 +52,10 @@ impl Block {
         let tag = self.tag();
         // SAFETY: the block's own bytes.
         let bytes = unsafe { std::slice::from_raw_parts(self.ptr, self.layout.size()) };
-        assert!(bytes.iter().step_by(61).all(|&b| b == tag), "corrupted block");
+        assert!(
+            bytes.iter().step_by(61).all(|&b| b == tag),
+            "corrupted block"
+        );
     }
 
     /// Grows the block by a realloc chain, each step 1.5× the last, to `limit` bytes.
@@ -170,10 +173,20 @@ fn main() {
     }
     let mut runs = Vec::new();
     for _ in 0..5 {
-        let out = std::process::Command::new(std::env::current_exe().unwrap()).arg("--child").output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .arg("--child")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8(out.stdout).unwrap();
-        let v: Vec<f64> = text.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        let v: Vec<f64> = text
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
         runs.push(v);
     }
     let median = |i: usize| {

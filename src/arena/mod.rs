@@ -112,7 +112,11 @@ impl<O: Os> WriteSession<'_, O> {
     pub(super) fn validate(&self) {
         for kind in PageKind::ALL {
             for region in self.arena.page_regions(kind) {
-                assert_eq!(region.page_kind(), Some(kind), "a region on another kind's list");
+                assert_eq!(
+                    region.page_kind(),
+                    Some(kind),
+                    "a region on another kind's list"
+                );
                 region.validate(&self.guard);
             }
         }

@@ -201,8 +201,15 @@ impl Page {
         // SAFETY: owner (caller).
         let (capacity, reserved) = unsafe { (self.capacity.get(), self.reserved.get()) };
         let used = self.used.get();
-        assert!(used <= capacity && capacity <= reserved, "page counts out of order");
-        assert_eq!(self.carved.load(Ordering::Relaxed), capacity, "carved != capacity");
+        assert!(
+            used <= capacity && capacity <= reserved,
+            "page counts out of order"
+        );
+        assert_eq!(
+            self.carved.load(Ordering::Relaxed),
+            capacity,
+            "carved != capacity"
+        );
         let start = self.start.load(Ordering::Relaxed) as usize;
         let end = start + capacity as usize * size;
         let mut free = 0u32;
@@ -216,7 +223,10 @@ impl Page {
                     "a free-list link that is not a carved block of its page"
                 );
                 free += 1;
-                assert!(free <= capacity - used, "free lists longer than the free blocks");
+                assert!(
+                    free <= capacity - used,
+                    "free lists longer than the free blocks"
+                );
                 // SAFETY: a carved block of the page (checked above), owned by the caller.
                 block = unsafe { (*block).next };
             }

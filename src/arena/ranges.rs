@@ -445,7 +445,12 @@ impl FreeRanges {
             // SAFETY: bins hold descriptors, which are never freed.
             let mut cursor = unsafe { head.as_ref() };
             while let Some(r) = cursor {
-                assert_eq!(r.kind(), RegionKind::Free, "a free-range bin holds a {:?}", r.kind());
+                assert_eq!(
+                    r.kind(),
+                    RegionKind::Free,
+                    "a free-range bin holds a {:?}",
+                    r.kind()
+                );
                 assert_eq!(bin_of(r.len()), bin, "a free range in the wrong bin");
                 r.validate(guard);
                 cursor = get(&r.list_next);

@@ -79,7 +79,10 @@ impl LargeCache {
 
     fn add_bytes(&self, delta: isize) {
         // Relaxed: statistics, written by the owner only (no read-modify-write needed).
-        let now = self.bytes.load(Ordering::Relaxed).wrapping_add_signed(delta);
+        let now = self
+            .bytes
+            .load(Ordering::Relaxed)
+            .wrapping_add_signed(delta);
         self.bytes.store(now, Ordering::Relaxed);
     }
 
@@ -113,7 +116,10 @@ impl LargeCache {
             }
         }
         let region = self.unlist(best?.0);
-        if !region.large.transition(LargeState::Cached, LargeState::Live) {
+        if !region
+            .large
+            .transition(LargeState::Cached, LargeState::Live)
+        {
             crate::abort::internal("a thread heap's cache lists a block that is not cached");
         }
         Some(region)
@@ -130,7 +136,10 @@ impl LargeCache {
         ptr: *mut u8,
         mut give_back: impl FnMut(&'static Region),
     ) {
-        if !region.large.transition(LargeState::Live, LargeState::Cached) {
+        if !region
+            .large
+            .transition(LargeState::Live, LargeState::Cached)
+        {
             region.large.check_state(ptr, LargeState::Live);
             crate::abort::double_free(ptr); // it moved on between the two looks: a racing free
         }

@@ -35,7 +35,6 @@
 //! OS back end), `list`, `sync::mutex`, `stats`, `os`, `options` and `purger`. `crate::fork` calls its
 //! fork hooks; nothing in it calls back up.
 
-
 use super::slot::{self, DESTROYED, INITIALISING, UNINIT};
 use super::thread_heap::{Heap, HeapState, ORPHAN_COUNTERS, new_heap_id};
 use crate::arena::ARENA;

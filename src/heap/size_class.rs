@@ -63,7 +63,11 @@ static LOOKUP: [u8; 2 * ALIGN_16_HALF] = {
     let mut table = [0u8; 2 * ALIGN_16_HALF];
     let mut i = 0;
     while i <= LOOKUP_MAX / 8 {
-        let aligned_16 = if i == 0 { 16 } else { (i * 8).next_multiple_of(16) };
+        let aligned_16 = if i == 0 {
+            16
+        } else {
+            (i * 8).next_multiple_of(16)
+        };
         table[i] = compute_class(i * 8) as u8;
         table[ALIGN_16_HALF + i] = compute_class(aligned_16) as u8;
         i += 1;
@@ -308,9 +312,17 @@ mod tests {
         for size in (0..=LOOKUP_MAX).step_by(SIZE_STEP).chain([LOOKUP_MAX]) {
             for align in [1, 2, 4, 8, 16] {
                 let rounded = size.next_multiple_of(align);
-                let expected = if align == 16 { rounded.max(16) } else { rounded };
+                let expected = if align == 16 {
+                    rounded.max(16)
+                } else {
+                    rounded
+                };
                 let class = compute_class(expected);
-                assert_eq!(class_for_layout(size, align), Some(class), "{size} B, align {align}");
+                assert_eq!(
+                    class_for_layout(size, align),
+                    Some(class),
+                    "{size} B, align {align}"
+                );
                 if align == 16 {
                     assert_eq!(class_for_small_16(size), class, "{size} B");
                 }

@@ -38,7 +38,6 @@ pub(crate) static UNINIT: Sentinel = Sentinel(Heap::sentinel(HeapState::Uninit))
 pub(crate) static INITIALISING: Sentinel = Sentinel(Heap::sentinel(HeapState::Initialising));
 pub(crate) static DESTROYED: Sentinel = Sentinel(Heap::sentinel(HeapState::Destroyed));
 
-
 #[cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 mod imp {
     use super::HeapPtr;

@@ -21,7 +21,9 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     // A failed test poisons the lock; the others still run, one at a time.
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A live heap of its own (no thread's: nothing reaps it).
@@ -37,7 +39,9 @@ fn class_of(size: usize) -> (usize, usize) {
 }
 
 fn page_of(block: *mut u8) -> &'static Page {
-    ARENA.lookup_page(block as usize).expect("a small block has a page")
+    ARENA
+        .lookup_page(block as usize)
+        .expect("a small block has a page")
 }
 
 fn alloc(heap: &Heap, (class, size): (usize, usize)) -> *mut u8 {
@@ -89,16 +93,26 @@ fn an_abandoned_page_is_taken_over_by_the_next_heap_that_needs_its_class() {
     let before = abandon::count();
 
     a.abandon_all();
-    assert_eq!(abandon::count(), before + 1, "the page with live blocks waits");
+    assert_eq!(
+        abandon::count(),
+        before + 1,
+        "the page with live blocks waits"
+    );
     assert_eq!(owner(page), NO_OWNER);
 
     let b = live_heap();
     let fresh = alloc(b, class);
-    assert!(core::ptr::eq(page_of(fresh), page), "b took the abandoned page");
+    assert!(
+        core::ptr::eq(page_of(fresh), page),
+        "b took the abandoned page"
+    );
     assert_eq!(abandon::count(), before);
     assert!(!blocks.contains(&fresh), "a live block handed out again");
     for (i, &block) in blocks.iter().enumerate() {
-        assert!(holds(block, size, i as u8 + 1), "block {i} changed hands intact");
+        assert!(
+            holds(block, size, i as u8 + 1),
+            "block {i} changed hands intact"
+        );
     }
     b.validate();
     // The old blocks are b's now: freed by the owner, the page empties.
@@ -142,7 +156,10 @@ fn the_fallback_heap_takes_in_remote_frees_and_gives_empty_pages_back_on_collect
     free(other, block, size);
     assert!(in_use(page), "a remote free leaves the page with its owner");
     fallback::collect();
-    assert!(!in_use(page), "collect took the free in and gave the page back");
+    assert!(
+        !in_use(page),
+        "collect took the free in and gave the page back"
+    );
 }
 
 static NO_HEAP_ALLOCS: AtomicUsize = AtomicUsize::new(0);

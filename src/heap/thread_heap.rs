@@ -58,8 +58,11 @@ pub(crate) fn new_heap_id() -> usize {
 /// heap never calls up into the life cycle that brings heaps up.
 pub(crate) trait NoHeap {
     /// Allocates for the calling thread, whose slot holds the sentinel `heap`.
-    fn alloc<const ZERO: bool, const USABLE: bool>(heap: &Heap, class: usize, size: usize)
-    -> *mut u8;
+    fn alloc<const ZERO: bool, const USABLE: bool>(
+        heap: &Heap,
+        class: usize,
+        size: usize,
+    ) -> *mut u8;
     /// Counts a remote free of `bytes` by the calling thread, whose slot holds the sentinel
     /// `heap`, while requested bytes are counted.
     fn count_free(heap: &Heap, bytes: usize);
@@ -343,7 +346,8 @@ impl Heap {
         // soon, not at once, as with any statistics switch. The RMWs leave the id bits alone.
         self.counters.counting.store(on, Ordering::Relaxed);
         if on {
-            self.fast_free_owner.fetch_or(COUNTING_BIT, Ordering::Relaxed);
+            self.fast_free_owner
+                .fetch_or(COUNTING_BIT, Ordering::Relaxed);
         } else {
             self.fast_free_owner
                 .fetch_and(!COUNTING_BIT, Ordering::Relaxed);
@@ -900,7 +904,8 @@ impl Heap {
     pub(crate) fn validate(&self) {
         let tid = self.tid.get();
         // SAFETY: `EMPTY_PAGE` is never handed out; its free list stays null.
-        assert!(unsafe { EMPTY_PAGE.free.get() }.is_null(), "EMPTY_PAGE has blocks");
+        let empty_page_free = unsafe { EMPTY_PAGE.free.get() };
+        assert!(empty_page_free.is_null(), "EMPTY_PAGE has blocks");
         for class in 0..NUM_CLASSES {
             for (list, full) in [(&self.queues[class], false), (&self.full[class], true)] {
                 let mut prev: *const Page = core::ptr::null();
@@ -914,10 +919,7 @@ impl Heap {
                     unsafe {
                         page.validate(tid);
                         assert_eq!(page.class.get() as usize, class, "page on another class");
-                        assert!(
-                            core::ptr::eq(page.prev.get(), prev),
-                            "page list back link"
-                        );
+                        assert!(core::ptr::eq(page.prev.get(), prev), "page list back link");
                         prev = page;
                     }
                 }
