@@ -22,7 +22,7 @@
 //! | state | written by | in the child |
 //! |---|---|---|
 //! | the forking thread's heap (pages, cache, counters) | its thread | keep: it was inside `fork`, not mid-operation |
-//! | other threads' heaps: pages, page queues, current pages | owner only | leak the pages; the heap is built anew (`Heap::rebuild`) and pooled |
+//! | other threads' heaps: pages, page queues, current pages | owner only | leak the pages; the heap is built anew (`HeapCore::rebuild`) and pooled |
 //! | other threads' large-block caches | owner only | leak: the blocks stay `Cached`, so a stray free of one aborts; the heap is built anew. (A cache cut mid-shift may list a block twice: handing it out would give two threads one block.) |
 //! | other threads' counters | owner only | keep: folded into the orphans' counters (statistics) |
 //! | heap registry, pool, exit key | registry mutex | reset the mutex; dead heaps recycled as above |

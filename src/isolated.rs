@@ -2,7 +2,7 @@
 //! memory all goes back at once when it is dropped (mimalloc's `mi_heap_new` and
 //! `mi_heap_destroy`).
 //!
-//! An isolated heap is a thread heap (`thread_heap::Heap`, the same pages, free lists and
+//! An isolated heap is a thread heap (`heap_core::HeapCore`, the same pages, free lists and
 //! refill paths) with an id of its own, behind a mutex: its pages are owned by that id, so its
 //! blocks never share a page with another heap's, and a free through the global allocator of
 //! one of its blocks is a remote free into its pages like any other. It never takes over pages
@@ -17,7 +17,7 @@
 //! holder may go on to take the fallback heap's (a thread it starts allocates) and the arena's
 //! locks, never the reverse (see `crate::fork`).
 //!
-//! Layer: the top, beside `global`; calls `global`, `heap` (`thread_heap`, `modes`,
+//! Layer: the top, beside `global`; calls `global`, `heap` (`heap_core`, `modes`,
 //! `size_class`), `large`, `arena`, `list`, `sync::mutex`, `stats`, `os` and `abort`.
 
 use core::alloc::Layout;
@@ -30,9 +30,9 @@ use crate::arena::meta::{MetaChunks, Pool, Pooled};
 use crate::arena::page::OWNER_FULL_FLAG;
 use crate::arena::pagemap::Entry;
 use crate::arena::region::Region;
+use crate::heap::heap_core;
+use crate::heap::heap_core::AlwaysAlive;
 use crate::heap::size_class::{class_for_layout, class_size};
-use crate::heap::thread_heap;
-use crate::heap::thread_heap::AlwaysAlive;
 use crate::large;
 use crate::list::{AtomicLinks, List, atomic_links};
 use crate::stats::Stats;
@@ -41,7 +41,7 @@ use crate::sync::mutex::Mutex;
 
 /// What the heap's mutex guards.
 pub(crate) struct Guarded {
-    heap: thread_heap::Heap,
+    heap: heap_core::HeapCore,
     /// The heap's large blocks (linked through `Region::large.heap_links`).
     large: List<LargeLinks>,
 }
@@ -55,7 +55,7 @@ pub(crate) struct Isolated {
     guarded: Mutex<Guarded>,
     /// False for a [`LocalHeap`], whose mutex is not used.
     locked: AtomicBool,
-    /// The heap's id (`thread_heap::Heap::tid`), readable without the mutex to route frees.
+    /// The heap's id (`heap_core::HeapCore::id`), readable without the mutex to route frees.
     id: AtomicUsize,
     /// Links in the registry of live heaps, under the registry lock.
     links: AtomicLinks<Isolated>,
@@ -90,7 +90,7 @@ impl Pooled for Isolated {
         unsafe {
             slot.write(Isolated {
                 guarded: Mutex::new(Guarded {
-                    heap: thread_heap::Heap::new(),
+                    heap: heap_core::HeapCore::new(),
                     large: List::new(),
                 }),
                 locked: AtomicBool::new(true),
@@ -159,7 +159,7 @@ impl Registry {
 /// thread: such frees are remote frees into the heap's pages, taken in at its next refill.
 #[derive(Debug)]
 pub struct Heap {
-    core: Core<true>,
+    handle: Handle<true>,
 }
 
 /// An isolated heap for one thread at a time: a [`Heap`] without the mutex, so its malloc and
@@ -180,14 +180,14 @@ pub struct Heap {
 /// Everything said of [`Heap`] (pages of its own, dropping frees every block) holds here.
 #[derive(Debug)]
 pub struct LocalHeap {
-    core: Core<false>,
+    handle: Handle<false>,
     /// Not `Sync`: the operations assume one thread at a time.
     _not_sync: core::marker::PhantomData<Cell<()>>,
 }
 
 /// The operations of both kinds of heap: with `LOCKED`, under the heap's mutex.
 #[derive(Debug)]
-struct Core<const LOCKED: bool> {
+struct Handle<const LOCKED: bool> {
     inner: &'static Isolated,
 }
 
@@ -214,8 +214,8 @@ impl core::ops::Deref for Access<'_> {
     }
 }
 
-impl<const LOCKED: bool> Core<LOCKED> {
-    fn try_new() -> Option<Core<LOCKED>> {
+impl<const LOCKED: bool> Handle<LOCKED> {
+    fn try_new() -> Option<Handle<LOCKED>> {
         let inner = {
             let mut registry = REGISTRY.lock();
             let Registry { pool, chunks, .. } = &mut *registry;
@@ -226,11 +226,11 @@ impl<const LOCKED: bool> Core<LOCKED> {
             unsafe { registry.live.push_front(inner) };
             inner
         };
-        let id = crate::heap::thread_heap::new_heap_id();
+        let id = crate::heap::heap_core::new_heap_id();
         inner.guarded.lock().heap.start_isolated(id);
         // Relaxed: the id reaches other threads with the heap itself (their own sync).
         inner.id.store(id, Ordering::Relaxed);
-        Some(Core { inner })
+        Some(Handle { inner })
     }
 
     fn access(&self) -> Access<'_> {
@@ -390,7 +390,7 @@ impl<const LOCKED: bool> Core<LOCKED> {
     }
 }
 
-impl<const LOCKED: bool> Drop for Core<LOCKED> {
+impl<const LOCKED: bool> Drop for Handle<LOCKED> {
     /// Gives every page and large block of the heap back to the arena, with whatever blocks
     /// are still allocated in them (see [`Heap`]).
     fn drop(&mut self) {
@@ -405,14 +405,8 @@ impl<const LOCKED: bool> Drop for Core<LOCKED> {
             }
             // Every block died: count them freed, so the process's figures balance.
             let counters = &guarded.heap.counters;
-            // Relaxed: statistics.
-            let (allocated, allocations) = (
-                counters.allocated.load(Ordering::Relaxed),
-                counters.allocations.load(Ordering::Relaxed),
-            );
-            counters.freed.store(allocated, Ordering::Relaxed);
-            counters.frees.store(allocations, Ordering::Relaxed);
-            counters.fold_into(&crate::heap::thread_heap::ORPHAN_COUNTERS);
+            counters.count_all_freed();
+            counters.fold_into(&crate::heap::counters::ORPHAN_COUNTERS);
         }
         let mut registry = REGISTRY.lock();
         // SAFETY: under the registry lock; a live descriptor is on the list.
@@ -444,20 +438,20 @@ macro_rules! heap_api {
 
             /// A new, empty heap; `None` if the metadata for it cannot be mapped.
             pub fn try_new() -> Option<$ty> {
-                let init: fn(Core<$locked>) -> $ty = $init;
-                Core::try_new().map(init)
+                let init: fn(Handle<$locked>) -> $ty = $init;
+                Handle::try_new().map(init)
             }
 
             /// Allocates a block for `layout` (zero-sized layouts get a dangling, aligned
             /// pointer and take no memory); null if memory ran out or the layout is
             /// impossible.
             pub fn alloc(&self, layout: Layout) -> *mut u8 {
-                self.core.alloc::<false>(layout)
+                self.handle.alloc::<false>(layout)
             }
 
             /// As `alloc`, with the block's bytes zero.
             pub fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-                self.core.alloc::<true>(layout)
+                self.handle.alloc::<true>(layout)
             }
 
             /// Frees a block of this heap.
@@ -469,7 +463,7 @@ macro_rules! heap_api {
             /// a pointer vmarena never handed out aborts with its address.
             pub unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
                 // SAFETY: forwarded from the caller.
-                unsafe { self.core.dealloc(ptr, layout) }
+                unsafe { self.handle.dealloc(ptr, layout) }
             }
 
             /// Resizes a block of this heap to `new_size` bytes, in place where it fits, else
@@ -481,7 +475,7 @@ macro_rules! heap_api {
             /// `isize`.
             pub unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
                 // SAFETY: forwarded from the caller.
-                unsafe { self.core.realloc(ptr, layout, new_size) }
+                unsafe { self.handle.realloc(ptr, layout, new_size) }
             }
 
             /// The bytes usable in the block at `ptr` (see [`crate::usable_size`]).
@@ -494,7 +488,7 @@ macro_rules! heap_api {
             /// bytes, and (while requested bytes are tracked) the bytes asked for and not
             /// freed through it. Other fields are zero.
             pub fn stats(&self) -> Stats {
-                self.core.stats()
+                self.handle.stats()
             }
         }
 
@@ -507,9 +501,9 @@ macro_rules! heap_api {
     };
 }
 
-heap_api!(Heap, true, |core| Heap { core });
-heap_api!(LocalHeap, false, |core| LocalHeap {
-    core,
+heap_api!(Heap, true, |handle| Heap { handle });
+heap_api!(LocalHeap, false, |handle| LocalHeap {
+    handle,
     _not_sync: core::marker::PhantomData,
 });
 
@@ -572,7 +566,7 @@ pub(crate) fn set_counting(on: bool) {
 ///
 /// # Safety
 /// Only atomics of the result are used.
-unsafe fn registry_heap(heap: &'static Isolated) -> &'static thread_heap::Heap {
+unsafe fn registry_heap(heap: &'static Isolated) -> &'static heap_core::HeapCore {
     // SAFETY: the descriptor is never freed; the caller only reads atomics.
     unsafe { &(*heap.guarded.data_ptr()).heap }
 }

@@ -125,6 +125,8 @@ mod allocator;
 pub(crate) mod arena;
 #[cfg(not(vmarena_loom))]
 pub(crate) mod config;
+#[cfg(not(vmarena_loom))]
+pub(crate) mod counter;
 #[cfg(all(not(vmarena_loom), not(miri)))]
 mod fork;
 #[cfg(not(vmarena_loom))]

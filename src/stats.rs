@@ -1,9 +1,9 @@
 //! Counters and the [`Stats`] snapshot returned by [`crate::stats()`].
 //!
 //! Counters that change on the malloc and free paths (fast, refill and slow) live in each
-//! thread's heap ([`Tally`], and the bytes and blocks allocated and freed) and are updated with a plain load
-//! and store (no read-modify-write, no cache line another thread writes); a snapshot sums
-//! them. Counters of the remap paths ([`ArenaCounters`]) are written inside write sessions,
+//! thread's heap ([`Tally`], and the bytes and blocks allocated and freed) and are updated with
+//! a plain load and store (`crate::counter`: no read-modify-write, no cache line another thread
+//! writes); a snapshot sums them. Counters of the remap paths ([`ArenaCounters`]) are written inside write sessions,
 //! by one thread at a time. All are statistics, never used to synchronise anything.
 //!
 //! Layer: a leaf service any layer may call; calls `config` and `sync::atomic`.
@@ -11,6 +11,7 @@
 use core::fmt;
 
 use crate::config::PageKind;
+use crate::counter::{OwnerCount, OwnerCount64};
 use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Adds `n` to a shared counter (Relaxed: statistics only).
@@ -35,21 +36,21 @@ fn read64(counter: &AtomicU64) -> u64 {
 
 /// What the malloc and free paths count (page claims and releases, the region read path, the
 /// speculations), per thread: each heap keeps one, updated by its owner with a plain load and
-/// store, so no two threads ever write one counter's cache line; `stats()` sums them. Paths
-/// without a heap (a thread's last frees after its teardown) use a shared one, updated with
-/// read-modify-writes.
+/// store ([`OwnerCount::add`]), so no two threads ever write one counter's cache line;
+/// `stats()` sums them. Paths without a heap (a thread's last frees after its teardown) use a
+/// shared one, updated with read-modify-writes.
 pub(crate) struct Tally {
     /// Read-modify-writes instead of load + store (several threads write this one).
     shared: bool,
-    pages_claimed: [AtomicUsize; PageKind::COUNT],
-    pages_released: [AtomicUsize; PageKind::COUNT],
+    pages_claimed: [OwnerCount; PageKind::COUNT],
+    pages_released: [OwnerCount; PageKind::COUNT],
     /// Bytes of fresh (never touched or purged) pages claimed: they become committed.
-    fresh_bytes: AtomicUsize,
-    pub(crate) read_fast: AtomicU64,
-    pub(crate) read_fallback: AtomicU64,
-    pub(crate) read_retry: AtomicU64,
-    pub(crate) spec_success: AtomicU64,
-    pub(crate) spec_retry: AtomicU64,
+    fresh_bytes: OwnerCount,
+    pub(crate) read_fast: OwnerCount64,
+    pub(crate) read_fallback: OwnerCount64,
+    pub(crate) read_retry: OwnerCount64,
+    pub(crate) spec_success: OwnerCount64,
+    pub(crate) spec_retry: OwnerCount64,
 }
 
 impl Tally {
@@ -66,37 +67,32 @@ impl Tally {
     const fn new(shared: bool) -> Tally {
         Tally {
             shared,
-            pages_claimed: [const { AtomicUsize::new(0) }; PageKind::COUNT],
-            pages_released: [const { AtomicUsize::new(0) }; PageKind::COUNT],
-            fresh_bytes: AtomicUsize::new(0),
-            read_fast: AtomicU64::new(0),
-            read_fallback: AtomicU64::new(0),
-            read_retry: AtomicU64::new(0),
-            spec_success: AtomicU64::new(0),
-            spec_retry: AtomicU64::new(0),
+            pages_claimed: [const { OwnerCount::new(0) }; PageKind::COUNT],
+            pages_released: [const { OwnerCount::new(0) }; PageKind::COUNT],
+            fresh_bytes: OwnerCount::new(0),
+            read_fast: OwnerCount64::new(0),
+            read_fallback: OwnerCount64::new(0),
+            read_retry: OwnerCount64::new(0),
+            spec_success: OwnerCount64::new(0),
+            spec_retry: OwnerCount64::new(0),
         }
     }
 
     /// Adds one to an event counter.
     #[inline]
-    pub(crate) fn count(&self, counter: &AtomicU64) {
+    pub(crate) fn count(&self, counter: &OwnerCount64) {
         if self.shared {
-            bump(counter, 1);
+            counter.add_shared(1);
         } else {
-            // Relaxed: statistics; only the owner writes.
-            counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            counter.add(1);
         }
     }
 
-    fn add(&self, counter: &AtomicUsize, n: usize) {
+    fn add(&self, counter: &OwnerCount, n: usize) {
         if self.shared {
-            counter.fetch_add(n, Ordering::Relaxed); // Relaxed: statistics
+            counter.add_shared(n);
         } else {
-            // Relaxed: statistics; only the owner writes.
-            counter.store(
-                counter.load(Ordering::Relaxed).wrapping_add(n),
-                Ordering::Relaxed,
-            );
+            counter.add(n);
         }
     }
 
@@ -118,25 +114,27 @@ impl Tally {
     pub(crate) fn add_to(&self, stats: &mut Stats) {
         for kind in PageKind::ALL {
             let i = kind.index();
-            let net = read(&self.pages_claimed[i]).wrapping_sub(read(&self.pages_released[i]));
+            let net = self.pages_claimed[i]
+                .get()
+                .wrapping_sub(self.pages_released[i].get());
             stats.pages_in_use[i] = stats.pages_in_use[i].wrapping_add(net);
         }
-        stats.bytes_committed = stats.bytes_committed.wrapping_add(read(&self.fresh_bytes));
-        stats.region_read_fast += read64(&self.read_fast);
-        stats.region_read_fallback += read64(&self.read_fallback);
-        stats.region_read_retry += read64(&self.read_retry);
-        stats.speculation_success += read64(&self.spec_success);
-        stats.speculation_retry += read64(&self.spec_retry);
+        stats.bytes_committed = stats.bytes_committed.wrapping_add(self.fresh_bytes.get());
+        stats.region_read_fast += self.read_fast.get();
+        stats.region_read_fallback += self.read_fallback.get();
+        stats.region_read_retry += self.read_retry.get();
+        stats.speculation_success += self.spec_success.get();
+        stats.speculation_retry += self.spec_retry.get();
     }
 
     /// Moves everything into `into` (a shared tally) and zeroes this one: for a heap going
     /// back to the pool, whose owner is gone.
     pub(crate) fn fold_into(&self, into: &Tally) {
         for i in 0..PageKind::COUNT {
-            into.add(&into.pages_claimed[i], take(&self.pages_claimed[i]));
-            into.add(&into.pages_released[i], take(&self.pages_released[i]));
+            into.pages_claimed[i].add_shared(self.pages_claimed[i].take());
+            into.pages_released[i].add_shared(self.pages_released[i].take());
         }
-        into.add(&into.fresh_bytes, take(&self.fresh_bytes));
+        into.fresh_bytes.add_shared(self.fresh_bytes.take());
         for (from, to) in [
             (&self.read_fast, &into.read_fast),
             (&self.read_fallback, &into.read_fallback),
@@ -144,15 +142,9 @@ impl Tally {
             (&self.spec_success, &into.spec_success),
             (&self.spec_retry, &into.spec_retry),
         ] {
-            // Relaxed: statistics.
-            bump(to, from.swap(0, Ordering::Relaxed));
+            to.add_shared(from.take());
         }
     }
-}
-
-fn take(counter: &AtomicUsize) -> usize {
-    // Relaxed: statistics.
-    counter.swap(0, Ordering::Relaxed)
 }
 
 /// Arena-wide counters of the remap paths: written inside write sessions (one writer at a

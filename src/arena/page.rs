@@ -21,11 +21,12 @@
 //! block geometry. The descriptor lives here because the page map and the regions' page
 //! tables, both the arena's, hold it.
 //!
-//! Layer: `arena` (the descriptor); calls only `sync::atomic` and `config`.
+//! Layer: `arena` (the descriptor); calls only `sync::atomic`, `counter` and `config`.
 
 use core::cell::UnsafeCell;
 
 use super::region::Region;
+use crate::counter::OwnerCount32;
 use crate::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// A free block: its first word links to the next free block of the same page.
@@ -60,29 +61,6 @@ impl<T: Copy> OwnerCell<T> {
     }
 }
 
-/// A count only the page's owner changes but anyone may read (for statistics): a Relaxed load
-/// and store, never a read-modify-write, so it costs the owner what a plain field would.
-pub(crate) struct OwnerCount(AtomicU32);
-
-impl OwnerCount {
-    pub(crate) const fn new(value: u32) -> OwnerCount {
-        OwnerCount(AtomicU32::new(value))
-    }
-
-    #[inline(always)]
-    pub(crate) fn get(&self) -> u32 {
-        // Relaxed: written only by the owner; other readers want a recent value, nothing more.
-        self.0.load(Ordering::Relaxed)
-    }
-
-    /// Only the page's owner calls this.
-    #[inline(always)]
-    pub(crate) fn set(&self, value: u32) {
-        // Relaxed: as for `get`.
-        self.0.store(value, Ordering::Relaxed);
-    }
-}
-
 /// `owner` of a page that no thread owns (free in its region, or abandoned).
 pub(crate) const NO_OWNER: usize = 0;
 /// Set in `owner` while the page sits in its heap's full list, so that the owner's free fast
@@ -104,7 +82,7 @@ pub(crate) struct Page {
     /// Blocks the owner freed since `free` was last refilled.
     pub(crate) local_free: OwnerCell<*mut Block>,
     /// Blocks handed out and not yet returned to the owner's lists (read by `stats()`).
-    pub(crate) used: OwnerCount,
+    pub(crate) used: OwnerCount32,
     /// Blocks carved from the page so far (the rest has never been touched).
     pub(crate) capacity: OwnerCell<u32>,
     /// Blocks that fit in the page.
@@ -158,7 +136,7 @@ impl Page {
         Page {
             free: OwnerCell::new(core::ptr::null_mut()),
             local_free: OwnerCell::new(core::ptr::null_mut()),
-            used: OwnerCount::new(0),
+            used: OwnerCount32::new(0),
             capacity: OwnerCell::new(0),
             reserved: OwnerCell::new(0),
             class: OwnerCell::new(0),

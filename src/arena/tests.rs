@@ -244,8 +244,8 @@ fn racing_claims_releases_and_collects_never_share_a_page() {
         assert_eq!(stats_of(&ARENA, &TALLY).pages_in_use[kind.index()], 0);
     }
     let c = &TALLY;
-    let fast = c.read_fast.load(Ordering::Relaxed);
-    let fallback = c.read_fallback.load(Ordering::Relaxed);
+    let fast = c.read_fast.get();
+    let fallback = c.read_fallback.get();
     std::println!("region reads: {fast} fast, {fallback} fell back during collects");
     assert!(fast > 0);
     ARENA.validate();
@@ -266,7 +266,7 @@ fn speculative_usable_size_matches_the_locked_answer() {
         None,
         "interior slices of large blocks are not mapped"
     );
-    assert!(TALLY.spec_success.load(Ordering::Relaxed) >= 3);
+    assert!(TALLY.spec_success.get() >= 3);
 }
 
 #[test]
@@ -341,7 +341,7 @@ fn a_remap_operation_stalls_only_the_region_it_marked() {
 
     let session = ARENA.write();
     region_a.lock.start_write(&session.guard);
-    let fallbacks = TALLY.read_fallback.load(Ordering::Relaxed);
+    let fallbacks = TALLY.read_fallback.get();
 
     let needs_a = std::thread::spawn(|| {
         A_STARTED.store(1, Ordering::Release);
@@ -363,7 +363,7 @@ fn a_remap_operation_stalls_only_the_region_it_marked() {
     assert!(B_DONE.load(Ordering::Acquire));
     assert_ne!(b, b_page as *const Page as usize);
     // The thread that needs A gets to the fallback (the shared arena lock) and waits there.
-    while TALLY.read_fallback.load(Ordering::Relaxed) == fallbacks {
+    while TALLY.read_fallback.get() == fallbacks {
         std::thread::yield_now();
     }
     assert!(
@@ -374,7 +374,7 @@ fn a_remap_operation_stalls_only_the_region_it_marked() {
     let a = needs_a.join().unwrap();
     assert!(A_DONE.load(Ordering::Acquire));
     assert_ne!(a, a_page as *const Page as usize);
-    assert_eq!(TALLY.read_fallback.load(Ordering::Relaxed), fallbacks + 1);
+    assert_eq!(TALLY.read_fallback.get(), fallbacks + 1);
 }
 
 /// Frees never wait for a write session: while one holds the arena write lock (a long purge or

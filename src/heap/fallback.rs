@@ -3,17 +3,17 @@
 //! pages arrive through the normal remote-free path and are collected on its next use, or by
 //! `vmarena::collect()`, which also gives its empty pages back.
 //!
-//! Layer: `heap`; calls `heap::thread_heap`, `sync::mutex` and `stats`.
+//! Layer: `heap`; calls `heap::heap_core`, `sync::mutex` and `stats`.
 
-use super::thread_heap::{AlwaysAlive, FALLBACK_TID, Heap, HeapState};
+use super::heap_core::{AlwaysAlive, FALLBACK_HEAP_ID, HeapCore, HeapState};
 use crate::sync::mutex::Mutex;
 
-static FALLBACK: Mutex<Heap> = Mutex::new(Heap::new());
+static FALLBACK: Mutex<HeapCore> = Mutex::new(HeapCore::new());
 
 pub(crate) fn alloc<const ZERO: bool, const USABLE: bool>(class: usize, size: usize) -> *mut u8 {
     let heap = FALLBACK.lock();
     if heap.state() != HeapState::Alive {
-        heap.start(FALLBACK_TID, 0); // no thread of its own: never reaped
+        heap.start(FALLBACK_HEAP_ID, 0); // no thread of its own: never reaped
     }
     heap.alloc::<AlwaysAlive, ZERO, USABLE>(class, size)
 }

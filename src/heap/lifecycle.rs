@@ -31,12 +31,13 @@
 //! id) before it removes the thread, so a look right after a join may leave its heap for the
 //! next one.
 //!
-//! Layer: `heap`; calls `heap::slot`, `thread_heap` and `fallback`, `arena` (`meta`'s pool, the
+//! Layer: `heap`; calls `heap::slot`, `heap_core` and `fallback`, `arena` (`meta`'s pool, the
 //! OS back end), `list`, `sync::mutex`, `stats`, `os`, `options` and `purger`. `crate::fork` calls its
 //! fork hooks; nothing in it calls back up.
 
+use super::counters::ORPHAN_COUNTERS;
+use super::heap_core::{HeapCore, HeapState, new_heap_id};
 use super::slot::{self, DESTROYED, INITIALISING, UNINIT};
-use super::thread_heap::{Heap, HeapState, ORPHAN_COUNTERS, new_heap_id};
 use crate::arena::ARENA;
 use crate::arena::meta::{MetaChunks, Pool, Pooled};
 use crate::list::{List, atomic_links};
@@ -53,7 +54,7 @@ struct Registry {
     live_count: usize,
     /// Look for dead heaps once this many are live (see [`bring_up`]).
     reap_at: usize,
-    pool: Pool<Heap>,
+    pool: Pool<HeapCore>,
     chunks: MetaChunks,
     started: u64,
     exited: u64,
@@ -73,10 +74,10 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
 });
 
 // The pool of heaps is the arena's type-stable pool (the type the arena need not know).
-impl Pooled for Heap {
+impl Pooled for HeapCore {
     unsafe fn init(slot: *mut Self) {
         // SAFETY: guaranteed by the caller.
-        unsafe { slot.write(Heap::new()) }
+        unsafe { slot.write(HeapCore::new()) }
     }
     fn pool_link(&self) -> &AtomicPtr<Self> {
         &self.pool_next
@@ -86,7 +87,7 @@ impl Pooled for Heap {
 atomic_links!(
     /// A heap's links for the registry's list (and a reaper's private list of dead heaps).
     /// Pool heaps are never freed.
-    RegistryLinks: Heap,
+    RegistryLinks: HeapCore,
     registry
 );
 
@@ -94,14 +95,14 @@ atomic_links!(
 const REAP_MIN: usize = 64;
 
 impl Registry {
-    fn link(&mut self, heap: &'static Heap) {
+    fn link(&mut self, heap: &'static HeapCore) {
         // SAFETY: under the registry mutex (`&mut self`); a heap coming up is on no list.
         unsafe { self.live.push_front(heap) };
         self.live_count += 1;
         self.started += 1;
     }
 
-    fn unlink(&mut self, heap: &Heap) {
+    fn unlink(&mut self, heap: &HeapCore) {
         // SAFETY: under the registry mutex; the caller's heap is a live one, on the list.
         unsafe { self.live.remove(heap) };
         self.live_count -= 1;
@@ -110,7 +111,7 @@ impl Registry {
 
     /// Returns an unlinked heap to the pool, its counters folded into the orphans', built
     /// anew (see `Heap::rebuild`).
-    fn recycle(&mut self, heap: &'static Heap) {
+    fn recycle(&mut self, heap: &'static HeapCore) {
         heap.counters.fold_into(&ORPHAN_COUNTERS);
         // SAFETY: unlinked, so no walker of the registry reaches it; its thread is gone or
         // gave it up (or never had it), so no one else uses it.
@@ -118,7 +119,7 @@ impl Registry {
         self.pool.give(heap);
     }
 
-    fn live_heaps(&self) -> impl Iterator<Item = &'static Heap> + '_ {
+    fn live_heaps(&self) -> impl Iterator<Item = &'static HeapCore> + '_ {
         // SAFETY: under the registry mutex, held by the caller for as long as it borrows the
         // registry (the returned walk borrows it too); walkers change no links.
         unsafe { self.live.iter() }
@@ -132,7 +133,7 @@ impl Registry {
 /// fallback heap.
 #[cold]
 #[inline(never)]
-pub(crate) fn bring_up(current: &Heap) -> Option<&'static Heap> {
+pub(crate) fn bring_up(current: &HeapCore) -> Option<&'static HeapCore> {
     if current.state() != HeapState::Uninit {
         return None;
     }
@@ -150,7 +151,7 @@ pub(crate) fn bring_up(current: &Heap) -> Option<&'static Heap> {
         return None;
     };
     // SAFETY: `key` is a live key; the value is a pool heap, valid forever.
-    if unsafe { libc::pthread_setspecific(key, (heap as *const Heap).cast()) } != 0 {
+    if unsafe { libc::pthread_setspecific(key, (heap as *const HeapCore).cast()) } != 0 {
         // No hook would run at exit (ENOMEM, or the key was deleted at unload).
         give_back(heap);
         slot::set(&DESTROYED.0);
@@ -170,14 +171,14 @@ pub(crate) fn bring_up(current: &Heap) -> Option<&'static Heap> {
 }
 
 /// An unused heap from the pool.
-fn take_heap() -> Option<&'static Heap> {
+fn take_heap() -> Option<&'static HeapCore> {
     let mut registry = REGISTRY.lock();
     let Registry { pool, chunks, .. } = &mut *registry;
     pool.take(chunks, ARENA.os())
 }
 
 /// Returns a heap that never went live.
-fn give_back(heap: &'static Heap) {
+fn give_back(heap: &'static HeapCore) {
     REGISTRY.lock().recycle(heap);
 }
 
@@ -221,7 +222,7 @@ fn exit_key() -> Option<libc::pthread_key_t> {
 /// The pthread key destructor: hands the exiting thread's pages over.
 unsafe extern "C" fn on_thread_exit(value: *mut libc::c_void) {
     // SAFETY: the value is the exiting thread's heap, a pool heap (set in `bring_up`).
-    let heap: &'static Heap = unsafe { &*value.cast::<Heap>() };
+    let heap: &'static HeapCore = unsafe { &*value.cast::<HeapCore>() };
     slot::set(&DESTROYED.0);
     heap.abandon_all();
     {
@@ -237,7 +238,7 @@ unsafe extern "C" fn on_thread_exit(value: *mut libc::c_void) {
 /// Hands over the heaps of threads that are gone although their heap is still registered
 /// (see the module docs). The calling thread's own heap is never one of them.
 pub(crate) fn reap_dead_heaps() {
-    let me: *const Heap = slot::heap();
+    let me: *const HeapCore = slot::heap();
     // Unlink under the lock, hand the pages over without it (that takes the abandoned lists'
     // and the arena's locks, which must not nest inside the registry's; see `crate::fork`).
     let dead = List::<RegistryLinks>::new();
@@ -353,7 +354,7 @@ pub(crate) unsafe fn unlock_after_fork_parent() {
 pub(crate) unsafe fn reset_after_fork_child() {
     // SAFETY: we hold the lock (caller), and nothing else runs.
     let registry = unsafe { REGISTRY.get_locked() };
-    let me: *const Heap = slot::heap();
+    let me: *const HeapCore = slot::heap();
     let started = registry.started;
     // SAFETY: we hold the lock and are the only thread; the walk unlinks the heap it was given.
     unsafe {

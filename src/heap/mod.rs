@@ -5,14 +5,18 @@
 //! This file is the top of the layer: the entry points for the calling thread's heap, which
 //! decide what a thread without a heap gets (`ThreadSlot`), and count large blocks. Its
 //! submodules call down only (`size_class` → `page_blocks` → `double_free` → `pages` →
-//! `abandon` → `thread_heap` → `slot`, `fallback` → `lifecycle`), never back up to this file.
+//! `abandon` → `heap_core` → `slot`, `fallback` → `lifecycle`), never back up to this file.
 //!
 //! Layer: `heap`, above `large` and `arena`; calls its submodules, `large`, `os` and `stats`.
 //! `global`, `isolated`, `raw`, `fork` and `lib` call it.
 
 pub(crate) mod abandon;
+mod alloc_path;
+pub(crate) mod counters;
 pub(crate) mod double_free;
 pub(crate) mod fallback;
+mod free_path;
+pub(crate) mod heap_core;
 pub(crate) mod large_cache;
 pub(crate) mod lifecycle;
 pub(crate) mod modes;
@@ -21,7 +25,6 @@ pub(crate) mod page_list;
 pub(crate) mod pages;
 pub(crate) mod size_class;
 mod slot;
-pub(crate) mod thread_heap;
 
 #[cfg(test)]
 mod tests;
@@ -51,9 +54,9 @@ pub(crate) unsafe fn free<const USABLE: bool>(page: &'static Page, ptr: *mut u8,
 /// allocation brings a heap up (or uses the fallback heap), and counting brings one up too.
 enum ThreadSlot {}
 
-impl thread_heap::NoHeap for ThreadSlot {
+impl heap_core::NoHeap for ThreadSlot {
     fn alloc<const ZERO: bool, const USABLE: bool>(
-        heap: &thread_heap::Heap,
+        heap: &heap_core::HeapCore,
         class: usize,
         size: usize,
     ) -> *mut u8 {
@@ -63,7 +66,7 @@ impl thread_heap::NoHeap for ThreadSlot {
         }
     }
 
-    fn count_free(heap: &thread_heap::Heap, bytes: usize) {
+    fn count_free(heap: &heap_core::HeapCore, bytes: usize) {
         record_without_heap(heap, |c| c.on_free(bytes), (0, bytes, (0, 1)));
     }
 }
@@ -75,11 +78,11 @@ pub(crate) fn alloc_large(size: usize, align: usize, zeroed: bool) -> *mut u8 {
         return alloc_large_block(size, align, zeroed);
     }
     let mut heap = slot::heap();
-    if heap.state() == thread_heap::HeapState::Uninit {
+    if heap.state() == heap_core::HeapState::Uninit {
         // A thread whose first allocations are large gets its heap (and so its cache) now.
         heap = lifecycle::bring_up(heap).unwrap_or(heap);
     }
-    if heap.state() == thread_heap::HeapState::Alive {
+    if heap.state() == heap_core::HeapState::Alive {
         if let Some(region) = heap.large_cache.take(size) {
             region.large.set_requested(size);
             if zeroed {
@@ -108,7 +111,7 @@ fn alloc_large_block(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 /// cache if the cache keeps it, else back to the arena (or to its isolated heap).
 pub(crate) fn free_large(region: &'static crate::arena::region::Region, ptr: *mut u8) {
     let heap = slot::heap();
-    if heap.state() == thread_heap::HeapState::Alive && large_cache::LargeCache::keeps(region) {
+    if heap.state() == heap_core::HeapState::Alive && large_cache::LargeCache::keeps(region) {
         if region.start() != ptr {
             crate::abort::invalid_free(ptr);
         }
@@ -155,12 +158,9 @@ pub(crate) fn set_tracking_requested(on: bool) {
 /// frees sees its frees in `thread_stats`); a thread whose heap is gone never gets one back
 /// (a free may be the last thing a thread does, after its exit hook has run).
 #[inline(always)]
-fn record_with(
-    own: impl FnOnce(&thread_heap::HeapCounters),
-    shared: (usize, usize, (usize, usize)),
-) {
+fn record_with(own: impl FnOnce(&counters::HeapCounters), shared: (usize, usize, (usize, usize))) {
     let heap = slot::heap();
-    if heap.state() == thread_heap::HeapState::Alive {
+    if heap.state() == heap_core::HeapState::Alive {
         own(&heap.counters);
     } else if tracking_requested() {
         record_without_heap(heap, own, shared);
@@ -171,17 +171,17 @@ fn record_with(
 /// allocation, or after its exit hook).
 #[inline(never)]
 fn record_without_heap(
-    heap: &thread_heap::Heap,
-    own: impl FnOnce(&thread_heap::HeapCounters),
+    heap: &heap_core::HeapCore,
+    own: impl FnOnce(&counters::HeapCounters),
     shared: (usize, usize, (usize, usize)),
 ) {
-    if heap.state() == thread_heap::HeapState::Uninit {
+    if heap.state() == heap_core::HeapState::Uninit {
         if let Some(up) = lifecycle::bring_up(heap) {
             return own(&up.counters);
         }
     }
     let (allocated, freed, blocks) = shared;
-    thread_heap::ORPHAN_COUNTERS.add_shared(allocated, freed, blocks);
+    counters::ORPHAN_COUNTERS.add_shared(allocated, freed, blocks);
 }
 
 /// Counts an allocation of `bytes` made outside the fast paths (large blocks).
@@ -205,32 +205,22 @@ pub(crate) fn record_resize(old: usize, new: usize) {
 
 /// The calling thread's counts (see [`crate::ThreadStats`]).
 pub(crate) fn thread_stats() -> crate::stats::ThreadStats {
-    use crate::sync::atomic::Ordering;
     let heap = slot::heap();
-    if heap.state() != thread_heap::HeapState::Alive {
+    if heap.state() != heap_core::HeapState::Alive {
         // No heap yet (or any more): nothing counted, but say whether it will count.
         return crate::stats::ThreadStats {
             counting: tracking_requested(),
             ..Default::default()
         };
     }
-    let c = &heap.counters;
-    // Relaxed: the calling thread's own counters (and a configuration flag).
-    let read = |v: &crate::sync::atomic::AtomicUsize| v.load(Ordering::Relaxed) as u64;
-    crate::stats::ThreadStats {
-        counting: c.counting.load(Ordering::Relaxed),
-        bytes_allocated: read(&c.allocated),
-        bytes_freed: read(&c.freed),
-        allocations: read(&c.allocations),
-        frees: read(&c.frees),
-    }
+    heap.counters.thread_stats()
 }
 
 /// Gives this thread's empty pages, empty pages of the fallback heap and of exited threads, and
 /// the pages of threads that died without their exit hook, back to their regions.
 pub(crate) fn collect() {
     let heap = slot::heap();
-    if heap.state() == thread_heap::HeapState::Alive {
+    if heap.state() == heap_core::HeapState::Alive {
         heap.collect();
     }
     lifecycle::reap_dead_heaps();

@@ -18,25 +18,25 @@
 //! The three sentinel heaps live here too: the slot's values while the thread has no heap
 //! (`lifecycle` says when each is used).
 //!
-//! Layer: `heap`; names `thread_heap::Heap`, nothing else.
+//! Layer: `heap`; names `heap_core::HeapCore`, nothing else.
 
-use super::thread_heap::{Heap, HeapState};
+use super::heap_core::{HeapCore, HeapState};
 
 /// A slot value: a pointer to a heap that outlives the thread's use of it.
-pub(crate) type HeapPtr = *const Heap;
+pub(crate) type HeapPtr = *const HeapCore;
 
 /// A heap that no thread owns and no one writes: see `lifecycle`.
 #[repr(transparent)]
-pub(crate) struct Sentinel(pub(crate) Heap);
+pub(crate) struct Sentinel(pub(crate) HeapCore);
 
 // SAFETY: a sentinel is never written. Its free lists are empty pages (`EMPTY_PAGE`), so the
-// allocation fast path never pops from it; its id is `NO_THREAD`, which no page's owner equals,
+// allocation fast path never pops from it; its id is `NO_HEAP`, which no page's owner equals,
 // so no free treats one of its pages as local; every other path checks its state first.
 unsafe impl Sync for Sentinel {}
 
-pub(crate) static UNINIT: Sentinel = Sentinel(Heap::sentinel(HeapState::Uninit));
-pub(crate) static INITIALISING: Sentinel = Sentinel(Heap::sentinel(HeapState::Initialising));
-pub(crate) static DESTROYED: Sentinel = Sentinel(Heap::sentinel(HeapState::Destroyed));
+pub(crate) static UNINIT: Sentinel = Sentinel(HeapCore::sentinel(HeapState::Uninit));
+pub(crate) static INITIALISING: Sentinel = Sentinel(HeapCore::sentinel(HeapState::Initialising));
+pub(crate) static DESTROYED: Sentinel = Sentinel(HeapCore::sentinel(HeapState::Destroyed));
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 mod imp {
@@ -175,13 +175,13 @@ mod imp {
 
 /// The calling thread's heap (a sentinel while it has none of its own).
 #[inline(always)]
-pub(crate) fn heap() -> &'static Heap {
+pub(crate) fn heap() -> &'static HeapCore {
     // SAFETY: the slot always points at a sentinel (a static) or at the thread's heap, which
     // stays valid and the thread's until the thread points the slot elsewhere.
     unsafe { &*imp::get() }
 }
 
 /// Points the calling thread's slot at `heap`.
-pub(crate) fn set(heap: &'static Heap) {
+pub(crate) fn set(heap: &'static HeapCore) {
     imp::set(heap);
 }

@@ -3,14 +3,14 @@
 //! caller. They drive `Heap`s directly, on the process's arena (no thread needs to start or
 //! exit), one test at a time: the abandoned lists and the fallback heap are process-wide.
 //!
-//! Layer: `heap`'s tests; drive `thread_heap`, `abandon`, `fallback` and `size_class` on the
+//! Layer: `heap`'s tests; drive `heap_core`, `abandon`, `fallback` and `size_class` on the
 //! process's `arena`.
 
 use std::boxed::Box;
 use std::sync::Mutex;
 use std::vec::Vec;
 
-use super::thread_heap::{AlwaysAlive, FALLBACK_TID, Heap, HeapState, NoHeap, new_heap_id};
+use super::heap_core::{AlwaysAlive, FALLBACK_HEAP_ID, HeapCore, HeapState, NoHeap, new_heap_id};
 use super::{abandon, fallback, size_class};
 use crate::arena::ARENA;
 use crate::arena::page::{NO_OWNER, Page};
@@ -27,8 +27,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// A live heap of its own (no thread's: nothing reaps it).
-fn live_heap() -> &'static Heap {
-    let heap = Box::leak(Box::new(Heap::new()));
+fn live_heap() -> &'static HeapCore {
+    let heap = Box::leak(Box::new(HeapCore::new()));
     heap.start(new_heap_id(), 0);
     heap
 }
@@ -44,14 +44,14 @@ fn page_of(block: *mut u8) -> &'static Page {
         .expect("a small block has a page")
 }
 
-fn alloc(heap: &Heap, (class, size): (usize, usize)) -> *mut u8 {
+fn alloc(heap: &HeapCore, (class, size): (usize, usize)) -> *mut u8 {
     let block = heap.alloc::<AlwaysAlive, false, false>(class, size);
     assert!(!block.is_null());
     block
 }
 
 /// Frees `block` from `heap`, wherever the block's page is.
-fn free(heap: &Heap, block: *mut u8, size: usize) {
+fn free(heap: &HeapCore, block: *mut u8, size: usize) {
     // SAFETY: a live block the test gives up.
     unsafe { heap.free::<AlwaysAlive, false>(page_of(block), block.cast(), size) };
 }
@@ -150,7 +150,7 @@ fn the_fallback_heap_takes_in_remote_frees_and_gives_empty_pages_back_on_collect
     assert!(!block.is_null());
     fill(block, size, 0x5a);
     let page = page_of(block);
-    assert_eq!(owner(page) & !1, FALLBACK_TID);
+    assert_eq!(owner(page) & !1, FALLBACK_HEAP_ID);
 
     let other = live_heap();
     free(other, block, size);
@@ -170,7 +170,7 @@ enum Recorder {}
 
 impl NoHeap for Recorder {
     fn alloc<const ZERO: bool, const USABLE: bool>(
-        heap: &Heap,
+        heap: &HeapCore,
         _class: usize,
         _size: usize,
     ) -> *mut u8 {
@@ -179,7 +179,7 @@ impl NoHeap for Recorder {
         core::ptr::null_mut()
     }
 
-    fn count_free(_heap: &Heap, _bytes: usize) {
+    fn count_free(_heap: &HeapCore, _bytes: usize) {
         NO_HEAP_FREES.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -188,7 +188,7 @@ impl NoHeap for Recorder {
 fn a_sentinel_heap_hands_allocations_to_its_caller_and_frees_into_the_owners_page() {
     let _serial = serial();
     let (class, size) = class_of(96);
-    let sentinel: &Heap = Box::leak(Box::new(Heap::sentinel(HeapState::Destroyed)));
+    let sentinel: &HeapCore = Box::leak(Box::new(HeapCore::sentinel(HeapState::Destroyed)));
     let allocs = NO_HEAP_ALLOCS.load(Ordering::Relaxed);
     let block = sentinel.alloc::<Recorder, false, false>(class, size);
     assert!(block.is_null(), "the caller's answer");
