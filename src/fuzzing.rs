@@ -284,7 +284,7 @@ pub fn regions(data: &[u8]) {
                 let (region, ptr, tag) = blocks.swap_remove(input.below(blocks.len()).unwrap_or(0));
                 // SAFETY: a live block of ours.
                 assert_eq!(unsafe { *ptr }, tag, "large block contents lost");
-                ARENA.free_large(region, ptr, LargeState::Live);
+                ARENA.queue_large_release(region, ptr, LargeState::Live);
                 assert!(matches!(ARENA.lookup(ptr as usize), Entry::None));
             }
             5 if !blocks.is_empty() => {
@@ -325,7 +325,7 @@ pub fn regions(data: &[u8]) {
         ARENA.release_page(page, &TALLY);
     }
     for (region, ptr, _) in blocks {
-        ARENA.free_large(region, ptr, LargeState::Live);
+        ARENA.queue_large_release(region, ptr, LargeState::Live);
     }
     ARENA.collect();
     ARENA.validate();

@@ -59,14 +59,14 @@ pub(crate) unsafe fn free_counting<const USABLE: bool>(ptr: *mut u8, requested: 
     match ARENA.lookup_page(ptr as usize) {
         // SAFETY: forwarded from the caller.
         Some(page) => unsafe { heap::free::<USABLE>(page, ptr, requested) },
-        None => free_large(ptr),
+        None => free_outside_pages(ptr),
     }
 }
 
 /// A free whose pointer is not in small-object pages: a large block, null (C's `free(NULL)`,
 /// ignored), or not ours at all.
 #[inline(never)]
-pub(crate) fn free_large(ptr: *mut u8) {
+pub(crate) fn free_outside_pages(ptr: *mut u8) {
     if ptr.is_null() {
         return;
     }

@@ -296,7 +296,7 @@ impl<const LOCKED: bool> Handle<LOCKED> {
                     // Freed through the global allocator already: a double free.
                     large::check_live(region, ptr);
                     guarded.unlink_large(region);
-                    let requested = large::free_block(region, ptr, LargeState::Live);
+                    let requested = large::release(region, ptr, LargeState::Live);
                     guarded.heap.counters.on_free(requested);
                     return;
                 }
@@ -401,7 +401,7 @@ impl<const LOCKED: bool> Drop for Handle<LOCKED> {
             while let Some(region) = guarded.large.first() {
                 guarded.unlink_large(region);
                 // Live, or freed through the global allocator (`HeapFreed`): either way ours.
-                large::free_block(region, region.start(), region.large.state());
+                large::release(region, region.start(), region.large.state());
             }
             // Every block died: count them freed, so the process's figures balance.
             let counters = &guarded.heap.counters;
@@ -524,7 +524,7 @@ impl Guarded {
             // free's last use of the block happens before we give its memory away).
             if region.large.state() == LargeState::HeapFreed {
                 self.unlink_large(region);
-                large::free_block(region, region.start(), LargeState::HeapFreed);
+                large::release(region, region.start(), LargeState::HeapFreed);
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Large blocks (over 64 KiB, or alignments small pages cannot give): each in a region fitted
 //! to it, created and removed by write sessions on the arena. The operations here count
-//! nothing: the calling thread's heap counts them (`heap::alloc_large`, `free_large`,
+//! nothing: the calling thread's heap counts them (`heap::alloc_large`, `heap::free_large`,
 //! `realloc_large`), isolated heaps in their own counters.
 //!
 //! Layer: below `heap`, above `arena`; calls `arena`, `stats`, `os`, `config`, `options`,
@@ -27,10 +27,11 @@ pub(crate) fn alloc_block(size: usize, align: usize, zeroed: bool) -> Option<&'s
 }
 
 /// Gives the large block at `ptr`, which lives in `region` and is in state `from`, back to
-/// the arena, uncounted; returns its requested size.
-pub(crate) fn free_block(region: &'static Region, ptr: *mut u8, from: LargeState) -> usize {
+/// the arena (queued for the next write session: `Arena::queue_large_release`), uncounted;
+/// returns its requested size. Every large block leaves through here.
+pub(crate) fn release(region: &'static Region, ptr: *mut u8, from: LargeState) -> usize {
     let requested = region.large.requested();
-    ARENA.free_large(region, ptr, from);
+    ARENA.queue_large_release(region, ptr, from);
     crate::purger::poke();
     requested
 }
@@ -45,9 +46,10 @@ pub(crate) fn check_live(region: &Region, ptr: *mut u8) {
     region.large.check_state(ptr, LargeState::Live);
 }
 
-/// Frees the large block at `ptr`, which lives in `region`, uncounted; returns its requested
-/// size. A block of an isolated heap is only marked: the heap, which lists it, gives it back.
-pub(crate) fn free(region: &'static Region, ptr: *mut u8) -> usize {
+/// The free of a live large block that no cache keeps, uncounted: releases it to the arena
+/// ([`release`]), or, for a block of an isolated heap, only marks it freed (the heap, which
+/// lists it, releases it). Returns its requested size.
+pub(crate) fn release_or_mark(region: &'static Region, ptr: *mut u8) -> usize {
     check_live(region, ptr);
     if belongs_to_a_heap(region) {
         // The heap gives it back at its next large allocation or its drop; a second free
@@ -60,7 +62,7 @@ pub(crate) fn free(region: &'static Region, ptr: *mut u8) -> usize {
         }
         return region.large.requested();
     }
-    free_block(region, ptr, LargeState::Live)
+    release(region, ptr, LargeState::Live)
 }
 
 /// True if the large block of `region` was allocated from an isolated heap.

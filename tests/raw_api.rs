@@ -46,7 +46,7 @@ fn c_blocks_leave_the_requested_count_where_it_was() {
     }
     for p in blocks {
         // SAFETY: each block is live and freed once.
-        unsafe { c::free_block(p) };
+        unsafe { c::free(p) };
     }
     assert_eq!(requested(), before, "C blocks left requested bytes behind");
 }

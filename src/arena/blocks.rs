@@ -90,7 +90,7 @@ impl<O: Os> Arena<O> {
     /// free ranges at once if the arena lock is free, else by the session holding it, or by
     /// the last reader holding it in shared mode, when it ends. (Until then its range is
     /// neither free nor anyone's: nothing can be placed there.)
-    pub(crate) fn free_large(&self, region: &'static Region, ptr: *mut u8, from: LargeState) {
+    pub(crate) fn queue_large_release(&self, region: &'static Region, ptr: *mut u8, from: LargeState) {
         if region.start() != ptr || region.len() == 0 {
             crate::abort::invalid_free(ptr);
         }
@@ -126,7 +126,7 @@ impl<O: Os> Arena<O> {
     /// or a reader ended: a free may have queued a block while it held the lock). True if it
     /// ran one.
     pub(super) fn release_queued_large_if_free(&self) -> bool {
-        // SeqCst: see `free_large` (the unlock just before this is the other side's "the
+        // SeqCst: see `queue_large_release` (the unlock just before this is the other side's "the
         // holder is gone"). Relaxed load: only decides whether to try.
         fence(Ordering::SeqCst);
         if self.queued_large.load(Ordering::Relaxed).is_null() {
@@ -323,7 +323,7 @@ impl<O: Os> Arena<O> {
 
 impl<O: Os> WriteSession<'_, O> {
     /// Gives the large blocks freed meanwhile back to the free ranges (see
-    /// `Arena::free_large`); every session does this before it ends.
+    /// `Arena::queue_large_release`); every session does this before it ends.
     pub(super) fn release_queued_large(&mut self) {
         let arena = self.arena;
         // Acquire: pairs with the freeing threads' CAS, so their links are visible.

@@ -162,14 +162,14 @@ fn a_large_block_reuses_freed_memory_and_the_clean_range_after_it() {
     let start = a.start();
     let committed = || ARENA.counters.committed.load(Ordering::Relaxed);
     assert_eq!(committed(), 8 * MIB);
-    ARENA.free_large(a, start, LargeState::Live);
+    ARENA.queue_large_release(a, start, LargeState::Live);
     // A bigger block starts where the freed one was, and only its last 4 MiB are new.
     let (b, fresh) = ARENA.alloc_large(12 * MIB, 8).unwrap();
     assert_eq!(b.start(), start);
     assert!(!fresh, "the block holds the freed block's data");
     assert_eq!(committed(), 12 * MIB);
     ARENA.validate();
-    ARENA.free_large(b, start, LargeState::Live);
+    ARENA.queue_large_release(b, start, LargeState::Live);
     ARENA.collect();
     assert_eq!(committed(), 0);
 }
@@ -189,7 +189,7 @@ fn freed_memory_stays_within_its_budget_when_fresh_memory_is_needed() {
         .collect();
     for (i, block) in blocks.iter().enumerate() {
         if i % 2 == 0 {
-            ARENA.free_large(block, block.start(), LargeState::Live);
+            ARENA.queue_large_release(block, block.start(), LargeState::Live);
         }
     }
     let dirty = || ARENA.with_read(|state| state.free.dirty_bytes);
@@ -215,7 +215,7 @@ fn block_before_a_freed_gib(arena: &Arena<FakeOs>) -> (&'static Region, usize) {
     let (freed, _) = arena.alloc_large(GIB, 8).unwrap();
     assert_eq!(freed.start() as usize, block.end(), "laid out back to back");
     let clean = arena.with_read(|state| state.free.bytes);
-    arena.free_large(freed, freed.start(), LargeState::Live);
+    arena.queue_large_release(freed, freed.start(), LargeState::Live);
     assert_eq!(arena.with_read(|state| state.free.dirty_bytes), GIB);
     (block, GIB + clean / SLICE_SIZE * SLICE_SIZE)
 }
@@ -288,7 +288,7 @@ fn a_refused_move_across_freed_and_clean_memory_keeps_the_committed_count() {
     ARENA.os.can_remap.store(false, Ordering::Relaxed);
     assert!(ARENA.remap_large(block, block.start(), wanted, 8).is_none());
     ARENA.os.can_remap.store(true, Ordering::Relaxed);
-    ARENA.free_large(block, block.start(), LargeState::Live);
+    ARENA.queue_large_release(block, block.start(), LargeState::Live);
     ARENA.collect();
     assert_eq!(committed(), 0, "committed bytes drifted");
     ARENA.validate();

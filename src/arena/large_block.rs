@@ -56,7 +56,7 @@ pub(crate) struct LargeBlock<R> {
     heap_id: AtomicUsize,
     /// Links in its isolated heap's list of large blocks (under the heap's lock).
     pub(crate) heap_links: AtomicLinks<R>,
-    /// The link in the arena's queue of freed blocks (`Arena::free_large`): written by the
+    /// The link in the arena's queue of freed blocks (`Arena::queue_large_release`): written by the
     /// freeing thread, published by its push. A link of its own, so a stale push can never cut
     /// a free-range bin or the descriptor pool, which link through `Region::list_next`.
     pub(crate) queue_next: AtomicPtr<R>,

@@ -61,7 +61,7 @@ pub(crate) struct Arena<O: Os> {
     /// Set while a thread runs a due purge, so others do not queue up behind it.
     purging: AtomicBool,
     /// Large blocks freed and not yet given back to the free ranges, linked through their
-    /// regions' `large.queue_next` (see `blocks::free_large`).
+    /// regions' `large.queue_next` (see `Arena::queue_large_release`).
     queued_large: AtomicPtr<Region>,
     /// How long freed memory stays before it is purged, in ns (`u64::MAX`: not read yet).
     purge_delay: AtomicU64,
@@ -259,7 +259,7 @@ impl<O: Os> Arena<O> {
     /// Runs `f` with the arena lock held in shared mode.
     ///
     /// A large free that finds the lock held queues its block for the holder to give back
-    /// (`blocks::free_large`), and a purge that finds it held leaves its work due. A write
+    /// (`Arena::queue_large_release`), and a purge that finds it held leaves its work due. A write
     /// session gives the queue back when it ends; readers do both here, so that memory freed
     /// while `stats()` (or any other reader) held the lock is not stranded until some later
     /// slow path, which a quiet program may never run.
@@ -270,7 +270,7 @@ impl<O: Os> Arena<O> {
             f(unsafe { &*self.state.get() })
         };
         // Both after the unlock, and the queue's and the schedule's reads after the fence in
-        // `release_queued_large_if_free` (see `free_large` and `purge`).
+        // `release_queued_large_if_free` (see `queue_large_release` and `purge`).
         self.release_queued_large_if_free();
         self.maybe_purge(); // one load when nothing is scheduled
         result

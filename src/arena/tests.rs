@@ -91,7 +91,7 @@ fn large_blocks_are_aligned_and_their_ranges_merge_back() {
     blocks.sort_by_key(|(_, i)| (i % 3, *i));
     for (region, _) in blocks {
         let start = region.start();
-        ARENA.free_large(region, start, LargeState::Live);
+        ARENA.queue_large_release(region, start, LargeState::Live);
         assert!(matches!(ARENA.lookup(start as usize), Entry::None));
     }
     assert_eq!(
@@ -139,8 +139,8 @@ fn large_blocks_grow_and_shrink_in_place_and_move_when_blocked() {
     };
     assert!(c.len() >= 16 << 20);
     assert!(ARENA.os.remapped.load(Ordering::Relaxed) >= 3 << 20);
-    ARENA.free_large(c, moved, LargeState::Live);
-    ARENA.free_large(b, b.start(), LargeState::Live);
+    ARENA.queue_large_release(c, moved, LargeState::Live);
+    ARENA.queue_large_release(b, b.start(), LargeState::Live);
     ARENA.validate();
     assert_eq!(free_bytes(&ARENA), reserved(&ARENA));
 }
@@ -283,7 +283,7 @@ fn freed_memory_is_purged_only_after_the_delay() {
         .map(|_| ARENA.claim_page(PageKind::Small, &TALLY).unwrap().page)
         .collect();
     let keep = ARENA.claim_page(PageKind::Small, &TALLY).unwrap().page;
-    ARENA.free_large(big, big.start(), LargeState::Live);
+    ARENA.queue_large_release(big, big.start(), LargeState::Live);
     for page in &pages {
         ARENA.release_page(page, &TALLY);
     }
@@ -400,7 +400,7 @@ fn frees_never_wait_for_a_write_session() {
         let Entry::Large(region) = ARENA.lookup(block) else {
             panic!("the block is mapped");
         };
-        ARENA.free_large(region, block as *mut u8, LargeState::Live);
+        ARENA.queue_large_release(region, block as *mut u8, LargeState::Live);
         done_tx.send(()).unwrap();
     });
     let returned = done_rx.recv_timeout(std::time::Duration::from_secs(10));
@@ -489,7 +489,7 @@ fn a_queued_large_free_marks_its_block_freed() {
     static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
     let (region, _) = ARENA.alloc_large(1 << 20, 8).unwrap();
     let session = ARENA.write();
-    ARENA.free_large(region, region.start(), LargeState::Live);
+    ARENA.queue_large_release(region, region.start(), LargeState::Live);
     assert_eq!(region.large.state(), LargeState::Queued);
     drop(session);
     assert_eq!(region.large.state(), LargeState::Released);
@@ -509,7 +509,7 @@ fn a_block_moving_next_door_keeps_its_destination() {
     let (spacer, _) = ARENA.alloc_large(MIB, 8).unwrap();
     assert_eq!(x.start() as usize, p.end(), "laid out back to back");
     assert_eq!(spacer.start() as usize, x.end());
-    ARENA.free_large(p, p.start(), LargeState::Live);
+    ARENA.queue_large_release(p, p.start(), LargeState::Live);
     ARENA.collect(); // the range before `x` is clean again, like the one `x` leaves behind
     let old = x.start();
     // SAFETY: `x` is ours and 2 MiB long.
@@ -530,12 +530,12 @@ fn a_block_moving_next_door_keeps_its_destination() {
             b <= moved as usize || a >= block.end(),
             "a new block overlaps the moved one"
         );
-        ARENA.free_large(other, other.start(), LargeState::Live);
+        ARENA.queue_large_release(other, other.start(), LargeState::Live);
     }
     // SAFETY: the moved block holds what `x` held.
     assert_eq!(unsafe { *moved }, 0x77);
-    ARENA.free_large(block, moved, LargeState::Live);
-    ARENA.free_large(spacer, spacer.start(), LargeState::Live);
+    ARENA.queue_large_release(block, moved, LargeState::Live);
+    ARENA.queue_large_release(spacer, spacer.start(), LargeState::Live);
     ARENA.collect();
     let (free, reserved) = ARENA.free_and_reserved_bytes();
     assert_eq!(free, reserved);

@@ -300,7 +300,7 @@ impl HeapCore {
     /// they went in).
     fn drain_large_cache(&self) {
         self.large_cache.drain(|region| {
-            crate::large::free_block(region, region.start(), LargeState::Cached);
+            crate::large::release(region, region.start(), LargeState::Cached);
         });
     }
 

@@ -107,8 +107,10 @@ fn alloc_large_block(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     }
 }
 
-/// Frees the large block at `ptr` (in `region`) for the calling thread: into its heap's
-/// cache if the cache keeps it, else back to the arena (or to its isolated heap).
+/// The free of a large block (`ptr`, in `region`), counted for the calling thread: into its
+/// heap's cache if the cache keeps it, else `large::release_or_mark`. The one entry point
+/// for freeing a large block; the functions below it release (`large::release`) or queue
+/// (`Arena::queue_large_release`).
 pub(crate) fn free_large(region: &'static crate::arena::region::Region, ptr: *mut u8) {
     let heap = slot::heap();
     if heap.state() == heap_core::HeapState::Alive && large_cache::LargeCache::keeps(region) {
@@ -117,12 +119,12 @@ pub(crate) fn free_large(region: &'static crate::arena::region::Region, ptr: *mu
         }
         let requested = region.large.requested();
         heap.large_cache.put(region, ptr, |old| {
-            crate::large::free_block(old, old.start(), LargeState::Cached);
+            crate::large::release(old, old.start(), LargeState::Cached);
         });
         heap.counters.on_free(requested);
         return;
     }
-    record_free(crate::large::free(region, ptr));
+    record_free(crate::large::release_or_mark(region, ptr));
 }
 
 /// Reallocates the large block at `ptr` (in `region`) for the calling thread without copying

@@ -5,7 +5,7 @@
 //! cannot be had (vmarena sets it wherever it returns null for want of memory), `EINVAL` for
 //! an impossible alignment; `posix_memalign` returns the error instead, as POSIX says.
 //!
-//! `malloc`, `calloc` and [`super::free`] (which `free_block` is) are the heap's fast paths
+//! `malloc`, `calloc` and `free` (which is [`super::free`]) are the heap's fast paths
 //! themselves (the fast path inlined, the slow paths reached by tail calls), out of line in
 //! this crate so that the statics they read stay private to it and are addressed directly,
 //! not through the GOT (see `src/global.rs`); an exported C function is one jump to them. The
@@ -14,7 +14,7 @@
 //! Layer: the top, over `raw`; calls `raw`'s functions, `crate::stats()` (for `mallinfo`,
 //! `malloc_stats` and `malloc_info`) and `os` (`errno`).
 
-use super::{alloc, alloc_inline, free, page_size, realloc as resize, usable_size};
+use super::{alloc, alloc_inline, page_size, realloc as resize, usable_size};
 use crate::Stats;
 use crate::os::set_errno;
 
@@ -33,7 +33,7 @@ pub const MALLOC_ALIGN: usize = 16;
 ///     p.write_bytes(7, 24);
 ///     let q = c::realloc(p, 4000);
 ///     assert!((0..24).all(|i| *q.add(i) == 7));
-///     c::free_block(q);
+///     c::free(q);
 ///     assert!(c::realloc(c::malloc(10), 0).is_null()); // freed, as glibc does
 /// }
 /// ```
@@ -58,15 +58,8 @@ fn failed(code: i32) -> *mut u8 {
     core::ptr::null_mut()
 }
 
-/// `free(ptr)`; null is ignored.
-///
-/// # Safety
-/// `ptr` is null or a live block from vmarena, not used after this call.
-#[inline(always)]
-pub unsafe fn free_block(ptr: *mut u8) {
-    // SAFETY: forwarded from the caller.
-    unsafe { free(ptr) }
-}
+/// `free(ptr)` is [`super::free`] itself (null is ignored).
+pub use super::free;
 
 /// `realloc(ptr, size)`: `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)` frees `p` and
 /// returns null (leaving `errno` alone), as glibc does. On failure the block is unchanged.

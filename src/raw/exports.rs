@@ -65,7 +65,7 @@ macro_rules! __define_c_functions {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn free(ptr: *mut c_void) {
             // SAFETY: forwarded from the caller.
-            unsafe { c::free_block(ptr.cast()) }
+            unsafe { c::free(ptr.cast()) }
         }
 
         /// C `calloc`.
@@ -159,7 +159,7 @@ macro_rules! __define_c_functions {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn free_sized(ptr: *mut c_void, _size: usize) {
             // SAFETY: forwarded from the caller.
-            unsafe { c::free_block(ptr.cast()) }
+            unsafe { c::free(ptr.cast()) }
         }
 
         /// C23 `free_aligned_sized`.
@@ -169,7 +169,7 @@ macro_rules! __define_c_functions {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn free_aligned_sized(ptr: *mut c_void, _align: usize, _size: usize) {
             // SAFETY: forwarded from the caller.
-            unsafe { c::free_block(ptr.cast()) }
+            unsafe { c::free(ptr.cast()) }
         }
 
         /// glibc's internal name for `malloc`, which some programs and libraries call directly
@@ -245,7 +245,7 @@ macro_rules! __define_c_functions {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn cfree(ptr: *mut c_void) {
             // SAFETY: forwarded from the caller.
-            unsafe { c::free_block(ptr.cast()) }
+            unsafe { c::free(ptr.cast()) }
         }
 
         /// Gives free memory back to the OS now, like glibc's `malloc_trim`. Returns 1
