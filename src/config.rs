@@ -21,10 +21,9 @@ pub(crate) const HUGE_PAGES_PER_REGION: usize = SMALL_REGION_SIZE / HUGE_PAGE_SI
 /// A pages region asks for huge pages only once this much of it has been touched: a program
 /// whose small objects fit in a few MiB (a CLI, `python3 -c pass`) keeps small pages, and so
 /// its RSS and start-up time (see `arena::huge`). Each page kind's region, and each huge page
-/// kept partly free, may hold up to 2 MiB the program never touched: at 4 MiB the small C
-/// programs under `LD_PRELOAD` peaked up to 1.8x higher (prodcons, 8 threads: 4.3 -> 8.9 MiB);
-/// at 16 MiB they keep today's RSS, and the BTree workload (30 MiB live) its time (2.14 s
-/// against 2.13 s), with 4,175 faults instead of 1,113.
+/// kept partly free, may hold up to 2 MiB the program never touched, which a lower threshold
+/// shows in small programs' peak RSS; a higher one loses the gain of programs with a few tens
+/// of MiB live (the thresholds tried: `docs/findings.md`, "The huge-page threshold").
 pub(crate) const HUGE_MIN_TOUCHED: usize = 16 << 20;
 /// Freed memory the arena keeps resident (dirty free ranges, waiting for their purge) when it
 /// needs fresh memory for a large block is at most this much, or a `FREED_RESIDENT_SHARE`th
@@ -60,11 +59,9 @@ pub(crate) const RESERVATION_ALIGN: usize = SMALL_REGION_SIZE;
 pub(crate) const MAX_RESERVATIONS: usize = 1024;
 
 /// Large blocks at least this big move with `mremap` (page tables move, no bytes are copied)
-/// when they cannot grow in place. Measured with `benches/remap_breakeven.rs` on the
-/// development machine: moving 256 KiB takes ~4 µs against ~5 µs to copy it into memory that
-/// is already resident (and ~70 µs into fresh memory); at 512 KiB it is ~4 µs against 11 µs,
-/// and the gap only widens (64 MiB: 8 µs against 9.4 ms). The break-even lies between 64 and
-/// 256 KiB; smaller large blocks are copied.
+/// when they cannot grow in place; smaller ones are copied. Moving costs about the same at
+/// every size and copying grows with the size: the break-even lies between 64 and 256 KiB
+/// (`benches/remap_breakeven.rs`; figures in `docs/findings.md`, "When mremap beats a copy").
 pub(crate) const REMAP_MIN_SIZE: usize = 256 << 10;
 /// The kernel moves whole page tables (2 MiB each on x86_64 and 4 KiB-page aarch64) when the
 /// source and destination of `mremap` are congruent modulo this.
@@ -122,8 +119,14 @@ impl PageKind {
     }
 }
 
-pub(crate) const fn align_up(value: usize, align: usize) -> usize {
-    (value + align - 1) & !(align - 1)
+/// `value` rounded up to a multiple of `align` (a power of two), or `None` if that overflows.
+/// The crate's one round-up: sizes, addresses and reservations all go through it.
+pub(crate) const fn align_up(value: usize, align: usize) -> Option<usize> {
+    debug_assert!(align.is_power_of_two());
+    match value.checked_add(align - 1) {
+        Some(bumped) => Some(bumped & !(align - 1)),
+        None => None,
+    }
 }
 
 const _: () = assert!(PageKind::Medium.max_block() == MAX_SMALL_SIZE);

@@ -18,7 +18,9 @@ use super::pagemap::Entry;
 use super::ranges::Dirt;
 use super::region::{Region, RegionKind};
 use super::{Arena, WriteSession, region_at};
-use crate::config::{FREED_RESIDENT_MIN, FREED_RESIDENT_SHARE, REMAP_CONGRUENCE, SLICE_SIZE};
+use crate::config::{
+    FREED_RESIDENT_MIN, FREED_RESIDENT_SHARE, REMAP_CONGRUENCE, SLICE_SIZE, align_up,
+};
 use crate::os::{Os, Remap};
 use crate::stats::{Tally, adjust, bump};
 use crate::sync::atomic::{Ordering, fence};
@@ -36,17 +38,12 @@ fn check_large(region: &Region, ptr: *mut u8) {
 /// Dirty large blocks from this size up are zeroed by purging rather than by writing zeros.
 const ZERO_BY_PURGE_MIN: usize = 1 << 20;
 
-/// `size` rounded up to whole slices, or `None` if that overflows.
-fn slices(size: usize) -> Option<usize> {
-    Some(size.checked_add(SLICE_SIZE - 1)? & !(SLICE_SIZE - 1))
-}
-
 impl<O: Os> Arena<O> {
     /// Creates a region holding one live block of at least `size` bytes aligned to `align`
     /// (`size` is its requested size). Returns the region and whether its memory is known to
     /// be zero.
     pub(crate) fn alloc_large(&self, size: usize, align: usize) -> Option<(&'static Region, bool)> {
-        let len = slices(size)?;
+        let len = align_up(size, SLICE_SIZE)?;
         let align = align.max(SLICE_SIZE);
         let mut session = self.write();
         let (region, clean) = session.take_range_reusing(len, align, 0, true)?;
@@ -90,7 +87,12 @@ impl<O: Os> Arena<O> {
     /// free ranges at once if the arena lock is free, else by the session holding it, or by
     /// the last reader holding it in shared mode, when it ends. (Until then its range is
     /// neither free nor anyone's: nothing can be placed there.)
-    pub(crate) fn queue_large_release(&self, region: &'static Region, ptr: *mut u8, from: LargeState) {
+    pub(crate) fn queue_large_release(
+        &self,
+        region: &'static Region,
+        ptr: *mut u8,
+        from: LargeState,
+    ) {
         if region.start() != ptr || region.len() == 0 {
             crate::abort::invalid_free(ptr);
         }
@@ -145,7 +147,7 @@ impl<O: Os> Arena<O> {
         new_size: usize,
         tally: &Tally,
     ) -> bool {
-        let Some(new_len) = slices(new_size) else {
+        let Some(new_len) = align_up(new_size, SLICE_SIZE) else {
             return false;
         };
         let old_len = region.len();
@@ -237,7 +239,7 @@ impl<O: Os> Arena<O> {
         new_size: usize,
         align: usize,
     ) -> Option<*mut u8> {
-        let new_len = slices(new_size)?;
+        let new_len = align_up(new_size, SLICE_SIZE)?;
         let modulus = align.max(REMAP_CONGRUENCE);
         let mut session = self.write();
         check_large(region, ptr);

@@ -60,7 +60,7 @@ impl<O: Os> WriteSession<'_, O> {
             return None;
         }
         let align = align.max(RESERVATION_ALIGN);
-        let needed = align_up(size, RESERVATION_ALIGN);
+        let needed = align_up(size, RESERVATION_ALIGN)?;
         // Ask for a full reservation; if anything fails (address-space limits, the commit
         // limit of strict overcommit, where the leaves and descriptors a reservation needs
         // are charged too) settle for less, down to what this request needs.
@@ -72,7 +72,7 @@ impl<O: Os> WriteSession<'_, O> {
             if len == needed {
                 return None;
             }
-            len = align_up(len / 2, RESERVATION_ALIGN).max(needed);
+            len = align_up(len / 2, RESERVATION_ALIGN)?.max(needed);
         }
         let state = &mut *self.state;
         state.reservation_count += 1;

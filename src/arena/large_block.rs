@@ -58,7 +58,7 @@ pub(crate) struct LargeBlock<R> {
     pub(crate) heap_links: AtomicLinks<R>,
     /// The link in the arena's queue of freed blocks (`Arena::queue_large_release`): written by the
     /// freeing thread, published by its push. A link of its own, so a stale push can never cut
-    /// a free-range bin or the descriptor pool, which link through `Region::list_next`.
+    /// a free-range bin or the descriptor pool, which have links of their own (`Region::bin_next`, `Region::pool_next`).
     pub(crate) queue_next: AtomicPtr<R>,
 }
 

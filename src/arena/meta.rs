@@ -21,8 +21,8 @@ pub(crate) struct MetaChunks {
     /// The unused rest of the current chunk (null before the first).
     next: *mut u8,
     end: usize,
-    /// Bytes of metadata reserved from the OS (for statistics).
-    reserved: usize,
+    /// Bytes of metadata mapped from the OS (for statistics: `Stats::bytes_metadata`).
+    bytes_mapped: usize,
 }
 
 impl MetaChunks {
@@ -30,17 +30,17 @@ impl MetaChunks {
         MetaChunks {
             next: core::ptr::null_mut(),
             end: 0,
-            reserved: 0,
+            bytes_mapped: 0,
         }
     }
 
     fn alloc(&mut self, os: &impl Os, size: usize, align: usize) -> Option<NonNull<u8>> {
-        let pad = align_up(self.next as usize, align) - self.next as usize;
+        let pad = align_up(self.next as usize, align)? - self.next as usize;
         let mut start = self.next.wrapping_add(pad);
         if self.next.is_null() || start as usize + size > self.end {
-            let chunk = align_up(size.max(META_CHUNK_SIZE), os.page_size());
+            let chunk = align_up(size.max(META_CHUNK_SIZE), os.page_size())?;
             let base = os.reserve(chunk, align.max(os.page_size()))?;
-            self.reserved += chunk;
+            self.bytes_mapped += chunk;
             start = base.as_ptr();
             self.end = start as usize + chunk;
         }
@@ -49,9 +49,9 @@ impl MetaChunks {
         NonNull::new(start)
     }
 
-    /// Bytes reserved from the OS (for statistics).
-    pub(crate) fn reserved(&self) -> usize {
-        self.reserved
+    /// Bytes mapped from the OS (for statistics).
+    pub(crate) fn bytes_mapped(&self) -> usize {
+        self.bytes_mapped
     }
 }
 
@@ -72,7 +72,7 @@ impl Pooled for Region {
         unsafe { slot.write(Region::new()) }
     }
     fn pool_link(&self) -> &AtomicPtr<Self> {
-        &self.list_next
+        &self.pool_next
     }
 }
 
@@ -198,8 +198,8 @@ impl Descriptors {
         self.tables.give(table);
     }
 
-    /// Bytes reserved from the OS for descriptors and page tables.
-    pub(crate) fn reserved(&self) -> usize {
-        self.chunks.reserved
+    /// Bytes mapped from the OS for descriptors and page tables.
+    pub(crate) fn bytes_mapped(&self) -> usize {
+        self.chunks.bytes_mapped
     }
 }

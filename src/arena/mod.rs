@@ -52,7 +52,7 @@ pub(crate) struct Arena<O: Os> {
     os: O,
     /// Per page kind, a region that recently had free pages: where refills look first.
     hints: [AtomicPtr<Region>; PageKind::COUNT],
-    /// Small-object regions per page kind, linked through `list_next`/`list_prev`. Changed
+    /// Small-object regions per page kind, linked through `kind_next`/`kind_prev`. Changed
     /// only in write sessions; refills walk them without the lock (links are atomics of
     /// type-stable descriptors, published with Release).
     page_lists: [AtomicPtr<Region>; PageKind::COUNT],
@@ -89,7 +89,7 @@ impl ArenaState {
     fn publish_metadata(&self, counters: &ArenaCounters) {
         // Relaxed: statistics.
         counters.metadata.store(
-            self.descriptors.reserved() + self.leaf_bytes,
+            self.descriptors.bytes_mapped() + self.leaf_bytes,
             Ordering::Relaxed,
         );
     }
@@ -153,10 +153,10 @@ impl<O: Os> Drop for WriteSession<'_, O> {
 }
 
 /// Reads a region link. Acquire: pairs with the Release stores of the links lock-free readers
-/// follow (a kind list's head and the `list_next` that unlinking rewrites, the address links
+/// follow (a kind list's head and the `kind_next` that unlinking rewrites, the address links
 /// of `ranges::set`), so a reader that follows one finds the descriptor initialised. The links
-/// stored Relaxed (a new head's `list_next`, which points at a descriptor published before;
-/// every `list_prev`; the queue of freed large blocks, published by its own CAS) need no
+/// stored Relaxed (a new head's `kind_next`, which points at a descriptor published before;
+/// every `kind_prev`; the queue of freed large blocks, published by its own CAS) need no
 /// more: they are read only by the arena lock's holders or after that other publication.
 fn region_at(link: &AtomicPtr<Region>) -> Option<&'static Region> {
     // SAFETY: region descriptors are never freed.
@@ -220,7 +220,7 @@ impl<O: Os> Arena<O> {
         let mut cursor = region_at(&self.page_lists[kind.index()]);
         core::iter::from_fn(move || {
             let region = cursor?;
-            cursor = region_at(&region.list_next);
+            cursor = region_at(&region.kind_next);
             Some(region)
         })
     }

@@ -83,10 +83,8 @@ pub(crate) struct Page {
     pub(crate) local_free: OwnerCell<*mut Block>,
     /// Blocks handed out and not yet returned to the owner's lists (read by `stats()`).
     pub(crate) used: OwnerCount32,
-    /// Blocks carved from the page so far (the rest has never been touched).
-    pub(crate) capacity: OwnerCell<u32>,
     /// Blocks that fit in the page.
-    pub(crate) reserved: OwnerCell<u32>,
+    pub(crate) max_blocks: OwnerCell<u32>,
     /// Size class of the blocks.
     pub(crate) class: OwnerCell<u8>,
     /// True while every block on `free` is zero except its link word.
@@ -108,9 +106,10 @@ pub(crate) struct Page {
     pub(crate) start: AtomicPtr<u8>,
     pub(crate) region: AtomicPtr<Region>,
     pub(crate) index: AtomicU32,
-    /// Blocks carved from the page so far (the owner's `capacity`, for everyone to read), 0
-    /// while the page is not in use: a pointer is a block of the page only below this.
-    pub(crate) carved: AtomicU32,
+    /// Blocks carved from the page so far (the rest has never been touched), 0 while the page
+    /// is not in use: a pointer is a block of the page only below this. The owner changes it;
+    /// every free reads it.
+    pub(crate) carved: OwnerCount32,
     /// The block size is `odd << block_shift`, and `block_inverse` is `odd`'s inverse modulo
     /// 2^64: together they tell a block's start from any other address without a division
     /// (`heap::page_blocks::is_carved_block`). Fixed while the page is in use.
@@ -137,8 +136,7 @@ impl Page {
             free: OwnerCell::new(core::ptr::null_mut()),
             local_free: OwnerCell::new(core::ptr::null_mut()),
             used: OwnerCount32::new(0),
-            capacity: OwnerCell::new(0),
-            reserved: OwnerCell::new(0),
+            max_blocks: OwnerCell::new(0),
             class: OwnerCell::new(0),
             free_is_zero: OwnerCell::new(false),
             fresh: OwnerCell::new(false),
@@ -150,7 +148,7 @@ impl Page {
             start: AtomicPtr::new(core::ptr::null_mut()),
             region: AtomicPtr::new(core::ptr::null_mut()),
             index: AtomicU32::new(0),
-            carved: AtomicU32::new(0),
+            carved: OwnerCount32::new(0),
             block_inverse: AtomicU64::new(0),
             block_shift: AtomicU32::new(0),
             _pad1: [0; 16],
@@ -162,7 +160,7 @@ impl Page {
 impl Page {
     /// Checks what the owner of an in-use page can check (mimalloc's `mi_page_is_valid`):
     /// owned by `owner` (a heap's id, with or without [`OWNER_FULL_FLAG`]), a block size,
-    /// `used <= capacity <= reserved`, `carved == capacity`, and the free lists hold at most
+    /// `used <= carved <= max_blocks`, and the free lists hold at most
     /// the blocks not in use, each a carved block of this page. Panics on a violation. Checks
     /// whenever it is called (tests call it in any profile); the allocator's own calls are in
     /// debug builds only.
@@ -176,20 +174,16 @@ impl Page {
         assert_eq!(id & !OWNER_FULL_FLAG, owner, "page owned by another heap");
         let size = self.block_size.load(Ordering::Relaxed);
         assert!(size != 0, "an in-use page without a block size");
+        let carved = self.carved.get();
         // SAFETY: owner (caller).
-        let (capacity, reserved) = unsafe { (self.capacity.get(), self.reserved.get()) };
+        let max_blocks = unsafe { self.max_blocks.get() };
         let used = self.used.get();
         assert!(
-            used <= capacity && capacity <= reserved,
+            used <= carved && carved <= max_blocks,
             "page counts out of order"
         );
-        assert_eq!(
-            self.carved.load(Ordering::Relaxed),
-            capacity,
-            "carved != capacity"
-        );
         let start = self.start.load(Ordering::Relaxed) as usize;
-        let end = start + capacity as usize * size;
+        let end = start + carved as usize * size;
         let mut free = 0u32;
         // SAFETY: owner (caller).
         for head in unsafe { [self.free.get(), self.local_free.get()] } {
@@ -202,7 +196,7 @@ impl Page {
                 );
                 free += 1;
                 assert!(
-                    free <= capacity - used,
+                    free <= carved - used,
                     "free lists longer than the free blocks"
                 );
                 // SAFETY: a carved block of the page (checked above), owned by the caller.
@@ -224,18 +218,18 @@ pub(crate) struct PageTable {
 mod tests {
     use super::*;
 
-    /// A page of `capacity` blocks of 64 bytes over `memory`, `used` of them handed out and
+    /// A page of `carved` blocks of 64 bytes over `memory`, `used` of them handed out and
     /// the rest on the free list, owned by heap 4.
-    fn page_over(memory: &mut [u64], capacity: u32, used: u32) -> Page {
+    fn page_over(memory: &mut [u64], carved: u32, used: u32) -> Page {
         let page = Page::new();
         let start = memory.as_mut_ptr().cast::<u8>();
         page.owner.store(4, Ordering::Relaxed);
         page.block_size.store(64, Ordering::Relaxed);
         page.start.store(start, Ordering::Relaxed);
-        page.carved.store(capacity, Ordering::Relaxed);
+        page.carved.set(carved);
         page.used.set(used);
         let mut head: *mut Block = core::ptr::null_mut();
-        for i in used..capacity {
+        for i in used..carved {
             let block = start.wrapping_add(i as usize * 64).cast::<Block>();
             // SAFETY: inside `memory`, aligned; the test owns the page.
             unsafe {
@@ -245,8 +239,7 @@ mod tests {
         }
         // SAFETY: the test owns the page.
         unsafe {
-            page.capacity.set(capacity);
-            page.reserved.set(capacity + 2);
+            page.max_blocks.set(carved + 2);
             page.free.set(head);
         }
         page

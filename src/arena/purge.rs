@@ -252,15 +252,15 @@ impl<O: Os> WriteSession<'_, O> {
         });
         // Unlink from the kind's list.
         let state = &mut *self.state;
-        let (prev, next) = (region_at(&region.list_prev), region_at(&region.list_next));
+        let (prev, next) = (region_at(&region.kind_prev), region_at(&region.kind_next));
         let next_ptr = next.map_or(core::ptr::null_mut(), as_ptr);
         match prev {
-            Some(prev) => prev.list_next.store(next_ptr, Ordering::Release),
+            Some(prev) => prev.kind_next.store(next_ptr, Ordering::Release),
             // Release: lock-free walkers that follow the new link see what it points to.
             None => arena.page_lists[kind.index()].store(next_ptr, Ordering::Release),
         }
         if let Some(next) = next {
-            next.list_prev.store(
+            next.kind_prev.store(
                 prev.map_or(core::ptr::null_mut(), as_ptr),
                 Ordering::Relaxed,
             );

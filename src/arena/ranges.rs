@@ -45,6 +45,12 @@ pub(crate) struct FreeRanges {
     pub(crate) dirty_bytes: usize,
 }
 
+/// The first address at or after the start of `r` congruent to `phase` modulo `align` (where a
+/// block placed in `r` would start), or `None` if there is none below the top of memory.
+fn placed_in(r: &Region, align: usize, phase: usize) -> Option<usize> {
+    align_up((r.start() as usize).saturating_sub(phase), align)?.checked_add(phase)
+}
+
 impl FreeRanges {
     pub(crate) const fn new() -> FreeRanges {
         FreeRanges {
@@ -59,10 +65,10 @@ impl FreeRanges {
         let bin = bin_of(r.len());
         // SAFETY: bins hold descriptors, which are never freed.
         let head = unsafe { self.bins[bin].as_ref() };
-        set(&r.list_prev, None);
-        set(&r.list_next, head);
+        set(&r.bin_prev, None);
+        set(&r.bin_next, head);
         if let Some(head) = head {
-            set(&head.list_prev, Some(r));
+            set(&head.bin_prev, Some(r));
         }
         self.bins[bin] = (r as *const Region).cast_mut();
         self.bytes += r.len();
@@ -72,16 +78,16 @@ impl FreeRanges {
     }
 
     fn remove(&mut self, r: &'static Region) {
-        let (prev, next) = (get(&r.list_prev), get(&r.list_next));
+        let (prev, next) = (get(&r.bin_prev), get(&r.bin_next));
         match prev {
-            Some(prev) => set(&prev.list_next, next),
+            Some(prev) => set(&prev.bin_next, next),
             None => {
                 self.bins[bin_of(r.len())] =
                     next.map_or(core::ptr::null_mut(), |n| (n as *const Region).cast_mut())
             }
         }
         if let Some(next) = next {
-            set(&next.list_prev, prev);
+            set(&next.bin_prev, prev);
         }
         self.bytes -= r.len();
         if r.is_dirty() {
@@ -106,11 +112,12 @@ impl FreeRanges {
             // SAFETY: bins hold descriptors, which are never freed.
             let mut cursor = unsafe { self.bins[bin].as_ref() };
             while let Some(r) = cursor {
-                let start = align_up((r.start() as usize).saturating_sub(phase), align) + phase;
-                if wanted(r) && start.checked_add(size).is_some_and(|end| end <= r.end()) {
-                    return Some((r, start));
+                if let Some(start) = placed_in(r, align, phase) {
+                    if wanted(r) && start.checked_add(size).is_some_and(|end| end <= r.end()) {
+                        return Some((r, start));
+                    }
                 }
-                cursor = get(&r.list_next);
+                cursor = get(&r.bin_next);
             }
         }
         None
@@ -188,7 +195,9 @@ impl FreeRanges {
             if c.kind() != RegionKind::Free || c.is_dirty() || c.start() as usize != d.end() {
                 return;
             }
-            let start = align_up((d.start() as usize).saturating_sub(phase), align) + phase;
+            let Some(start) = placed_in(d, align, phase) else {
+                return;
+            };
             if start < d.end() && start.checked_add(size).is_some_and(|end| end <= c.end()) {
                 found = Some((d, start));
             }
@@ -453,7 +462,7 @@ impl FreeRanges {
                 );
                 assert_eq!(bin_of(r.len()), bin, "a free range in the wrong bin");
                 r.validate(guard);
-                cursor = get(&r.list_next);
+                cursor = get(&r.bin_next);
             }
         }
     }
@@ -464,7 +473,7 @@ impl FreeRanges {
             let mut cursor = unsafe { head.as_ref() };
             while let Some(r) = cursor {
                 f(r);
-                cursor = get(&r.list_next);
+                cursor = get(&r.bin_next);
             }
         }
     }

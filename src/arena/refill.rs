@@ -157,7 +157,7 @@ impl<O: Os> Arena<O> {
         // and `carved` only to validate a pointer; the bitmap's Release publishes all three.
         page.owner.store(NO_OWNER, Ordering::Relaxed);
         page.block_size.store(0, Ordering::Relaxed);
-        page.carved.store(0, Ordering::Relaxed); // no address is a block of a free page
+        page.carved.set(0); // no address is a block of a free page
         if let Some(kind) = region.page_kind() {
             tally.page_released(kind);
         }
@@ -205,7 +205,7 @@ impl<O: Os> WriteSession<'_, O> {
             page.index.store(index as u32, Ordering::Relaxed);
             page.owner.store(NO_OWNER, Ordering::Relaxed);
             page.block_size.store(0, Ordering::Relaxed);
-            page.carved.store(0, Ordering::Relaxed);
+            page.carved.set(0);
             page.xthread_free
                 .store(core::ptr::null_mut(), Ordering::Relaxed);
             page.used.set(0);
@@ -219,11 +219,11 @@ impl<O: Os> WriteSession<'_, O> {
         // that follow the new head see the region initialised.
         let head = arena.page_lists[kind.index()].load(Ordering::Relaxed);
         region
-            .list_prev
+            .kind_prev
             .store(core::ptr::null_mut(), Ordering::Relaxed);
-        region.list_next.store(head, Ordering::Relaxed);
+        region.kind_next.store(head, Ordering::Relaxed);
         if let Some(head) = arena.page_regions(kind).next() {
-            head.list_prev.store(as_ptr(region), Ordering::Relaxed);
+            head.kind_prev.store(as_ptr(region), Ordering::Relaxed);
         }
         arena.page_lists[kind.index()].store(as_ptr(region), Ordering::Release);
         // Release: see `claim_lock_free`.

@@ -116,14 +116,20 @@ pub(crate) struct Region {
     /// Large blocks: the block's state, requested size and list links (see `large_block`).
     pub(crate) large: LargeBlock<Region>,
 
-    // ---- arena bookkeeping: written under the arena write lock (but see `list_next`) ----
+    // ---- arena bookkeeping: written under the arena write lock (but see `kind_next`) ----
     /// Neighbours in address order within the reservation.
     pub(crate) addr_prev: AtomicPtr<Region>,
     pub(crate) addr_next: AtomicPtr<Region>,
-    /// Links in the list the region is on: its page kind's list, or a free-range bin. Also the
-    /// pool's free list while the descriptor is unused.
-    pub(crate) list_prev: AtomicPtr<Region>,
-    pub(crate) list_next: AtomicPtr<Region>,
+    /// Links in its page kind's list (`Arena::page_lists`), while a small-object region;
+    /// walked without a lock (see `arena`'s publication rules).
+    pub(crate) kind_prev: AtomicPtr<Region>,
+    pub(crate) kind_next: AtomicPtr<Region>,
+    /// Links in a free-range bin (`ranges`), while a free range.
+    pub(crate) bin_prev: AtomicPtr<Region>,
+    pub(crate) bin_next: AtomicPtr<Region>,
+    /// The link in the pool of unused descriptors (`meta::Pool`), while unused. Each list has
+    /// its own link, so a stale walker of one list never follows a link another list rewrote.
+    pub(crate) pool_next: AtomicPtr<Region>,
     /// The descriptor created before this one (`meta::Descriptors::all_regions`): set once.
     pub(crate) next_created: AtomicPtr<Region>,
 }
@@ -148,8 +154,11 @@ impl Region {
             large: LargeBlock::new(),
             addr_prev: AtomicPtr::new(core::ptr::null_mut()),
             addr_next: AtomicPtr::new(core::ptr::null_mut()),
-            list_prev: AtomicPtr::new(core::ptr::null_mut()),
-            list_next: AtomicPtr::new(core::ptr::null_mut()),
+            kind_prev: AtomicPtr::new(core::ptr::null_mut()),
+            kind_next: AtomicPtr::new(core::ptr::null_mut()),
+            bin_prev: AtomicPtr::new(core::ptr::null_mut()),
+            bin_next: AtomicPtr::new(core::ptr::null_mut()),
+            pool_next: AtomicPtr::new(core::ptr::null_mut()),
             next_created: AtomicPtr::new(core::ptr::null_mut()),
         }
     }
@@ -549,7 +558,7 @@ impl Region {
                     // Relaxed: published by the bitmap's Release, which we acquired.
                     assert_eq!(page.owner.load(Ordering::Relaxed), super::page::NO_OWNER);
                     assert_eq!(page.block_size.load(Ordering::Relaxed), 0);
-                    assert_eq!(page.carved.load(Ordering::Relaxed), 0);
+                    assert_eq!(page.carved.get(), 0);
                 }
             }
         }

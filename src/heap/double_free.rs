@@ -179,8 +179,7 @@ pub(crate) unsafe fn clear_marker(block: *mut Block, class: usize) {
 pub(crate) unsafe fn owner_confirms(page: &Page, block: *mut Block) -> bool {
     // Each list is at most as long as the blocks carved; the bound guards against a list that
     // a double free already turned into a cycle.
-    // SAFETY: owner (caller).
-    let bound = unsafe { page.capacity.get() } as usize + 1;
+    let bound = page.carved.get() as usize + 1;
     // Every hop is checked before it is followed: a list that a write after free (or past a
     // block's end) corrupted ends in the named abort, not in a fault on a wild pointer.
     let on = |mut cursor: *mut Block| {

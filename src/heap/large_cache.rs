@@ -2,10 +2,11 @@
 //! lock.
 //!
 //! Blocks over 64 KiB are large blocks, each in a region fitted to it (see
-//! `config::MAX_SMALL_SIZE`); allocating or freeing one is a write session on the arena, some
-//! 350 ns. Programs that free and reallocate buffers of 64–512 KiB (I/O buffers, vectors
-//! growing through `realloc`) would pay that on every pair, where pages of such blocks cost
-//! mimalloc some 45 ns. So a heap keeps the last few it freed, at most [`SLOTS`] blocks and
+//! `config::MAX_SMALL_SIZE`); allocating or freeing one is a write session on the arena, several
+//! times what mimalloc pays for a block of that size from its pages (measured:
+//! `docs/findings.md`, "Large blocks through a per-thread cache"). Programs that free and
+//! reallocate buffers of 64–512 KiB (I/O buffers, vectors growing through `realloc`) would pay
+//! that on every pair. So a heap keeps the last few it freed, at most [`SLOTS`] blocks and
 //! [`MAX_BYTES`] in all, oldest pushed out first, and hands one back when a request fits it.
 //! A block in a cache is still a large block to the arena (committed, counted in
 //! `large_bytes`); `stats()` reports it in `large_cached_bytes`, not in use. Caches are
@@ -23,8 +24,8 @@ use core::cell::Cell;
 
 use crate::arena::large_block::LargeState;
 use crate::arena::region::Region;
-use crate::config::SLICE_SIZE;
-use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::config::{SLICE_SIZE, align_up};
+use crate::counter::OwnerCount;
 
 /// The largest block a cache keeps.
 pub(crate) const MAX_BLOCK: usize = 512 << 10;
@@ -38,14 +39,8 @@ pub(crate) struct LargeCache {
     /// Oldest first; the first `len` are set.
     blocks: [Cell<*const Region>; SLOTS],
     len: Cell<usize>,
-    /// Total size of the cached blocks: an atomic (written by the owner only) because
-    /// `stats()` sums it from other threads.
-    bytes: AtomicUsize,
-}
-
-/// `size` rounded up to whole slices (large blocks are made of whole slices).
-fn slices(size: usize) -> usize {
-    size.next_multiple_of(SLICE_SIZE)
+    /// Total size of the cached blocks (`stats()` sums it from other threads).
+    bytes: OwnerCount,
 }
 
 impl LargeCache {
@@ -53,7 +48,7 @@ impl LargeCache {
         LargeCache {
             blocks: [const { Cell::new(core::ptr::null()) }; SLOTS],
             len: Cell::new(0),
-            bytes: AtomicUsize::new(0),
+            bytes: OwnerCount::new(0),
         }
     }
 
@@ -73,17 +68,7 @@ impl LargeCache {
 
     /// Total size of the cached blocks (any thread; a statistic).
     pub(crate) fn bytes(&self) -> usize {
-        // Relaxed: a statistic.
-        self.bytes.load(Ordering::Relaxed)
-    }
-
-    fn add_bytes(&self, delta: isize) {
-        // Relaxed: statistics, written by the owner only (no read-modify-write needed).
-        let now = self
-            .bytes
-            .load(Ordering::Relaxed)
-            .wrapping_add_signed(delta);
-        self.bytes.store(now, Ordering::Relaxed);
+        self.bytes.get()
     }
 
     fn at(&self, i: usize) -> &'static Region {
@@ -100,14 +85,15 @@ impl LargeCache {
             self.blocks[j].set(self.blocks[j + 1].get());
         }
         self.len.set(len - 1);
-        self.add_bytes(-(region.len() as isize));
+        self.bytes.add(region.len().wrapping_neg());
         region
     }
 
     /// Takes the smallest cached block that holds `size` bytes (in whole slices) and is at
     /// most a quarter larger, so a small request does not pin a much bigger block.
     pub(crate) fn take(&self, size: usize) -> Option<&'static Region> {
-        let need = slices(size);
+        // Large blocks are made of whole slices.
+        let need = align_up(size, SLICE_SIZE)?;
         let mut best: Option<(usize, usize)> = None;
         for i in 0..self.len.get() {
             let len = self.at(i).len();
@@ -150,7 +136,7 @@ impl LargeCache {
         }
         self.blocks[self.len.get()].set(region);
         self.len.set(self.len.get() + 1);
-        self.add_bytes(region.len() as isize);
+        self.bytes.add(region.len());
     }
 
     /// Lists the newest block a second time: the state a `fork` leaves when it catches the

@@ -309,7 +309,7 @@ pub(crate) fn fill_stats(stats: &mut Stats) {
         }
         stats.threads_started = registry.started;
         stats.threads_exited = registry.exited;
-        stats.bytes_metadata += registry.chunks.reserved();
+        stats.bytes_metadata += registry.chunks.bytes_mapped();
     }
     ORPHAN_COUNTERS.add_to(stats);
     super::fallback::add_counters(stats);

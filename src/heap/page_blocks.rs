@@ -22,7 +22,7 @@ pub(crate) fn is_carved_block(page: &Page, addr: usize) -> bool {
     let start = page.start.load(Ordering::Relaxed) as usize;
     let shift = page.block_shift.load(Ordering::Relaxed);
     let inverse = page.block_inverse.load(Ordering::Relaxed);
-    let carved = page.carved.load(Ordering::Relaxed);
+    let carved = page.carved.get();
     block_index(addr.wrapping_sub(start), shift, inverse) < carved as u64
 }
 

@@ -50,8 +50,7 @@ pub(crate) unsafe fn init(page: &Page, class: usize, fresh: bool, owner: usize) 
         page.free.set(core::ptr::null_mut());
         page.local_free.set(core::ptr::null_mut());
         page.used.set(0);
-        page.capacity.set(0);
-        page.reserved.set((kind.page_size() / size) as u32);
+        page.max_blocks.set((kind.page_size() / size) as u32);
         page.class.set(class as u8);
         page.free_is_zero.set(false);
         page.fresh.set(fresh);
@@ -69,7 +68,7 @@ pub(crate) unsafe fn init(page: &Page, class: usize, fresh: bool, owner: usize) 
     let (shift, inverse) = block_divisor(class);
     page.block_shift.store(shift, Ordering::Relaxed);
     page.block_inverse.store(inverse, Ordering::Relaxed);
-    page.carved.store(0, Ordering::Relaxed);
+    page.carved.set(0);
     page.block_size.store(size, Ordering::Relaxed);
     page.owner.store(owner, Ordering::Relaxed);
 }
@@ -83,16 +82,16 @@ pub(crate) unsafe fn init(page: &Page, class: usize, fresh: bool, owner: usize) 
 pub(crate) unsafe fn extend(page: &Page) -> bool {
     // SAFETY: owner (caller).
     unsafe {
-        let (capacity, reserved) = (page.capacity.get(), page.reserved.get());
-        if capacity == reserved {
+        let (carved, max_blocks) = (page.carved.get(), page.max_blocks.get());
+        if carved == max_blocks {
             return false;
         }
         let size = page.block_size.load(Ordering::Relaxed);
         let count = ((EXTEND_BYTES / size) as u32)
             .max(EXTEND_MIN_BLOCKS)
-            .min(reserved - capacity);
+            .min(max_blocks - carved);
         let start = page.start.load(Ordering::Relaxed);
-        let first = start.add(capacity as usize * size).cast::<Block>();
+        let first = start.add(carved as usize * size).cast::<Block>();
         let last = first.byte_add((count as usize - 1) * size);
         let mut block = first;
         if size > 8 {
@@ -114,10 +113,9 @@ pub(crate) unsafe fn extend(page: &Page) -> bool {
         }
         (*last).next = core::ptr::null_mut();
         page.free.set(first);
-        page.capacity.set(capacity + count);
         // Relaxed: the new blocks reach other threads only through the user's synchronisation,
         // which orders this store before their frees (see `is_carved_block`).
-        page.carved.store(capacity + count, Ordering::Relaxed);
+        page.carved.set(carved + count);
         page.free_is_zero.set(page.fresh.get());
         true
     }
@@ -343,7 +341,7 @@ pub(crate) unsafe fn collect(page: &Page) {
 /// The calling thread owns the page.
 pub(crate) unsafe fn has_room(page: &Page) -> bool {
     // SAFETY: owner (caller).
-    unsafe { !page.free.get().is_null() || page.capacity.get() < page.reserved.get() }
+    unsafe { !page.free.get().is_null() || page.carved.get() < page.max_blocks.get() }
 }
 
 /// True if every block of the page is free (after a `collect` by its owner).
@@ -419,15 +417,15 @@ pub(super) mod tests {
                 assert!(offset + size <= page_kind(class).page_size());
                 blocks.push(b as usize);
             }
-            let reserved = page_kind(class).page_size() / size;
-            assert_eq!(blocks.len(), reserved);
+            let max_blocks = page_kind(class).page_size() / size;
+            assert_eq!(blocks.len(), max_blocks);
             blocks.sort();
             blocks.dedup();
-            assert_eq!(blocks.len(), reserved, "a block was handed out twice");
+            assert_eq!(blocks.len(), max_blocks, "a block was handed out twice");
             for (i, &b) in blocks.iter().enumerate() {
                 // SAFETY: live blocks of our page.
                 let empty = unsafe { push_local(&t.page, b as *mut Block) };
-                assert_eq!(empty, i + 1 == reserved);
+                assert_eq!(empty, i + 1 == max_blocks);
             }
             assert!(is_empty(&t.page));
         }
@@ -496,7 +494,7 @@ pub(super) mod tests {
             block.cast::<u8>().write_bytes(0xAB, 256);
             push_local(&t.page, block);
             t.page.free.set(core::ptr::null_mut());
-            t.page.capacity.set(t.page.reserved.get());
+            t.page.carved.set(t.page.max_blocks.get());
             collect(&t.page);
             assert!(!t.page.free_is_zero.get());
             let again = t.page.free.get();

@@ -5,13 +5,11 @@
 //! below 64 bytes the waste is under one 8-byte word. Each class's page kind holds at least
 //! eight blocks, and the unusable tail of a page is at most an eighth.
 //!
-//! Above 8 KiB the classes live in 512 KiB pages, and every class a program uses
-//! holds at least one such page, partly filled: with eight classes per doubling, a program
-//! whose blocks spread over 8–64 KiB kept 24 half-used 512 KiB pages (`mixed.c`: 17.0 MiB
-//! peak RSS against mimalloc's 13.9, which has four classes per doubling). Four per doubling
-//! halves that (15.4 MiB), for more waste inside blocks that are few. (Blocks up to 16 KiB in
-//! 64 KiB pages, as mimalloc has them, took it to 14.6 MiB but cost batches of 16 KiB blocks
-//! 56% more instructions, four blocks a page claimed and released: not kept.)
+//! Above 8 KiB the classes live in 512 KiB pages, and every class a program uses holds at
+//! least one such page, partly filled; so there are only four classes per doubling there (as
+//! in mimalloc): half the partly filled pages of eight, for more waste inside blocks that are
+//! few. (The measurements behind both choices, and the 64 KiB pages for blocks up to 16 KiB
+//! that were tried and not kept: `docs/findings.md`, "Size classes above 8 KiB".)
 //!
 //! Every class in a doubling `[2^k, 2^(k+1)]` is a multiple of `2^(k-3)` (of `2^(k-2)` above
 //! 8 KiB), and every multiple of that step in the doubling is a class, as is every multiple of

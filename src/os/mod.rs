@@ -99,7 +99,7 @@ pub(crate) trait Os: Sync {
 
     /// The same clock read cheaply, to within a clock tick (a few milliseconds): for purge
     /// deadlines, which every large free and page release sets. On Linux the coarse clock
-    /// costs some 8 ns against 60 ns for the precise one.
+    /// costs a fraction of the precise one (`docs/findings.md`, "The coarse clock").
     fn coarse_now_ns(&self) -> u64 {
         self.now_ns()
     }
