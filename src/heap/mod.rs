@@ -5,7 +5,10 @@
 //! This file is the top of the layer: the entry points for the calling thread's heap, which
 //! decide what a thread without a heap gets (`ThreadSlot`), and count large blocks. Its
 //! submodules call down only (`size_class` → `page_blocks` → `double_free` → `pages` →
-//! `abandon` → `heap_core` → `slot`, `fallback` → `lifecycle`), never back up to this file.
+//! `abandon`, `counters` → `heap_core` → `slot`, `fallback` → `lifecycle`), never back up to
+//! this file. `heap_core`, `alloc_path` and `free_path` are one type's `impl` blocks, split by
+//! job as mimalloc splits `page.c` from `free.c`: a malloc reads `alloc_path`, a free
+//! `free_path`, and both name only `heap_core`'s struct.
 //!
 //! Layer: `heap`, above `large` and `arena`; calls its submodules, `large`, `os` and `stats`.
 //! `global`, `isolated`, `raw`, `fork` and `lib` call it.
