@@ -31,6 +31,7 @@ mod purge;
 pub(crate) mod ranges;
 mod refill;
 pub(crate) mod region;
+mod region_pages;
 
 use core::cell::UnsafeCell;
 use core::mem::ManuallyDrop;

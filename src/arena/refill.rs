@@ -8,7 +8,8 @@
 
 use super::page::{NO_OWNER, Page, PageTable};
 use super::ranges::Dirt;
-use super::region::{Claim, Region, RegionKind};
+use super::region::{Region, RegionKind};
+use super::region_pages::Claim;
 use super::{Arena, WriteSession, as_ptr};
 use crate::config::{HUGE_PAGE_SIZE, PageKind, SMALL_REGION_SIZE};
 use crate::os::Os;
