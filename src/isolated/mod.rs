@@ -11,123 +11,36 @@
 //! global allocator is only marked there, and the heap gives it back at its next large
 //! allocation or its drop (a free from another thread must not touch the heap's list).
 //!
-//! Descriptors live in a type-stable pool, like the thread heaps, and the live ones are in a
-//! registry (for `stats()` and `fork`). This module sits beside `global` (it may call `global`,
-//! `heap` and `large`; nothing but `lib`, `allocator` and `fork` calls it). Lock order: registry, then a heap's mutex; a heap's
-//! holder may go on to take the fallback heap's (a thread it starts allocates) and the arena's
-//! locks, never the reverse (see `crate::fork`).
+//! This file has the public types and their operations. A heap's descriptor (what its mutex
+//! guards) is in `descriptor`; descriptors live in a type-stable pool, like the thread heaps,
+//! and the live ones in a registry (`registry`: for `stats()`, counting and `fork`). Lock
+//! order: registry, then a heap's mutex; a heap's holder may go on to take the fallback heap's
+//! (a thread it starts allocates) and the arena's locks, never the reverse (see `crate::fork`).
 //!
-//! Layer: the top, beside `global`; calls `global`, `heap` (`heap_core`, `modes`,
-//! `size_class`), `large`, `arena`, `list`, `sync::mutex`, `stats`, `os` and `abort`.
+//! Layer: the top, beside `global` (nothing but `lib`, `allocator` and `fork` calls it); calls
+//! its submodules, `global`, `heap` (`heap_core`, `modes`, `size_class`), `large`, `arena`,
+//! `stats`, `os` and `abort`.
+
+mod descriptor;
+mod registry;
+
+pub(crate) use registry::{
+    fill_stats, lock_for_fork, reset_after_fork_child, set_counting, unlock_after_fork_parent,
+};
 
 use core::alloc::Layout;
 use core::cell::Cell;
-use core::ptr::null_mut;
 
 use crate::arena::ARENA;
 use crate::arena::large_block::LargeState;
-use crate::arena::meta::{MetaChunks, Pool, Pooled};
 use crate::arena::page::OWNER_FULL_FLAG;
 use crate::arena::pagemap::Entry;
-use crate::arena::region::Region;
-use crate::heap::heap_core;
 use crate::heap::heap_core::AlwaysAlive;
 use crate::heap::size_class::{class_for_layout, class_size};
 use crate::large;
-use crate::list::{AtomicLinks, List, atomic_links};
 use crate::stats::Stats;
-use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
-use crate::sync::mutex::Mutex;
-
-/// What the heap's mutex guards.
-pub(crate) struct Guarded {
-    heap: heap_core::HeapCore,
-    /// The heap's large blocks (linked through `Region::large.heap_links`).
-    large: List<LargeLinks>,
-}
-
-// SAFETY: used only under the mutex (or by the one thread that owns the descriptor while it
-// is out of the registry); the regions it points to are descriptors, never freed.
-unsafe impl Send for Guarded {}
-
-/// An isolated heap's descriptor.
-pub(crate) struct Isolated {
-    guarded: Mutex<Guarded>,
-    /// False for a [`LocalHeap`], whose mutex is not used.
-    locked: AtomicBool,
-    /// The heap's id (`heap_core::HeapCore::id`), readable without the mutex to route frees.
-    id: AtomicUsize,
-    /// Links in the registry of live heaps, under the registry lock.
-    links: AtomicLinks<Isolated>,
-    /// The link in the pool of unused descriptors (`arena::meta::Pool`).
-    pool_next: AtomicPtr<Isolated>,
-}
-
-atomic_links!(
-    /// A descriptor's links for the registry's list (pool descriptors are never freed).
-    RegistryLinks: Isolated,
-    links
-);
-
-atomic_links!(
-    /// A large block's links in its isolated heap's list (region descriptors are never freed).
-    LargeLinks: Region,
-    large.heap_links
-);
-
-impl Isolated {
-    /// False for a [`LocalHeap`]: `fork` leaves it alone (only its thread can reach it, and
-    /// that thread is not the child's).
-    fn is_locked(&self) -> bool {
-        // Relaxed: written under the registry lock, which the callers hold.
-        self.locked.load(Ordering::Relaxed)
-    }
-}
-
-impl Pooled for Isolated {
-    unsafe fn init(slot: *mut Self) {
-        // SAFETY: the pool hands us uninitialised memory for one descriptor.
-        unsafe {
-            slot.write(Isolated {
-                guarded: Mutex::new(Guarded {
-                    heap: heap_core::HeapCore::new(),
-                    large: List::new(),
-                }),
-                locked: AtomicBool::new(true),
-                id: AtomicUsize::new(0),
-                links: AtomicLinks::new(),
-                pool_next: AtomicPtr::new(null_mut()),
-            })
-        }
-    }
-
-    fn pool_link(&self) -> &AtomicPtr<Self> {
-        &self.pool_next
-    }
-}
-
-struct Registry {
-    live: List<RegistryLinks>,
-    pool: Pool<Isolated>,
-    chunks: MetaChunks,
-}
-
-// SAFETY: pointers to pool descriptors (never freed), used under the registry's mutex.
-unsafe impl Send for Registry {}
-
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    live: List::new(),
-    pool: Pool::new(),
-    chunks: MetaChunks::new(),
-});
-
-impl Registry {
-    fn live(&self) -> impl Iterator<Item = &'static Isolated> + '_ {
-        // SAFETY: under the registry mutex, which the caller holds while it borrows the
-        // registry (the walk borrows it too); walkers change no links.
-        unsafe { self.live.iter() }
-    }
-}
+use crate::sync::atomic::Ordering;
+use descriptor::{Guarded, Isolated};
 
 /// An isolated heap: blocks from it never share a page with blocks of any other heap, and
 /// dropping it gives all of its memory back at once.
@@ -191,13 +104,6 @@ struct Handle<const LOCKED: bool> {
     inner: &'static Isolated,
 }
 
-impl core::fmt::Debug for Isolated {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        // Relaxed: an id, fixed while the heap is live.
-        write!(f, "Heap#{}", self.id.load(Ordering::Relaxed))
-    }
-}
-
 /// Access to a heap's guarded state: the mutex guard, or (unlocked heaps) a plain reference.
 enum Access<'a> {
     Locked(crate::sync::mutex::MutexGuard<'a, Guarded>),
@@ -216,16 +122,7 @@ impl core::ops::Deref for Access<'_> {
 
 impl<const LOCKED: bool> Handle<LOCKED> {
     fn try_new() -> Option<Handle<LOCKED>> {
-        let inner = {
-            let mut registry = REGISTRY.lock();
-            let Registry { pool, chunks, .. } = &mut *registry;
-            let inner = pool.take(chunks, ARENA.os())?;
-            // Relaxed: under the registry lock.
-            inner.locked.store(LOCKED, Ordering::Relaxed);
-            // SAFETY: under the registry lock; a descriptor from the pool is on no list.
-            unsafe { registry.live.push_front(inner) };
-            inner
-        };
+        let inner = registry::register(LOCKED)?;
         let id = crate::heap::heap_core::new_heap_id();
         inner.guarded.lock().heap.start_isolated(id);
         // Relaxed: the id reaches other threads with the heap itself (their own sync).
@@ -408,16 +305,8 @@ impl<const LOCKED: bool> Drop for Handle<LOCKED> {
             counters.count_all_freed();
             counters.fold_into(&crate::heap::counters::ORPHAN_COUNTERS);
         }
-        let mut registry = REGISTRY.lock();
-        // SAFETY: under the registry lock; a live descriptor is on the list.
-        unsafe { registry.live.remove(inner) };
-        // SAFETY: off the registry (whose walkers, `stats()` and `set_counting`, read and
-        // write its counters), and being dropped: nothing reaches the heap any more, and no
-        // reference to its fields is alive.
-        unsafe { (*inner.guarded.data_ptr()).heap.rebuild() };
-        // Relaxed: under the registry lock.
-        inner.id.store(0, Ordering::Relaxed);
-        registry.pool.give(inner);
+        // SAFETY: emptied and folded above; the handle, the only way to the heap, is going.
+        unsafe { registry::unregister(inner) };
     }
 }
 
@@ -507,107 +396,7 @@ heap_api!(LocalHeap, false, |handle| LocalHeap {
     _not_sync: core::marker::PhantomData,
 });
 
-impl Guarded {
-    /// Puts a large block of ours at the head of the heap's list.
-    fn link_large(&self, region: &'static Region, id: usize) {
-        // Written before the block is handed out (see `large::belongs_to_a_heap`).
-        region.large.set_heap_id(id);
-        // SAFETY: our list, under our access; a fresh large block is on no list.
-        unsafe { self.large.push_front(region) };
-    }
-
-    /// Gives back the heap's large blocks that were freed through the global allocator.
-    fn release_freed_large(&self) {
-        // SAFETY: our list, under our access; the walk unlinks only the block it was given.
-        for region in unsafe { self.large.iter() } {
-            // The state moves on from `HeapFreed` in the free below (AcqRel: the marking
-            // free's last use of the block happens before we give its memory away).
-            if region.large.state() == LargeState::HeapFreed {
-                self.unlink_large(region);
-                large::release(region, region.start(), LargeState::HeapFreed);
-            }
-        }
-    }
-
-    /// Takes a large block off the heap's list, leaving its region as a thread heap's.
-    fn unlink_large(&self, region: &Region) {
-        // SAFETY: our list, under our access; callers pass blocks of this heap, on it.
-        unsafe { self.large.remove(region) };
-        region.large.set_heap_id(0);
-    }
-}
-
 /// A non-null, aligned pointer that is no block (for zero-sized layouts).
 fn dangling(layout: Layout) -> *mut u8 {
     core::ptr::without_provenance_mut(layout.align())
-}
-
-/// Adds every live isolated heap's counters into `stats`.
-pub(crate) fn fill_stats(stats: &mut Stats) {
-    let registry = REGISTRY.lock();
-    for heap in registry.live() {
-        // SAFETY: counters are atomics, read by any thread (statistics); the heap itself is
-        // not touched.
-        let counters = unsafe { &registry_heap(heap).counters };
-        counters.add_to(stats);
-    }
-}
-
-/// Turns counting on or off in every live isolated heap (see `track_requested_bytes`).
-pub(crate) fn set_counting(on: bool) {
-    let registry = REGISTRY.lock();
-    for heap in registry.live() {
-        // SAFETY: only atomics are touched (`Heap::set_counting`).
-        unsafe { registry_heap(heap) }.set_counting(on);
-    }
-}
-
-/// The thread heap inside a registered descriptor, for reading its atomics without the lock.
-///
-/// # Safety
-/// Only atomics of the result are used.
-unsafe fn registry_heap(heap: &'static Isolated) -> &'static heap_core::HeapCore {
-    // SAFETY: the descriptor is never freed; the caller only reads atomics.
-    unsafe { &(*heap.guarded.data_ptr()).heap }
-}
-
-/// Locks the registry and every live heap before `fork` (see `crate::fork`).
-pub(crate) fn lock_for_fork() {
-    REGISTRY.lock_raw();
-    // SAFETY: we hold the registry lock, taken just above.
-    let registry = unsafe { REGISTRY.get_locked() };
-    for heap in registry.live().filter(|h| h.is_locked()) {
-        heap.guarded.lock_raw();
-    }
-}
-
-/// Unlocks what [`lock_for_fork`] locked, in the parent.
-///
-/// # Safety
-/// The calling thread called [`lock_for_fork`] and has not unlocked since.
-pub(crate) unsafe fn unlock_after_fork_parent() {
-    // SAFETY: guaranteed by the caller: we hold the registry and every live heap.
-    unsafe {
-        let registry = REGISTRY.get_locked();
-        for heap in registry.live().filter(|h| h.is_locked()) {
-            heap.guarded.unlock_raw();
-        }
-        REGISTRY.unlock_raw();
-    }
-}
-
-/// Releases the locks in a forked child. The heaps stay usable there: no operation was half
-/// done when the fork happened (the parent held every heap's lock).
-///
-/// # Safety
-/// The calling thread called [`lock_for_fork`] and is the only one in the process.
-pub(crate) unsafe fn reset_after_fork_child() {
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        let registry = REGISTRY.get_locked();
-        for heap in registry.live().filter(|h| h.is_locked()) {
-            heap.guarded.reset_after_fork();
-        }
-        REGISTRY.reset_after_fork();
-    }
 }
