@@ -28,6 +28,7 @@ pub(crate) mod meta;
 pub(crate) mod page;
 pub(crate) mod pagemap;
 mod purge;
+mod range_purge;
 pub(crate) mod ranges;
 mod refill;
 pub(crate) mod region;

@@ -77,7 +77,7 @@ impl FreeRanges {
         }
     }
 
-    fn remove(&mut self, r: &'static Region) {
+    pub(super) fn remove(&mut self, r: &'static Region) {
         let (prev, next) = (get(&r.bin_prev), get(&r.bin_next));
         match prev {
             Some(prev) => set(&prev.bin_next, next),
@@ -324,7 +324,7 @@ impl FreeRanges {
         self.merge_and_insert(guard, descriptors, r);
     }
 
-    fn merge_and_insert(
+    pub(super) fn merge_and_insert(
         &mut self,
         guard: &ArenaWriteGuard<'_>,
         descriptors: &mut Descriptors,
@@ -355,98 +355,6 @@ impl FreeRanges {
         self.insert(merged);
     }
 
-    /// Purges dirty free ranges whose delay has passed (all of them if `force`), then merges
-    /// them with clean neighbours. Returns the bytes purged and the earliest due time left.
-    pub(crate) fn purge(
-        &mut self,
-        guard: &ArenaWriteGuard<'_>,
-        descriptors: &mut Descriptors,
-        os: &impl Os,
-        now: u64,
-        force: bool,
-    ) -> (usize, u64) {
-        let mut purged = 0;
-        // Each round purges one range and restarts, because merging changes the bins under
-        // the cursor. Free ranges are few; the bound keeps one session short regardless.
-        for _ in 0..MAX_PURGES_PER_SESSION {
-            let Some(r) = self.find_dirty(|due| force || due <= now) else {
-                break;
-            };
-            let Some(addr) = core::ptr::NonNull::new(r.start()) else {
-                break;
-            };
-            let ok = if r.is_moved() {
-                os.reset(addr, r.len())
-            } else {
-                os.purge(addr, r.len())
-            };
-            if !ok {
-                break;
-            }
-            purged += r.len();
-            self.remove(r);
-            Dirt::CLEAN.apply(guard, r);
-            self.merge_and_insert(guard, descriptors, r);
-        }
-        let mut next = u64::MAX;
-        self.for_each(|r| {
-            if r.is_dirty() {
-                next = next.min(r.purge_due());
-            }
-        });
-        (purged, next)
-    }
-
-    /// Purges dirty free ranges, those due first, until at most `budget` bytes of them are
-    /// left (see `Arena::freed_resident_budget`). Returns the bytes purged.
-    pub(crate) fn purge_over(
-        &mut self,
-        guard: &ArenaWriteGuard<'_>,
-        descriptors: &mut Descriptors,
-        os: &impl Os,
-        budget: usize,
-    ) -> usize {
-        let mut purged = 0;
-        for _ in 0..MAX_PURGES_PER_SESSION {
-            if self.dirty_bytes <= budget {
-                break;
-            }
-            let mut first: Option<&'static Region> = None;
-            self.for_each(|r| {
-                if r.is_dirty() && first.is_none_or(|f| r.purge_due() < f.purge_due()) {
-                    first = Some(r);
-                }
-            });
-            let Some(r) = first else { break };
-            let Some(addr) = core::ptr::NonNull::new(r.start()) else {
-                break;
-            };
-            let ok = if r.is_moved() {
-                os.reset(addr, r.len())
-            } else {
-                os.purge(addr, r.len())
-            };
-            if !ok {
-                break;
-            }
-            purged += r.len();
-            self.remove(r);
-            Dirt::CLEAN.apply(guard, r);
-            self.merge_and_insert(guard, descriptors, r);
-        }
-        purged
-    }
-
-    fn find_dirty(&self, due: impl Fn(u64) -> bool) -> Option<&'static Region> {
-        let mut found = None;
-        self.for_each(|r| {
-            if found.is_none() && r.is_dirty() && due(r.purge_due()) {
-                found = Some(r);
-            }
-        });
-        found
-    }
-
     /// Checks every free range (see `Region::validate`): free, in the bin of its size.
     #[cfg_attr(not(debug_assertions), allow(dead_code))] // tests call it in any profile
     pub(crate) fn validate(&self, guard: &ArenaWriteGuard<'_>) {
@@ -467,7 +375,7 @@ impl FreeRanges {
         }
     }
 
-    fn for_each(&self, mut f: impl FnMut(&'static Region)) {
+    pub(super) fn for_each(&self, mut f: impl FnMut(&'static Region)) {
         for head in self.bins {
             // SAFETY: bins hold descriptors, which are never freed.
             let mut cursor = unsafe { head.as_ref() };
@@ -478,9 +386,6 @@ impl FreeRanges {
         }
     }
 }
-
-/// Dirty free ranges purged by one purge session at most (the rest wait for the next).
-const MAX_PURGES_PER_SESSION: usize = 256;
 
 /// The state of a range's memory: clean (reads as zero, not resident), or dirty since some
 /// time and due for purging at `due`; `moved` if pages moved in by `mremap` may still form
