@@ -397,6 +397,8 @@ pub(crate) static ARENA: Arena<PlatformOs> = Arena::new(platform_os());
 
 // Not under Miri: these tests reserve gigabytes of (fake) address space.
 #[cfg(all(test, not(miri)))]
+mod concurrency_tests;
+#[cfg(all(test, not(miri)))]
 mod huge_tests;
 #[cfg(all(test, not(miri)))]
 mod tests;
