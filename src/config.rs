@@ -67,6 +67,10 @@ pub(crate) const REMAP_MIN_SIZE: usize = 256 << 10;
 /// source and destination of `mremap` are congruent modulo this.
 pub(crate) const REMAP_CONGRUENCE: usize = 2 << 20;
 
+/// Heap profiling's default mean distance between samples, in bytes allocated (jemalloc's
+/// and tcmalloc's default too).
+pub(crate) const PROFILE_INTERVAL: u64 = 512 << 10;
+
 /// Metadata (descriptors, page tables) is carved from chunks of this size.
 pub(crate) const META_CHUNK_SIZE: usize = 4 << 20;
 

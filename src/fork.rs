@@ -3,7 +3,8 @@
 //! sequence could stay odd), and any heap another thread owned would stay registered for a
 //! thread that does not exist. `pthread_atfork` handlers take every allocator lock before the
 //! fork, in the one order the allocator ever nests them (isolated heaps' registry → each
-//! isolated heap → fallback heap → abandoned lists → heap registry and exit key → arena), so
+//! isolated heap → fallback heap → abandoned lists → heap registry and exit key → arena → the
+//! heap profile's table), so
 //! that nothing is half changed at the instant of the
 //! fork. After it, the parent unlocks them; the child *resets* them (waiters that were other
 //! threads, such as a writer queued on the arena lock, left marks nobody would clear),
@@ -37,6 +38,8 @@
 //! | purge schedule (`next_purge`, `purging`) | any slow path | reset: not purging, and a purge due now (a purge cut between its sessions had said "nothing due") |
 //! | the purger thread | lazy start | reset: wanted again, started by the child's first release |
 //! | options | first reader | reset a read in progress; keep what was read |
+//! | the heap profile's table (samples, stacks) | its mutex | keep (reset the mutex): the child's live blocks are the parent's, sampled ones included |
+//! | other threads' sample count-downs | owner only | gone with their heaps (rebuilt) |
 //! | heap ids, the free-marker secret | atomics | keep |
 //! | a thread's TLS slot | its thread | gone with the thread (a new thread's slot starts at `UNINIT`) |
 //!
@@ -47,11 +50,12 @@
 //! one place that knows every lock.
 //!
 //! Layer: the top (with `global`); calls the fork hooks of every layer below: `arena`, `heap`
-//! (`abandon`, `fallback`, `lifecycle`), `isolated`, `purger` and `options`.
+//! (`abandon`, `fallback`, `lifecycle`), `isolated`, `sampling`, `purger` and `options`.
 
 use crate::arena::ARENA;
 use crate::heap::{abandon, fallback, lifecycle};
 use crate::isolated;
+use crate::sampling;
 use crate::sync::atomic::{AtomicBool, Ordering};
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
@@ -146,7 +150,7 @@ unsafe fn arena_reset_in_child() {
 /// The one fork sequence: every allocator lock, in the only order they ever nest (an entry
 /// may be taken while holding the ones before it, never the reverse). `prepare` locks them
 /// front to back; `parent` and `child` release them back to front.
-const SEQUENCE: [Participant; 5] = [
+const SEQUENCE: [Participant; 6] = [
     Participant {
         lock: isolated::lock_for_fork,
         unlock_in_parent: isolated::unlock_after_fork_parent,
@@ -171,6 +175,12 @@ const SEQUENCE: [Participant; 5] = [
         lock: arena_lock,
         unlock_in_parent: arena_unlock_in_parent,
         reset_in_child: arena_reset_in_child,
+    },
+    // A leaf: whoever holds the heap profile's table takes nothing else.
+    Participant {
+        lock: sampling::lock_for_fork,
+        unlock_in_parent: sampling::unlock_after_fork_parent,
+        reset_in_child: sampling::reset_after_fork_child,
     },
 ];
 

@@ -89,6 +89,7 @@ compile_error!(
     test,
     miri,
     feature = "fuzzing",
+    feature = "std",
     not(all(
         target_os = "linux",
         any(target_arch = "x86_64", target_arch = "aarch64")
@@ -144,7 +145,11 @@ mod options;
 #[cfg(not(vmarena_loom))]
 pub(crate) mod os;
 #[cfg(not(vmarena_loom))]
+pub mod profile;
+#[cfg(not(vmarena_loom))]
 pub(crate) mod purger;
+#[cfg(not(vmarena_loom))]
+pub(crate) mod sampling;
 #[cfg(not(vmarena_loom))]
 mod stats;
 #[cfg(not(vmarena_loom))]

@@ -20,7 +20,7 @@
 //! Layer: `arena`, a leaf of it; calls `list` (the link type), `sync::atomic` and `abort`.
 
 use crate::list::AtomicLinks;
-use crate::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
 /// Where a large block is in its life (see the module docs).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -60,6 +60,10 @@ pub(crate) struct LargeBlock<R> {
     /// freeing thread, published by its push. A link of its own, so a stale push can never cut
     /// a free-range bin or the descriptor pool, which have links of their own (`Region::bin_next`, `Region::pool_next`).
     pub(crate) queue_next: AtomicPtr<R>,
+    /// The heap-profile record of a sampled block (`sampling::table`), 0 if not sampled.
+    /// Set by the allocating thread before it hands the block out; taken (swapped to 0) by
+    /// the free or realloc that ends the sample.
+    sample: AtomicU32,
 }
 
 impl<R> LargeBlock<R> {
@@ -70,6 +74,7 @@ impl<R> LargeBlock<R> {
             heap_id: AtomicUsize::new(0),
             heap_links: AtomicLinks::new(),
             queue_next: AtomicPtr::new(core::ptr::null_mut()),
+            sample: AtomicU32::new(0),
         }
     }
 
@@ -85,6 +90,7 @@ impl<R> LargeBlock<R> {
         self.heap_links.set_prev(core::ptr::null());
         self.queue_next
             .store(core::ptr::null_mut(), Ordering::Relaxed);
+        self.sample.store(0, Ordering::Relaxed);
         self.state.store(LargeState::Live as u8, Ordering::Relaxed);
     }
 
@@ -124,6 +130,18 @@ impl<R> LargeBlock<R> {
     pub(crate) fn set_requested(&self, size: usize) {
         // Relaxed: statistics.
         self.requested.store(size, Ordering::Relaxed);
+    }
+
+    /// Marks the block as the heap-profile sample of `record`. Relaxed: the block's holder
+    /// writes it before handing the block out (the user's synchronisation carries it on).
+    pub(crate) fn set_sample(&self, record: u32) {
+        self.sample.store(record, Ordering::Relaxed);
+    }
+
+    /// Takes the block's sample record (0 if none), exactly once even if two frees race (the
+    /// state check then aborts one of them). Relaxed: see `set_sample`.
+    pub(crate) fn take_sample(&self) -> u32 {
+        self.sample.swap(0, Ordering::Relaxed)
     }
 
     /// The isolated heap the block belongs to, 0 for the thread heaps'.

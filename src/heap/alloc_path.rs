@@ -8,6 +8,7 @@
 //! Layer: `heap`; calls `heap::heap_core` (the struct), `pages`, `page_blocks`, `abandon`,
 //! `size_class`, `arena` (claiming pages), `abort` and `os`.
 
+use super::counters::SAMPLE;
 use super::heap_core::{EMPTY_PAGE, HeapCore, HeapState, NoHeap};
 use super::page_blocks;
 use super::pages;
@@ -53,16 +54,23 @@ impl HeapCore {
                 if ZERO {
                     pages::zero(page, block, size);
                 }
-                // The block size from the page (a line the pop has just read), not the class
-                // table: see `global` on statics the fast paths may name. Relaxed: fixed
-                // while the page is in use, and it is ours.
-                self.counters.on_alloc_with(|| {
-                    if USABLE {
-                        page.block_size.load(Ordering::Relaxed)
-                    } else {
-                        size
+                // One test for counting and sampling both, off or on (see `counters`).
+                let modes = self.counters.modes();
+                if modes != 0 {
+                    // The block size from the page (a line the pop has just read), not the
+                    // class table: see `global` on statics the fast paths may name. Relaxed:
+                    // fixed while the page is in use, and it is ours.
+                    self.counters.on_alloc_with(|| {
+                        if USABLE {
+                            page.block_size.load(Ordering::Relaxed)
+                        } else {
+                            size
+                        }
+                    });
+                    if modes & SAMPLE != 0 && self.sampler.due(size) {
+                        return self.alloc_sampled::<ZERO, USABLE>(page, block, size);
                     }
-                });
+                }
                 return block.cast();
             }
         }

@@ -8,7 +8,7 @@
 use super::modes;
 use crate::counter::OwnerCount;
 use crate::stats::Tally;
-use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::atomic::{AtomicU8, Ordering};
 
 /// What a heap can count on its fast paths: bytes and blocks allocated and freed (the sum over
 /// all heaps of allocated minus freed bytes is `Stats::bytes_requested`; one heap's own figures
@@ -19,16 +19,18 @@ use crate::sync::atomic::{AtomicBool, Ordering};
 /// counted per operation at all: `stats()` derives them from the pages' `used` counts, which
 /// the fast paths maintain anyway.)
 ///
-/// Whether to count is a flag of the heap's own (on the cache line the fast paths read anyway,
-/// so the test costs a compare with memory, not a load through the GOT of a shared static).
+/// Whether to count, and whether to sample allocations for the heap profile, are bits of one
+/// byte of the heap's own ([`HeapCounters::modes`], on the cache line the fast paths read
+/// anyway): the malloc fast path tests the byte once, a compare with memory, whether either
+/// is on or not, so neither costs anything while off.
 pub(crate) struct HeapCounters {
     pub(crate) allocated: OwnerCount,
     pub(crate) freed: OwnerCount,
     pub(crate) allocations: OwnerCount,
     pub(crate) frees: OwnerCount,
-    /// Set from the process's setting when the heap comes up, and by
-    /// `vmarena::track_requested_bytes` for live heaps.
-    pub(crate) counting: AtomicBool,
+    /// [`COUNT`] and [`SAMPLE`]: set from the process's settings when the heap comes up, and by
+    /// `vmarena::track_requested_bytes` and `vmarena::profile` for live heaps.
+    pub(crate) modes: AtomicU8,
     /// Page claims and releases, region reads, speculations (see `Tally`).
     pub(crate) tally: Tally,
 }
@@ -50,15 +52,31 @@ impl HeapCounters {
             freed: OwnerCount::new(0),
             allocations: OwnerCount::new(0),
             frees: OwnerCount::new(0),
-            counting: AtomicBool::new(false),
+            modes: AtomicU8::new(0),
             tally,
         }
     }
 
-    /// Whether the owner counts now. Relaxed: a configuration flag.
+    /// The heap's modes ([`COUNT`], [`SAMPLE`]). Relaxed: configuration flags, which the owner
+    /// sees soon after another thread changes them, not at once.
+    #[inline(always)]
+    pub(crate) fn modes(&self) -> u8 {
+        self.modes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the owner counts now.
     #[inline(always)]
     pub(crate) fn counting(&self) -> bool {
-        self.counting.load(Ordering::Relaxed)
+        self.modes() & COUNT != 0
+    }
+
+    /// Turns `mode` on or off (any thread). Relaxed: see `modes`.
+    pub(crate) fn set_mode(&self, mode: u8, on: bool) {
+        if on {
+            self.modes.fetch_or(mode, Ordering::Relaxed);
+        } else {
+            self.modes.fetch_and(!mode, Ordering::Relaxed);
+        }
     }
 
     /// Counts an allocation whose size is computed only if counting is on (owner only).
@@ -145,6 +163,11 @@ impl HeapCounters {
         self.tally.fold_into(&into.tally);
     }
 }
+
+/// The mode bit: count requested bytes.
+pub(crate) const COUNT: u8 = 1;
+/// The mode bit: sample allocations for the heap profile (see `sampling`).
+pub(crate) const SAMPLE: u8 = 2;
 
 /// Counters of exited heaps, and of frees made by threads without a usable heap.
 pub(crate) static ORPHAN_COUNTERS: HeapCounters = HeapCounters::shared();

@@ -48,7 +48,7 @@ impl HeapCore {
     /// # Safety
     /// We own `page`, which is not full; `block` is a live block given up by the caller.
     #[inline(always)]
-    unsafe fn free_owned(&self, page: &'static Page, block: *mut Block) {
+    pub(super) unsafe fn free_owned(&self, page: &'static Page, block: *mut Block) {
         // A pointer into a block, or past what the page carved, would be linked into the
         // free list and handed out again over live data.
         if !page_blocks::is_carved_block(page, block as usize) {

@@ -21,7 +21,7 @@
 
 use core::cell::{Cell, UnsafeCell};
 
-use super::counters::{HeapCounters, ORPHAN_COUNTERS};
+use super::counters::{COUNT, HeapCounters, ORPHAN_COUNTERS, SAMPLE};
 use super::double_free;
 use super::large_cache::LargeCache;
 use super::modes;
@@ -128,6 +128,8 @@ pub(crate) struct HeapCoreFields {
     /// free takes `free_slow` and counts there (the fast path then tests no counting flag).
     /// Atomic: `set_counting` flips the bit from other threads.
     pub(super) fast_free_owner: AtomicUsize,
+    /// The count-down to the next heap-profile sample (used while [`SAMPLE`] is on).
+    pub(super) sampler: crate::sampling::Sampler,
     /// Cached `double_free::free_key()`.
     pub(super) free_key: Cell<usize>,
     pub(super) state: Cell<HeapState>,
@@ -169,6 +171,7 @@ impl HeapCore {
             current: [const { Cell::new(&raw const EMPTY_PAGE) }; NUM_CLASSES],
             id: Cell::new(NO_HEAP),
             fast_free_owner: AtomicUsize::new(NO_HEAP),
+            sampler: crate::sampling::Sampler::new(),
             free_key: Cell::new(0),
             state: Cell::new(state),
             isolated: Cell::new(false),
@@ -195,9 +198,8 @@ impl HeapCore {
         self.free_key.set(double_free::free_key());
         self.checked.set(modes::checked_mode());
         let counting = modes::tracking_requested();
-        // Relaxed: configuration (see `HeapCounters`); the heap is not registered yet, so no
-        // `set_counting` races with these stores.
-        self.counters.counting.store(counting, Ordering::Relaxed);
+        // The heap is not registered yet, so no `set_counting` races with these stores.
+        self.counters.set_mode(COUNT, counting);
         self.fast_free_owner.store(
             id | if counting { COUNTING_BIT } else { 0 },
             Ordering::Relaxed,
@@ -207,9 +209,10 @@ impl HeapCore {
 
     /// Turns counting of requested bytes on or off (any thread; the heap is alive).
     pub(crate) fn set_counting(&self, on: bool) {
-        // Relaxed: configuration flags the owner reads on its fast paths; it sees the change
-        // soon, not at once, as with any statistics switch. The RMWs leave the id bits alone.
-        self.counters.counting.store(on, Ordering::Relaxed);
+        self.counters.set_mode(COUNT, on);
+        // Relaxed: a configuration flag the owner reads on its free fast path; it sees the
+        // change soon, not at once, as with any statistics switch. The RMWs leave the id bits
+        // alone.
         if on {
             self.fast_free_owner
                 .fetch_or(COUNTING_BIT, Ordering::Relaxed);
@@ -217,6 +220,14 @@ impl HeapCore {
             self.fast_free_owner
                 .fetch_and(!COUNTING_BIT, Ordering::Relaxed);
         }
+    }
+
+    /// Turns sampling for the heap profile on or off (any thread; the heap is alive). Only
+    /// threads' own heaps sample: an isolated heap's blocks must stay in its pages, and the
+    /// fallback heap allocates under a mutex, where capturing a stack (which may wait for the
+    /// dynamic loader's lock, held by a thread that allocates) could deadlock.
+    pub(crate) fn set_sampling(&self, on: bool) {
+        self.counters.set_mode(SAMPLE, on);
     }
 
     /// Makes the heap an isolated heap (`vmarena::Heap`) with heap id `id`.

@@ -158,6 +158,7 @@ pub(crate) fn bring_up(current: &HeapCore) -> Option<&'static HeapCore> {
         return None;
     }
     heap.start(new_heap_id(), os_thread_id());
+    heap.set_sampling(crate::sampling::on());
     let reap = {
         let mut registry = REGISTRY.lock();
         registry.link(heap);
@@ -320,6 +321,14 @@ pub(crate) fn set_counting(on: bool) {
     let registry = REGISTRY.lock();
     for heap in registry.live_heaps() {
         heap.set_counting(on);
+    }
+}
+
+/// Turns heap-profile sampling on or off in every live thread heap (see `sampling`).
+pub(crate) fn set_sampling(on: bool) {
+    let registry = REGISTRY.lock();
+    for heap in registry.live_heaps() {
+        heap.set_sampling(on);
     }
 }
 

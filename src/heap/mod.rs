@@ -26,6 +26,7 @@ pub(crate) mod modes;
 pub(crate) mod page_blocks;
 pub(crate) mod page_list;
 pub(crate) mod pages;
+mod sampled;
 pub(crate) mod size_class;
 mod slot;
 
@@ -75,39 +76,47 @@ impl heap_core::NoHeap for ThreadSlot {
 }
 
 /// Allocates a large block for the calling thread: one its heap cached, if one fits (see
-/// `large_cache`), else a new one from the arena. Null (`ENOMEM`) if impossible.
+/// `large_cache`), else a new one from the arena. Null (`ENOMEM`) if impossible. Never
+/// inlined: a sample's stack leaves its frame out by its address.
+#[inline(never)]
 pub(crate) fn alloc_large(size: usize, align: usize, zeroed: bool) -> *mut u8 {
-    if !large_cache::LargeCache::serves(size, align) {
-        return alloc_large_block(size, align, zeroed);
-    }
     let mut heap = slot::heap();
     if heap.state() == heap_core::HeapState::Uninit {
         // A thread whose first allocations are large gets its heap (and so its cache) now.
         heap = lifecycle::bring_up(heap).unwrap_or(heap);
     }
-    if heap.state() == heap_core::HeapState::Alive {
-        if let Some(region) = heap.large_cache.take(size) {
+    let alive = heap.state() == heap_core::HeapState::Alive;
+    let cached = if alive && large_cache::LargeCache::serves(size, align) {
+        heap.large_cache.take(size)
+    } else {
+        None
+    };
+    let region = match cached {
+        Some(region) => {
             region.large.set_requested(size);
             if zeroed {
                 // SAFETY: the block is ours and at least `size` bytes long (`take`).
                 unsafe { core::ptr::write_bytes(region.start(), 0, size) };
             }
             heap.counters.on_alloc(size);
-            return region.start();
+            region
         }
+        None => match crate::large::alloc_block(size, align, zeroed) {
+            Some(region) => {
+                record_alloc(size);
+                region
+            }
+            None => return crate::os::out_of_memory(),
+        },
+    };
+    if alive {
+        heap.sample_large(
+            region,
+            size,
+            alloc_large as fn(usize, usize, bool) -> *mut u8 as usize,
+        );
     }
-    alloc_large_block(size, align, zeroed)
-}
-
-/// A new large block from the arena, counted for the calling thread; null if impossible.
-fn alloc_large_block(size: usize, align: usize, zeroed: bool) -> *mut u8 {
-    match crate::large::alloc_block(size, align, zeroed) {
-        Some(region) => {
-            record_alloc(size);
-            region.start()
-        }
-        None => crate::os::out_of_memory(),
-    }
+    region.start()
 }
 
 /// The free of a large block (`ptr`, in `region`), counted for the calling thread: into its
@@ -115,6 +124,9 @@ fn alloc_large_block(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 /// for freeing a large block; the functions below it release (`large::release`) or queue
 /// (`Arena::queue_large_release`).
 pub(crate) fn free_large(region: &'static crate::arena::region::Region, ptr: *mut u8) {
+    if region.start() == ptr {
+        sampled::forget_sample(region);
+    }
     let heap = slot::heap();
     if heap.state() == heap_core::HeapState::Alive && large_cache::LargeCache::keeps(region) {
         if region.start() != ptr {
@@ -133,14 +145,26 @@ pub(crate) fn free_large(region: &'static crate::arena::region::Region, ptr: *mu
 /// Reallocates the large block at `ptr` (in `region`) for the calling thread without copying
 /// if possible (see `large::resize`): where the block is now, or `None` if the caller must
 /// allocate, copy and free.
+type Realloc = fn(&'static crate::arena::region::Region, *mut u8, usize, usize) -> Option<*mut u8>;
+
+#[inline(never)] // a sample's stack leaves its frame out by its address
 pub(crate) fn realloc_large(
     region: &'static crate::arena::region::Region,
     ptr: *mut u8,
     new_size: usize,
     align: usize,
 ) -> Option<*mut u8> {
+    if region.start() == ptr {
+        // A reallocation ends the sample (the block may move, or the caller copies and frees
+        // it); the resized block is a new allocation to the sampler.
+        sampled::forget_sample(region);
+    }
     let (moved, old_requested) = crate::large::realloc(region, ptr, new_size, align, tally())?;
     record_resize(old_requested, new_size);
+    let heap = slot::heap();
+    if heap.state() == heap_core::HeapState::Alive {
+        heap.sample_large_at(moved, new_size, realloc_large as Realloc as usize);
+    }
     Some(moved)
 }
 
@@ -149,6 +173,12 @@ pub(crate) fn realloc_large(
 #[cfg(feature = "fuzzing")]
 pub(crate) fn list_newest_cached_large_block_twice() {
     slot::heap().large_cache.list_newest_twice();
+}
+
+/// Turns heap-profile sampling on or off in the thread heaps alive now (`sampling::set_on`
+/// decides for those to come).
+pub(crate) fn set_sampling(on: bool) {
+    lifecycle::set_sampling(on);
 }
 
 /// Turns counting of requested bytes on or off, for heaps alive now and those to come.

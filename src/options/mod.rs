@@ -45,9 +45,12 @@ pub(crate) enum Opt {
     Checked,
     Verify,
     Thp,
+    Profile,
+    ProfileSample,
+    ProfileOut,
 }
 
-const COUNT: usize = 8;
+const COUNT: usize = 11;
 
 pub(crate) const TABLE: [Spec; COUNT] = [
     Spec {
@@ -106,6 +109,27 @@ pub(crate) const TABLE: [Spec; COUNT] = [
         kind: Kind::Thp,
         default: 1,
         meaning: "huge pages: 0 never asked for, 1 where they fill densely, 2 for all memory",
+    },
+    Spec {
+        opt: Opt::Profile,
+        name: c"VMARENA_PROFILE",
+        kind: Kind::Flag,
+        default: 0,
+        meaning: "heap profiling: sample allocations from the start",
+    },
+    Spec {
+        opt: Opt::ProfileSample,
+        name: c"VMARENA_PROFILE_SAMPLE",
+        kind: Kind::Bytes,
+        default: crate::config::PROFILE_INTERVAL,
+        meaning: "heap profiling: one sample per this many bytes allocated, on average",
+    },
+    Spec {
+        opt: Opt::ProfileOut,
+        name: c"VMARENA_PROFILE_OUT",
+        kind: Kind::Path,
+        default: 0,
+        meaning: "heap profiling: write the profile (pprof, gzip) to this path at exit",
     },
 ];
 
@@ -245,6 +269,25 @@ pub(crate) fn thp() -> u64 {
     value(Opt::Thp)
 }
 
+/// Heap profiling from the start: `VMARENA_PROFILE=1`, or a path in `VMARENA_PROFILE_OUT`.
+pub(crate) fn profile() -> bool {
+    value(Opt::Profile) != 0 || value(Opt::ProfileOut) != 0
+}
+
+/// `VMARENA_PROFILE_SAMPLE`: the mean distance between samples, in bytes allocated.
+pub(crate) fn profile_interval() -> u64 {
+    value(Opt::ProfileSample)
+}
+
+/// `VMARENA_PROFILE_OUT`: where the profile goes at exit (`%p`: the process id), if set.
+/// Read from the environment when asked (a path does not fit the table's numbers).
+pub(crate) fn profile_out() -> Option<&'static [u8]> {
+    if value(Opt::ProfileOut) == 0 {
+        return None;
+    }
+    environ::get(TABLE[Opt::ProfileOut as usize].name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +307,9 @@ mod tests {
     #[test]
     fn defaults_are_valid_values() {
         for spec in &TABLE {
+            if spec.kind == Kind::Path {
+                continue; // no default path: unset
+            }
             let mut text = [0u8; 20];
             let digits = format_u64(spec.default, &mut text);
             assert_eq!(
@@ -297,7 +343,7 @@ mod tests {
             .filter(|line| line.starts_with("| `VMARENA_"))
             .map(|line| line.split('|').map(str::trim).skip(1).collect())
             .collect();
-        rows.sort();
+        rows.sort_by_key(|row| row[0].trim_matches('`'));
         let mut ours: Vec<&Spec> = TABLE.iter().collect();
         ours.sort_by_key(|s| s.name);
         assert_eq!(rows.len(), ours.len(), "README rows: {rows:?}");
@@ -307,6 +353,8 @@ mod tests {
                 Kind::Flag => "0 or 1",
                 Kind::Millis => "milliseconds, a whole number",
                 Kind::Thp => "0, 1 or 2",
+                Kind::Bytes => "bytes, a whole number",
+                Kind::Path => "a file path",
             };
             assert_eq!(row[1], values, "{:?}", spec.opt);
             assert_eq!(row[2], std::format!("{}", spec.default), "{:?}", spec.opt);

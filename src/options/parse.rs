@@ -12,6 +12,11 @@ pub(crate) enum Kind {
     Millis,
     /// The huge-page policy: `0` (off), `1` (on) or `2` (always advise).
     Thp,
+    /// A whole number of bytes, at least 1: decimal digits only, at most 18 of them.
+    Bytes,
+    /// A file path: any non-empty value (the table keeps 1 for "set"; the getter reads the
+    /// path itself from the environment).
+    Path,
 }
 
 impl Kind {
@@ -21,6 +26,8 @@ impl Kind {
             Kind::Flag => "expected 0 or 1",
             Kind::Millis => "expected milliseconds, a whole number",
             Kind::Thp => "expected 0 (off), 1 (on) or 2 (always)",
+            Kind::Bytes => "expected bytes, a whole number from 1",
+            Kind::Path => "expected a file path",
         }
     }
 }
@@ -33,13 +40,9 @@ pub(crate) fn parse(kind: Kind, bytes: &[u8]) -> Option<u64> {
             b"1" => Some(1),
             _ => None,
         },
-        Kind::Millis => {
-            // 18 digits cannot overflow a u64 (whose maximum has 20).
-            if bytes.is_empty() || bytes.len() > 18 || !bytes.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            Some(bytes.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
-        }
+        Kind::Millis => whole_number(bytes),
+        Kind::Bytes => whole_number(bytes).filter(|&n| n >= 1),
+        Kind::Path => (!bytes.is_empty()).then_some(1),
         Kind::Thp => match bytes {
             b"0" => Some(0),
             b"1" => Some(1),
@@ -49,9 +52,27 @@ pub(crate) fn parse(kind: Kind, bytes: &[u8]) -> Option<u64> {
     }
 }
 
+/// Decimal digits only, at most 18 of them (which cannot overflow a u64, whose maximum has 20).
+fn whole_number(bytes: &[u8]) -> Option<u64> {
+    if bytes.is_empty() || bytes.len() > 18 || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(bytes.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_are_whole_numbers_from_1_and_paths_anything_but_empty() {
+        assert_eq!(parse(Kind::Bytes, b"524288"), Some(524_288));
+        for bad in [&b""[..], b"0", b"1k", b"-5", b" 1"] {
+            assert_eq!(parse(Kind::Bytes, bad), None, "{bad:?}");
+        }
+        assert_eq!(parse(Kind::Path, b"/tmp/heap.%p.pb.gz"), Some(1));
+        assert_eq!(parse(Kind::Path, b""), None);
+    }
 
     #[test]
     fn flags_are_0_or_1() {

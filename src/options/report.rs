@@ -45,7 +45,11 @@ pub(super) fn options_in_effect() {
         } else {
             value
         };
-        let unit = if spec.kind == Kind::Millis { " ms" } else { "" };
+        let unit = match spec.kind {
+            Kind::Millis => " ms",
+            Kind::Bytes => " bytes",
+            _ => "",
+        };
         line(format_args!(
             "{}={shown}{unit} ({note}): {}",
             spec.name.to_str().unwrap_or("?"),

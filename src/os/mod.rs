@@ -23,6 +23,12 @@ pub(crate) fn set_errno(code: i32) {
     unsafe { *libc::__errno_location() = code };
 }
 
+/// This thread's `errno`.
+pub(crate) fn errno() -> i32 {
+    // SAFETY: as for `set_errno`.
+    unsafe { *libc::__errno_location() }
+}
+
 /// Null for an allocation that cannot be served, with `errno = ENOMEM` as C callers expect
 /// (every allocation path returns this rather than a bare null).
 #[cold]

@@ -263,6 +263,30 @@ macro_rules! __define_c_functions {
             c::print_stats()
         }
 
+        /// Writes the heap profile (pprof format, gzip) to `path` (`%p`: the process id).
+        /// Returns 0, or -1 with `errno` set. Sampling runs with `VMARENA_PROFILE=1` (or
+        /// after `vmarena_profile_start`).
+        ///
+        /// # Safety
+        /// `path` is a NUL-terminated string.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn vmarena_profile_dump(path: *const core::ffi::c_char) -> c_int {
+            // SAFETY: forwarded from the caller.
+            unsafe { $crate::profile::dump_c(path) }
+        }
+
+        /// Starts sampling allocations for the heap profile, in every thread.
+        #[unsafe(no_mangle)]
+        pub extern "C" fn vmarena_profile_start() {
+            $crate::profile::start()
+        }
+
+        /// Stops sampling (the samples so far stay in the profile).
+        #[unsafe(no_mangle)]
+        pub extern "C" fn vmarena_profile_stop() {
+            $crate::profile::stop()
+        }
+
         /// glibc's `mallinfo2`, with vmarena's figures (see `vmarena::raw::c::MallInfo`).
         #[cfg(target_env = "gnu")]
         #[unsafe(no_mangle)]

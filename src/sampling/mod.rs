@@ -1,0 +1,225 @@
+//! Heap-profile sampling, as jemalloc and tcmalloc do it: on average one sample per
+//! [`interval`] bytes allocated. Each heap counts down a distance drawn from an exponential
+//! distribution of that mean and samples the allocation that crosses it, so an allocation of
+//! `size` bytes is sampled with probability `1 - exp(-size / interval)`, whatever the sizes
+//! around it; a sample then stands for `1 / p` objects and `size / p` bytes, an unbiased
+//! estimate for every size.
+//!
+//! A sampled block is a large block (its own region, as jemalloc promotes sampled objects to
+//! a large size class): its region carries the sample's record, so its free, from any thread,
+//! reaches the large-block path (`heap::free_large`), which takes the sample back, while the
+//! small-block free path knows nothing of sampling. The count-down sits behind the flag the
+//! malloc fast path tests for counting anyway (`heap::counters`), so sampling that is off
+//! costs no instruction.
+//!
+//! Layer: below `heap`; calls `options`, its submodules and `sync`.
+
+pub(crate) mod math;
+pub(crate) mod stack;
+pub(crate) mod table;
+
+use core::cell::Cell;
+
+use crate::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use table::{ONE, TABLE};
+
+#[cfg(test)]
+use crate::config::PROFILE_INTERVAL as DEFAULT_INTERVAL;
+
+const UNREAD: u8 = 0;
+const OFF: u8 = 1;
+const ON: u8 = 2;
+
+/// Whether heaps sample (`UNREAD` until the options are read).
+static STATE: AtomicU8 = AtomicU8::new(UNREAD);
+/// The mean distance between samples (0 until the options are read).
+static INTERVAL: AtomicU64 = AtomicU64::new(0);
+
+/// Whether heaps coming up now sample (`VMARENA_PROFILE`, `VMARENA_PROFILE_OUT`, or
+/// [`set_on`]).
+pub(crate) fn on() -> bool {
+    // Relaxed: a setting; heaps pick it up when they come up (or by `set_on`'s walk).
+    match STATE.load(Ordering::Relaxed) {
+        UNREAD => {
+            let on = crate::options::profile();
+            // Relaxed: as above. A racing `set_on` wins (compare-exchange).
+            let _ = STATE.compare_exchange(
+                UNREAD,
+                if on { ON } else { OFF },
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            STATE.load(Ordering::Relaxed) == ON
+        }
+        state => state == ON,
+    }
+}
+
+/// Turns sampling on or off for heaps coming up from now on (the caller turns it for the live
+/// ones).
+pub(crate) fn set_on(on: bool) {
+    // Relaxed: a setting (see `on`).
+    STATE.store(if on { ON } else { OFF }, Ordering::Relaxed);
+}
+
+/// The mean distance between samples, in bytes allocated (`VMARENA_PROFILE_SAMPLE`, default
+/// 512 KiB).
+pub(crate) fn interval() -> u64 {
+    // Relaxed: a setting, read once into each draw.
+    match INTERVAL.load(Ordering::Relaxed) {
+        0 => {
+            let interval = crate::options::profile_interval().max(1);
+            // Relaxed: as above; a racing `set_interval` wins.
+            let _ = INTERVAL.compare_exchange(0, interval, Ordering::Relaxed, Ordering::Relaxed);
+            INTERVAL.load(Ordering::Relaxed)
+        }
+        interval => interval,
+    }
+}
+
+/// Sets the mean distance between samples (heaps take it at their next draw).
+pub(crate) fn set_interval(bytes: u64) {
+    // Relaxed: a setting.
+    INTERVAL.store(bytes.max(1), Ordering::Relaxed);
+}
+
+/// A heap's count-down to its next sample, and its random numbers. Owner only.
+pub(crate) struct Sampler {
+    /// Bytes still to allocate before the next sample (below zero: one is due).
+    countdown: Cell<i64>,
+    /// The xorshift state; 0 until the first draw seeds it.
+    rng: Cell<u64>,
+}
+
+impl Sampler {
+    pub(crate) const fn new() -> Sampler {
+        Sampler {
+            countdown: Cell::new(0),
+            rng: Cell::new(0),
+        }
+    }
+
+    /// Counts `size` bytes down; true if the allocation reaches a sample (or the sampler has
+    /// not drawn its first distance yet: see [`Sampler::take`]).
+    #[inline(always)]
+    pub(crate) fn due(&self, size: usize) -> bool {
+        let left = self.countdown.get().wrapping_sub(size as i64);
+        self.countdown.set(left);
+        left < 0
+    }
+
+    /// After [`Sampler::due`]: whether the allocation of `size` bytes is to be sampled, with
+    /// the next distance drawn. A sampler that had no distance yet (just turned on) draws its
+    /// first and counts `size` against it instead. `seed` tells heaps apart.
+    #[cold]
+    pub(crate) fn take(&self, size: usize, seed: usize) -> bool {
+        if self.rng.get() == 0 {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: a valid out-pointer.
+            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+            let mixed = (seed as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ ts.tv_nsec as u64;
+            self.rng.set(mixed | 1); // xorshift needs a non-zero state
+            let left = self.draw(interval()).saturating_sub(size as i64);
+            if left >= 0 {
+                self.countdown.set(left);
+                return false;
+            }
+        }
+        self.countdown.set(self.draw(interval()));
+        true
+    }
+
+    /// A distance from the exponential distribution of mean `interval`.
+    fn draw(&self, interval: u64) -> i64 {
+        // xorshift64*.
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        let bits = x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11;
+        let uniform = (bits + 1) as f64 / (1u64 << 53) as f64; // in (0, 1]
+        let distance = -math::ln(uniform) * interval as f64;
+        distance.min((i64::MAX / 2) as f64) as i64
+    }
+}
+
+/// What a sample of `size` bytes stands for: objects (fixed point, `ONE` a whole object) and
+/// bytes, `1 / p` and `size / p` with `p = 1 - exp(-size / interval)` its chance of being
+/// sampled.
+pub(crate) fn weights(size: usize, interval: u64) -> (u64, u64) {
+    let size = size.max(1) as f64;
+    let p = 1.0 - math::exp_neg(size / interval as f64);
+    let p = p.max(f64::MIN_POSITIVE);
+    ((ONE as f64 / p) as u64, (size / p) as u64)
+}
+
+/// Records a sampled allocation of `size` bytes whose stack is `stack`; returns the record
+/// for the block to carry, or `None` if the table is full.
+pub(crate) fn record(stack: &stack::Stack, size: usize) -> Option<u32> {
+    let (objects, bytes) = weights(size, interval());
+    TABLE.lock().add(stack, objects, bytes)
+}
+
+/// The sampled block of `record` was freed.
+pub(crate) fn forget(record: u32) {
+    TABLE.lock().remove(record);
+}
+
+/// Locks the table before `fork` (see `crate::fork`).
+pub(crate) fn lock_for_fork() {
+    TABLE.lock_raw();
+}
+
+/// Unlocks it in the parent.
+///
+/// # Safety
+/// The calling thread called [`lock_for_fork`] and has not unlocked since.
+pub(crate) unsafe fn unlock_after_fork_parent() {
+    // SAFETY: guaranteed by the caller.
+    unsafe { TABLE.unlock_raw() };
+}
+
+/// Releases it in the child, where the samples stay (the child's memory is the parent's).
+///
+/// # Safety
+/// The calling thread called [`lock_for_fork`] and is the only one in the process.
+pub(crate) unsafe fn reset_after_fork_child() {
+    // SAFETY: guaranteed by the caller.
+    unsafe { TABLE.reset_after_fork() };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_make_every_size_unbiased() {
+        // A tiny block is sampled with chance ~size/interval: it stands for ~interval bytes.
+        let (objects, bytes) = weights(16, DEFAULT_INTERVAL);
+        assert!(
+            (bytes as f64 - DEFAULT_INTERVAL as f64).abs() < 16.0,
+            "{bytes}"
+        );
+        assert!(
+            (objects / ONE).abs_diff(DEFAULT_INTERVAL / 16) <= 1,
+            "{objects}"
+        );
+        // A block far bigger than the interval is always sampled: it stands for itself.
+        let (objects, bytes) = weights(64 << 20, DEFAULT_INTERVAL);
+        assert_eq!((objects, bytes), (ONE, 64 << 20));
+    }
+
+    #[test]
+    fn distances_have_the_interval_as_their_mean() {
+        let sampler = Sampler::new();
+        sampler.rng.set(12345);
+        let n = 200_000;
+        let sum: i64 = (0..n).map(|_| sampler.draw(1000)).sum();
+        let mean = sum as f64 / n as f64;
+        assert!((mean - 1000.0).abs() < 15.0, "mean distance {mean}");
+    }
+}
