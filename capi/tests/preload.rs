@@ -477,3 +477,40 @@ fn c_program_bugs_end_in_vmarenas_message_not_in_a_fault_inside_it() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// The heap profile of a C program under the preload: written at exit
+/// (`VMARENA_PROFILE_OUT`) and by `vmarena_profile_dump`, both read back by `go tool pprof`,
+/// which must attribute each function's bytes within 15% (see `tests/profile.rs` for the
+/// Rust side; skipped without Go unless `VMARENA_TEST_REQUIRE_PPROF=1`).
+#[test]
+fn a_c_programs_heap_profile_names_its_functions() {
+    use vmarena_testkit::pprof;
+    let exe = c_program("profile_workload", &["-fno-optimize-sibling-calls"]);
+    let dir = scratch("profile");
+    let dumped = dir.join("dumped.pb.gz");
+    let mut cmd = Command::new(&exe);
+    cmd.arg("dump")
+        .arg(&dumped)
+        .env("VMARENA_PROFILE_OUT", dir.join("exit.%p.pb.gz"))
+        .env("VMARENA_PROFILE_SAMPLE", "32768");
+    run(cmd, true);
+    let at_exit = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("exit."))
+        .expect("the profile written at exit");
+    const MIB: f64 = (1 << 20) as f64;
+    for profile in [&dumped, &at_exit] {
+        let p = pprof::read(profile);
+        assert_eq!(p.sample_types.len(), 4);
+        let inuse = p.totals[3] as f64;
+        assert!((inuse - 113.0 * MIB).abs() / (113.0 * MIB) < 0.15, "in use {inuse}");
+        if let Some(top) = pprof::top(&exe, profile, "inuse_space") {
+            pprof::assert_near(&top, "keep_64k_blocks", 64.0 * MIB, 0.15);
+            pprof::assert_near(&top, "keep_256b_blocks", 32.0 * MIB, 0.15);
+            pprof::assert_near(&top, "keep_4m_blocks", 16.0 * MIB, 0.15);
+            let allocated = pprof::top(&exe, profile, "alloc_space").unwrap();
+            pprof::assert_near(&allocated, "churn", 200e6, 0.15);
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! Dev-only: nothing here is part of vmarena.
 
 pub mod address_pattern;
+pub mod pprof;
 pub mod proc;
 pub mod realloc_in_place;
 pub mod rng;
