@@ -149,9 +149,19 @@ fn run_child(which: &str, dir: &Path) -> PathBuf {
     let mut profiles: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("heap."))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("heap.")
+        })
         .collect();
-    assert_eq!(profiles.len(), 1, "one profile written at exit: {profiles:?}");
+    assert_eq!(
+        profiles.len(),
+        1,
+        "one profile written at exit: {profiles:?}"
+    );
     profiles.pop().unwrap()
 }
 
@@ -170,26 +180,46 @@ fn each_function_gets_its_bytes_within_15_percent() {
     let p = pprof::read(&profile);
     assert_eq!(
         p.sample_types,
-        ["alloc_objects/count", "alloc_space/bytes", "inuse_objects/count", "inuse_space/bytes"]
+        [
+            "alloc_objects/count",
+            "alloc_space/bytes",
+            "inuse_objects/count",
+            "inuse_space/bytes"
+        ]
     );
     assert_eq!((p.period, p.period_type.as_str()), (32768, "space/bytes"));
     assert_eq!(p.default_sample_type, "inuse_space");
-    assert!(p.mappings.iter().any(|m| m.ends_with(".so.6") || m.contains("libc")), "{:?}", p.mappings);
+    assert!(
+        p.mappings
+            .iter()
+            .any(|m| m.ends_with(".so.6") || m.contains("libc")),
+        "{:?}",
+        p.mappings
+    );
     // In use: 112 MiB kept, plus the three vectors of pointers (2 MiB), within 15%.
     let inuse = p.totals[3] as f64;
     let expected = (114 * MIB) as f64;
-    assert!((inuse - expected).abs() / expected < 0.15, "in use {inuse} against {expected}");
+    assert!(
+        (inuse - expected).abs() / expected < 0.15,
+        "in use {inuse} against {expected}"
+    );
     // Allocated: that plus the churn's 200 MB.
     let allocated = p.totals[1] as f64;
     let expected = expected + 200e6;
-    assert!((allocated - expected).abs() / expected < 0.15, "allocated {allocated} against {expected}");
+    assert!(
+        (allocated - expected).abs() / expected < 0.15,
+        "allocated {allocated} against {expected}"
+    );
 
     let exe = std::env::current_exe().unwrap();
     if let Some(inuse) = pprof::top(&exe, &profile, "inuse_space") {
         pprof::assert_near(&inuse, "keep_64k_blocks", (64 * MIB) as f64, 0.15);
         pprof::assert_near(&inuse, "keep_256b_blocks", (32 * MIB) as f64, 0.15);
         pprof::assert_near(&inuse, "keep_4m_blocks", (16 * MIB) as f64, 0.15);
-        assert!(inuse.get("churn").copied().unwrap_or(0.0) < (MIB as f64), "churn keeps nothing");
+        assert!(
+            inuse.get("churn").copied().unwrap_or(0.0) < (MIB as f64),
+            "churn keeps nothing"
+        );
         let allocated = pprof::top(&exe, &profile, "alloc_space").unwrap();
         pprof::assert_near(&allocated, "churn", 200e6, 0.15);
         pprof::assert_near(&allocated, "keep_64k_blocks", (64 * MIB) as f64, 0.15);
@@ -205,21 +235,46 @@ fn threads_remote_frees_and_a_forked_child() {
     let fork_profile = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("fork."))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("fork.")
+        })
         .expect("the forked child's profile");
-    assert_ne!(fork_profile.file_name(), profile.file_name(), "%p told them apart");
+    assert_ne!(
+        fork_profile.file_name(),
+        profile.file_name(),
+        "%p told them apart"
+    );
     let (parent, child) = (pprof::read(&profile), pprof::read(&fork_profile));
     // Parent: 8 MiB kept from an exited thread; 8 MiB freed by another thread.
     let mib = MIB as f64;
-    assert!((parent.totals[3] as f64 - 8.0 * mib).abs() < 2.0 * mib, "in use {}", parent.totals[3]);
-    assert!(parent.totals[1] as f64 > 15.0 * mib, "allocated {}", parent.totals[1]);
+    assert!(
+        (parent.totals[3] as f64 - 8.0 * mib).abs() < 2.0 * mib,
+        "in use {}",
+        parent.totals[3]
+    );
+    assert!(
+        parent.totals[1] as f64 > 15.0 * mib,
+        "allocated {}",
+        parent.totals[1]
+    );
     // Child: the parent's 8 MiB, inherited, and its own 4 MiB.
-    assert!((child.totals[3] as f64 - 12.0 * mib).abs() < 2.0 * mib, "in use {}", child.totals[3]);
+    assert!(
+        (child.totals[3] as f64 - 12.0 * mib).abs() < 2.0 * mib,
+        "in use {}",
+        child.totals[3]
+    );
 
     let exe = std::env::current_exe().unwrap();
     if let Some(inuse) = pprof::top(&exe, &profile, "inuse_space") {
         pprof::assert_near(&inuse, "thread_keeps", 8.0 * mib, 0.15);
-        assert!(inuse.get("freed_elsewhere").copied().unwrap_or(0.0) < mib, "{inuse:?}");
+        assert!(
+            inuse.get("freed_elsewhere").copied().unwrap_or(0.0) < mib,
+            "{inuse:?}"
+        );
         let allocated = pprof::top(&exe, &profile, "alloc_space").unwrap();
         pprof::assert_near(&allocated, "freed_elsewhere", 8.0 * mib, 0.15);
         let child = pprof::top(&exe, &fork_profile, "inuse_space").unwrap();

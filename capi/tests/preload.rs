@@ -497,14 +497,23 @@ fn a_c_programs_heap_profile_names_its_functions() {
     let at_exit = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("exit."))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("exit.")
+        })
         .expect("the profile written at exit");
     const MIB: f64 = (1 << 20) as f64;
     for profile in [&dumped, &at_exit] {
         let p = pprof::read(profile);
         assert_eq!(p.sample_types.len(), 4);
         let inuse = p.totals[3] as f64;
-        assert!((inuse - 113.0 * MIB).abs() / (113.0 * MIB) < 0.15, "in use {inuse}");
+        assert!(
+            (inuse - 113.0 * MIB).abs() / (113.0 * MIB) < 0.15,
+            "in use {inuse}"
+        );
         if let Some(top) = pprof::top(&exe, profile, "inuse_space") {
             pprof::assert_near(&top, "keep_64k_blocks", 64.0 * MIB, 0.15);
             pprof::assert_near(&top, "keep_256b_blocks", 32.0 * MIB, 0.15);

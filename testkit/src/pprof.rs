@@ -83,7 +83,11 @@ pub fn read(path: &Path) -> Profile {
         .collect();
     let value_type = |m: &[u8]| {
         let f = fields(m);
-        let get = |n| f.iter().find(|(k, _)| *k == n).map_or(0, |(_, v)| *v.as_ref().unwrap());
+        let get = |n| {
+            f.iter()
+                .find(|(k, _)| *k == n)
+                .map_or(0, |(_, v)| *v.as_ref().unwrap())
+        };
         format!("{}/{}", strings[get(1) as usize], strings[get(2) as usize])
     };
     let mut p = Profile::default();
@@ -97,7 +101,10 @@ pub fn read(path: &Path) -> Profile {
             (4, Err(_)) => p.locations += 1,
             (3, Err(m)) => {
                 let f = fields(m);
-                let name = f.iter().find(|(k, _)| *k == 5).map_or(0, |(_, v)| *v.as_ref().unwrap());
+                let name = f
+                    .iter()
+                    .find(|(k, _)| *k == 5)
+                    .map_or(0, |(_, v)| *v.as_ref().unwrap());
                 p.mappings.push(strings[name as usize].clone());
             }
             (2, Err(m)) => {
@@ -120,7 +127,10 @@ pub fn read(path: &Path) -> Profile {
 
 /// Whether `go` (for `go tool pprof`) is on the path.
 pub fn go_available() -> bool {
-    Command::new("go").arg("version").output().is_ok_and(|o| o.status.success())
+    Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Whether the pprof checks must run (CI installs Go and sets `VMARENA_TEST_REQUIRE_PPROF=1`);
@@ -141,7 +151,11 @@ pub fn top(binary: &Path, profile: &Path, sample_index: &str) -> Option<HashMap<
         eprintln!("skipping the `go tool pprof` checks: `go` not found (install golang-go)");
         return None;
     }
-    let unit = if sample_index.ends_with("space") { "-unit=B" } else { "-unit=count" };
+    let unit = if sample_index.ends_with("space") {
+        "-unit=B"
+    } else {
+        "-unit=count"
+    };
     let out = Command::new("go")
         .args(["tool", "pprof", "-top", "-cum", "-nodecount=100000", unit])
         .arg(format!("-sample_index={sample_index}"))
@@ -150,7 +164,11 @@ pub fn top(binary: &Path, profile: &Path, sample_index: &str) -> Option<HashMap<
         .output()
         .expect("go tool pprof runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "go tool pprof failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "go tool pprof failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let number = |s: &str| s.trim_end_matches('B').parse::<f64>().ok();
     let mut cum = HashMap::new();
     for line in text.lines() {
@@ -179,5 +197,8 @@ pub fn assert_near(cum: &HashMap<String, f64>, function: &str, expected: f64, to
         100.0 * error,
         100.0 * tolerance
     );
-    eprintln!("{function}: {got:.0} against {expected:.0} ({:+.1}%)", 100.0 * (got - expected) / expected);
+    eprintln!(
+        "{function}: {got:.0} against {expected:.0} ({:+.1}%)",
+        100.0 * (got - expected) / expected
+    );
 }
