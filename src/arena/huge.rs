@@ -37,7 +37,7 @@ use core::ptr::NonNull;
 
 use super::Arena;
 use super::region::{Backing, Region};
-use crate::config::{HUGE_BREAK_DELAYS, HUGE_MIN_TOUCHED, HUGE_PAGE_SIZE};
+use crate::config::{HUGE_BREAK_DELAYS, HUGE_MIN_TOUCHED, HUGE_PAGE_SIZE, align_up};
 use crate::os::{Os, ThpSystem};
 use crate::stats::{adjust, bump};
 use crate::sync::atomic::Ordering;
@@ -180,7 +180,9 @@ impl<O: Os> Arena<O> {
         if self.huge_policy() != Policy::Always || len < HUGE_PAGE_SIZE {
             return;
         }
-        let first = (start as usize).next_multiple_of(HUGE_PAGE_SIZE);
+        let Some(first) = align_up(start as usize, HUGE_PAGE_SIZE) else {
+            return;
+        };
         let end = (start as usize + len) & !(HUGE_PAGE_SIZE - 1);
         if let Some(at) = NonNull::new(first as *mut u8).filter(|_| end > first) {
             if self.os.advise_huge(at, end - first) {

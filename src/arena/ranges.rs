@@ -31,6 +31,8 @@ fn get(link: &AtomicPtr<Region>) -> Option<&'static Region> {
 
 fn set(link: &AtomicPtr<Region>, to: Option<&Region>) {
     // Release: speculative readers follow address links without the lock (see `region_at`).
+    // (Bin links, which only the lock's holder reads, need no more than Relaxed; one store for
+    // both keeps the merge code simple, off every fast path.)
     link.store(
         to.map_or(core::ptr::null_mut(), |r| (r as *const Region).cast_mut()),
         Ordering::Release,

@@ -107,7 +107,8 @@ pub(crate) struct Region {
     /// Large blocks: the block's state, requested size and list links (see `large_block`).
     pub(crate) large: LargeBlock<Region>,
 
-    // ---- arena bookkeeping: written under the arena write lock (but see `kind_next`) ----
+    // ---- arena bookkeeping: written under the arena write lock; some read without it (the
+    // address links by speculative readers, the kind lists by refills: see `region_at`) ----
     /// Neighbours in address order within the reservation.
     pub(crate) addr_prev: AtomicPtr<Region>,
     pub(crate) addr_next: AtomicPtr<Region>,

@@ -3,12 +3,12 @@
 //! from) and a list of full pages, and a cache of freed large blocks.
 //!
 //! Fast paths (no lock, no atomic read-modify-write):
-//! * malloc ([`HeapCore::alloc`], here): load the current page of the class, pop its `free`
-//!   list.
-//! * free by the owner (`heap::free`): compare the page's `owner` with our id, push onto
-//!   `local_free`.
+//! * malloc (`HeapCore::alloc`, in `alloc_path`): load the current page of the class, pop its
+//!   `free` list.
+//! * free by the owner (`HeapCore::free`, in `free_path`): compare the page's `owner` with our
+//!   id, push onto `local_free`.
 //!
-//! Everything else is the generic path (`heap::refill` for allocation, `heap::free` for frees
+//! Everything else is the generic path (`alloc_path` for allocation, `free_path` for frees
 //! into full pages and other heaps' pages). This file has the struct, its life (start,
 //! rebuild), and what hands its pages over: collect, discard, abandon, and the validator.
 //!
@@ -43,8 +43,9 @@ pub(crate) static EMPTY_PAGE: Page = Page::new();
 /// The id of a heap that is not alive; never equal to any page's `owner`.
 pub(crate) const NO_HEAP: usize = usize::MAX;
 
-/// Heap ids (a thread's heap's or an isolated heap's, never a kernel thread id) are multiples of 4 (the low bits of a page's `owner` are flags); 0 means "no
-/// owner" and 4 is the fallback heap.
+/// Heap ids (of a thread's heap or an isolated heap; never a kernel thread id) are multiples
+/// of 4 (the low bits of a page's `owner` are flags); 0 means "no owner" and 4 is the fallback
+/// heap.
 pub(crate) const FALLBACK_HEAP_ID: usize = 4;
 const HEAP_ID_STEP: usize = 4;
 static NEXT_HEAP_ID: AtomicUsize = AtomicUsize::new(2 * HEAP_ID_STEP);
@@ -100,7 +101,7 @@ const COUNTING_BIT: usize = 2;
 const _: () = assert!(COUNTING_BIT != OWNER_FULL_FLAG && COUNTING_BIT < 4);
 
 /// A heap. Its fields sit in an `UnsafeCell`, so that a heap going back to the pool is built
-/// anew ([`Heap::rebuild`]) rather than reset field by field: a field added later cannot be
+/// anew ([`HeapCore::rebuild`]) rather than reset field by field: a field added later cannot be
 /// forgotten, and a forked child's dead heaps, frozen mid-operation, keep nothing (see
 /// `crate::fork`). Every method reaches the fields through `Deref`.
 #[repr(transparent)]
@@ -157,7 +158,7 @@ pub(crate) struct HeapCoreFields {
 
 // SAFETY: a heap is used by one thread at a time: its own thread, the holder of the fallback
 // heap's mutex, or (for a heap whose thread is gone) the thread that reaps it. Other threads
-// only touch its atomics (counters, thread id, registry links).
+// only touch its atomics (counters, kernel thread id, registry links).
 unsafe impl Send for HeapCore {}
 
 impl HeapCore {
@@ -256,7 +257,7 @@ impl HeapCore {
         self.os_tid.store(os_tid, Ordering::Relaxed);
     }
 
-    /// Builds the heap anew, as [`Heap::new`] does, for reuse by another thread. Whatever it
+    /// Builds the heap anew, as [`HeapCore::new`] does, for reuse by another thread. Whatever it
     /// held is forgotten: its pages were handed over, or (a forked child's dead heaps, and
     /// their cached large blocks) are leaked, their blocks' fate unknowable. Its counters
     /// must have been folded into others first.

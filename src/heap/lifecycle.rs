@@ -110,7 +110,7 @@ impl Registry {
     }
 
     /// Returns an unlinked heap to the pool, its counters folded into the orphans', built
-    /// anew (see `Heap::rebuild`).
+    /// anew (see `HeapCore::rebuild`).
     fn recycle(&mut self, heap: &'static HeapCore) {
         heap.counters.fold_into(&ORPHAN_COUNTERS);
         // SAFETY: unlinked, so no walker of the registry reaches it; its thread is gone or

@@ -36,7 +36,7 @@ pub(crate) fn set_tracking_requested(on: bool) {
     TRACK_REQUESTED.store(if on { 2 } else { 1 }, Ordering::Relaxed);
 }
 
-/// Whether heaps coming up now run in checked mode: see `Heap::alloc_checked`.
+/// Whether heaps coming up now run in checked mode: see `HeapCore::alloc_checked`.
 pub(crate) fn checked_mode() -> bool {
     crate::options::checked()
 }

@@ -147,7 +147,8 @@ pub(crate) fn class_for_layout(size: usize, align: usize) -> Option<usize> {
     let size = if align <= 8 {
         size
     } else {
-        // Round up to the alignment; cannot overflow for sizes that fit a class.
+        // Round up to the alignment: `config::align_up`, unchecked, because this is the
+        // fast path's layout test and both were just bounded (no overflow).
         if size > MAX_SMALL_SIZE || align > MAX_SMALL_SIZE {
             return None;
         }

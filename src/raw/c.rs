@@ -139,7 +139,7 @@ pub fn valloc(size: usize) -> *mut u8 {
 #[inline]
 pub fn pvalloc(size: usize) -> *mut u8 {
     let page = page_size();
-    match size.max(1).checked_next_multiple_of(page) {
+    match crate::config::align_up(size.max(1), page) {
         Some(rounded) => alloc(rounded, page, false),
         None => failed(libc::ENOMEM),
     }
