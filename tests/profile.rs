@@ -123,6 +123,35 @@ fn child(which: &str) {
             assert_eq!(status, 0, "the forked child failed to write its profile");
             std::mem::forget(kept);
         }
+        "balance" => {
+            // Requested bytes counted while most allocations are sampled: every block freed,
+            // by Rust and through the C functions (which count whole blocks), leaves the
+            // count where it was.
+            vmarena::track_requested_bytes(true);
+            let before = vmarena::thread_stats();
+            let mut blocks = Vec::new();
+            for i in 0..20_000usize {
+                let size = [8, 24, 100, 1000, 5000, 70_000, 300_000][i % 7];
+                blocks.push(vec![1u8; size]);
+                if i % 3 == 0 {
+                    let p = vmarena::raw::c::malloc(size);
+                    let q = unsafe { vmarena::raw::c::realloc(p, size * 2 + 1) };
+                    // SAFETY: a live block of ours, freed once.
+                    unsafe { vmarena::raw::c::free(q) };
+                }
+                if i % 5 == 0 {
+                    blocks[i / 2].resize(size + 4096, 0); // realloc, sampled blocks included
+                }
+            }
+            drop(blocks);
+            let after = vmarena::thread_stats();
+            let net = |t: &vmarena::ThreadStats| t.bytes_allocated as i64 - t.bytes_freed as i64;
+            assert_eq!(
+                net(&after),
+                net(&before),
+                "requested bytes drifted: {after:?}"
+            );
+        }
         _ => panic!("unknown child {which}"),
     }
 }
@@ -226,6 +255,23 @@ fn each_function_gets_its_bytes_within_15_percent() {
         let objects = pprof::top(&exe, &profile, "inuse_objects").unwrap();
         pprof::assert_near(&objects, "keep_256b_blocks", (128 << 10) as f64, 0.15);
     }
+}
+
+/// Counting requested bytes and sampling at once (almost every allocation sampled): the counts
+/// balance, for Rust blocks and C blocks (counted by their whole size), sampled or not.
+#[test]
+fn counting_and_sampling_together_balance() {
+    let dir = scratch("balance");
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new(&exe)
+        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+        .env("VMARENA_TEST_PROFILE_CHILD", "balance")
+        .env("VMARENA_PROFILE", "1")
+        .env("VMARENA_PROFILE_SAMPLE", "1024")
+        .status()
+        .unwrap();
+    assert!(status.success(), "child failed: {status}");
+    drop(dir);
 }
 
 #[test]
