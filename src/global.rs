@@ -100,7 +100,7 @@ pub(crate) unsafe fn realloc<const USABLE: bool>(
         Some(class) => {
             if fits_in_place(class_size(class), new_size) {
                 if !USABLE {
-                    heap::record_resize(old_size, new_size);
+                    heap::record_resize_in_place(ptr, old_size, new_size);
                 }
                 return ptr;
             }

@@ -133,8 +133,15 @@ fn child(which: &str) {
             for i in 0..20_000usize {
                 let size = [8, 24, 100, 1000, 5000, 70_000, 300_000][i % 7];
                 blocks.push(vec![1u8; size]);
+                if size <= 1000 {
+                    // Shrunk in place (a sampled one too, though it is a region).
+                    let last = blocks.last_mut().unwrap();
+                    last.truncate(size * 3 / 4);
+                    last.shrink_to_fit();
+                }
                 if i % 3 == 0 {
                     let p = vmarena::raw::c::malloc(size);
+                    // SAFETY: a live block of ours; the old pointer is not used again.
                     let q = unsafe { vmarena::raw::c::realloc(p, size * 2 + 1) };
                     // SAFETY: a live block of ours, freed once.
                     unsafe { vmarena::raw::c::free(q) };

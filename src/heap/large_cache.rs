@@ -60,10 +60,12 @@ impl LargeCache {
     }
 
     /// Whether a freed block may go into a cache: a block of the thread heaps (isolated
-    /// heaps' blocks go back through their heap) no bigger than [`MAX_BLOCK`].
+    /// heaps' blocks go back through their heap) no bigger than [`MAX_BLOCK`], and bigger than
+    /// a slice (a one-slice region is a heap-profile sample of a small block: no large request
+    /// fits it, so it would only push a useful block out).
     #[inline]
     pub(crate) fn keeps(region: &Region) -> bool {
-        region.len() <= MAX_BLOCK && region.large.heap_id() == 0
+        region.len() > SLICE_SIZE && region.len() <= MAX_BLOCK && region.large.heap_id() == 0
     }
 
     /// Total size of the cached blocks (any thread; a statistic).

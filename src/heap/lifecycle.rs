@@ -158,10 +158,11 @@ pub(crate) fn bring_up(current: &HeapCore) -> Option<&'static HeapCore> {
         return None;
     }
     heap.start(new_heap_id(), os_thread_id());
-    heap.set_sampling(crate::sampling::on());
     let reap = {
         let mut registry = REGISTRY.lock();
         registry.link(heap);
+        // Under the lock `set_sampling` holds: a switch either sees this heap or came first.
+        heap.set_sampling(crate::sampling::on());
         registry.live_count >= registry.reap_at
     };
     slot::set(heap);
@@ -324,9 +325,12 @@ pub(crate) fn set_counting(on: bool) {
     }
 }
 
-/// Turns heap-profile sampling on or off in every live thread heap (see `sampling`).
+/// Turns heap-profile sampling on or off, for every live thread heap and those to come (see
+/// `sampling`). Under the registry lock, so a heap coming up, which takes its setting there,
+/// is never missed.
 pub(crate) fn set_sampling(on: bool) {
     let registry = REGISTRY.lock();
+    crate::sampling::set_on(on);
     for heap in registry.live_heaps() {
         heap.set_sampling(on);
     }

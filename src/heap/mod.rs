@@ -142,24 +142,37 @@ pub(crate) fn free_large(region: &'static crate::arena::region::Region, ptr: *mu
     record_free(crate::large::release_or_mark(region, ptr));
 }
 
-/// Reallocates the large block at `ptr` (in `region`) for the calling thread without copying
-/// if possible (see `large::resize`): where the block is now, or `None` if the caller must
-/// allocate, copy and free.
 type Realloc = fn(&'static crate::arena::region::Region, *mut u8, usize, usize) -> Option<*mut u8>;
 
-#[inline(never)] // a sample's stack leaves its frame out by its address
+/// Reallocates the large block at `ptr` (in `region`) for the calling thread without copying
+/// if possible (see `large::resize`): where the block is now, or `None` if the caller must
+/// allocate, copy and free. Never inlined: a sample's stack leaves its frame out by its
+/// address.
+#[inline(never)]
 pub(crate) fn realloc_large(
     region: &'static crate::arena::region::Region,
     ptr: *mut u8,
     new_size: usize,
     align: usize,
 ) -> Option<*mut u8> {
-    if region.start() == ptr {
-        // A reallocation ends the sample (the block may move, or the caller copies and frees
-        // it); the resized block is a new allocation to the sampler.
-        sampled::forget_sample(region);
+    // The sample, if any, comes off now (a move hands the block to another region) and goes
+    // back if the block stays where it is, unchanged, for the caller to copy and free.
+    let sample = if region.start() == ptr {
+        region.large.take_sample()
+    } else {
+        0
+    };
+    let Some((moved, old_requested)) = crate::large::realloc(region, ptr, new_size, align, tally())
+    else {
+        if sample != 0 {
+            region.large.set_sample(sample);
+        }
+        return None;
+    };
+    // A reallocation ends the sample; the resized block is a new allocation to the sampler.
+    if sample != 0 {
+        crate::sampling::forget(sample);
     }
-    let (moved, old_requested) = crate::large::realloc(region, ptr, new_size, align, tally())?;
     record_resize(old_requested, new_size);
     let heap = slot::heap();
     if heap.state() == heap_core::HeapState::Alive {
@@ -175,8 +188,7 @@ pub(crate) fn list_newest_cached_large_block_twice() {
     slot::heap().large_cache.list_newest_twice();
 }
 
-/// Turns heap-profile sampling on or off in the thread heaps alive now (`sampling::set_on`
-/// decides for those to come).
+/// Turns heap-profile sampling on or off in the thread heaps alive now and those to come.
 pub(crate) fn set_sampling(on: bool) {
     lifecycle::set_sampling(on);
 }
@@ -229,6 +241,20 @@ fn record_alloc(bytes: usize) {
 #[inline]
 fn record_free(bytes: usize) {
     record_with(|c| c.on_free(bytes), (0, bytes, (0, 1)));
+}
+
+/// Counts a small block at `ptr` resized in place from `old` to `new` bytes. While counting, a
+/// heap-profile sample (a small block served as a large one) also keeps its new size, which
+/// its free will count.
+pub(crate) fn record_resize_in_place(ptr: *mut u8, old: usize, new: usize) {
+    record_resize(old, new);
+    if tracking_requested() {
+        if let crate::arena::pagemap::Entry::Large(region) =
+            crate::arena::ARENA.lookup(ptr as usize)
+        {
+            region.large.set_requested(new);
+        }
+    }
 }
 
 /// Counts a block resized in place from `old` to `new` bytes.

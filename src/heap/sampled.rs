@@ -31,19 +31,11 @@ impl HeapCore {
         // its own frame out leaves the program's first.
         let this: fn(&Self, &'static Page, *mut Block, usize) -> *mut u8 =
             Self::alloc_sampled::<ZERO, USABLE>;
-        let stack = sampling::stack::capture(&[this as usize]);
-        let Some(region) = crate::large::alloc_block(size, 1, ZERO) else {
-            return block.cast(); // no memory for the sample: the block serves, unsampled
+        let region = sample_region(&[this as usize], size, ZERO);
+        self.sampler.resume();
+        let Some(region) = region else {
+            return block.cast(); // no memory or room for the sample: the block serves
         };
-        let Some(record) = sampling::record(&stack, size) else {
-            crate::large::release(
-                region,
-                region.start(),
-                crate::arena::large_block::LargeState::Live,
-            );
-            return block.cast();
-        };
-        region.large.set_sample(record);
         if USABLE {
             // C frees count the block's size, as the counted allocation did (Relaxed: fixed
             // while the page is in use, and it is ours).
@@ -80,6 +72,7 @@ impl HeapCore {
         if let Some(record) = sampling::record(&stack, size) {
             region.large.set_sample(record);
         }
+        self.sampler.resume();
     }
 }
 
@@ -96,6 +89,25 @@ impl HeapCore {
             self.sample_large(region, size, caller);
         }
     }
+}
+
+/// A new large block of `size` bytes carrying a sample of the calling thread's stack (less the
+/// allocator's frames `internal`); `None` if there is no memory for it or no room in the
+/// table. Always inlined: its frame would be one more to leave out.
+#[inline(always)]
+fn sample_region(internal: &[usize], size: usize, zeroed: bool) -> Option<&'static Region> {
+    let stack = sampling::stack::capture(internal);
+    let region = crate::large::alloc_block(size, 1, zeroed)?;
+    let Some(record) = sampling::record(&stack, size) else {
+        crate::large::release(
+            region,
+            region.start(),
+            crate::arena::large_block::LargeState::Live,
+        );
+        return None;
+    };
+    region.large.set_sample(record);
+    Some(region)
 }
 
 /// The large block of `region` leaves (freed, or resized into a new allocation): its sample,

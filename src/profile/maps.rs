@@ -1,13 +1,13 @@
 //! The program's mappings for a profile: each executable mapping of a file in
-//! `/proc/self/maps` (address range, file offset, path) and the file's GNU build id, read from
-//! its ELF notes in memory, so that `pprof` finds the right binary to symbolize from.
+//! `/proc/self/maps` (address range, file offset, path), with the exact start of its code
+//! segment and its GNU build id from the dynamic loader (`dl_iterate_phdr`), so that `pprof`
+//! finds the right binary to symbolize from and symbolizes every address right.
 //!
-//! Layer: `profile`; calls `profile::buffer` and the OS (`open`, `read`).
+//! Layer: `profile`; calls `profile::buffer` and the OS (`open`, `read`, `dl_iterate_phdr`).
 
 use super::buffer::Buf;
 
-/// One executable mapping of a file; `path` and `build_id` point into the maps text and the
-/// mapped ELF image.
+/// One executable mapping of a file; `path` points into the maps text.
 pub(crate) struct Mapping<'a> {
     pub(crate) start: u64,
     pub(crate) end: u64,
@@ -47,7 +47,6 @@ pub(crate) fn read_maps() -> Buf {
 struct Line<'a> {
     start: u64,
     end: u64,
-    readable: bool,
     executable: bool,
     offset: u64,
     path: &'a [u8],
@@ -80,117 +79,144 @@ fn parse(line: &[u8]) -> Option<Line<'_>> {
     Some(Line {
         start,
         end,
-        readable: perms.first() == Some(&b'r'),
         executable: perms.get(2) == Some(&b'x'),
         offset,
         path,
     })
 }
 
+/// A loaded object's code segment, as the dynamic loader knows it: its exact start and end in
+/// memory, its offset in the file, and the object's GNU build id.
+#[derive(Clone, Copy)]
+struct Segment {
+    start: u64,
+    end: u64,
+    offset: u64,
+    build_id_len: u8,
+    build_id: [u8; 64],
+}
+
+/// Every loaded object's executable segments, from `dl_iterate_phdr`, which holds the loader's
+/// lock while it calls back, so no object is unloaded while its headers and notes are read.
+/// (Not from the files: they may have changed since they were mapped.)
+fn code_segments() -> Buf {
+    extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        out: *mut libc::c_void,
+    ) -> i32 {
+        // SAFETY: the loader passes a valid `dl_phdr_info` for a loaded object, whose program
+        // headers and loaded segments stay mapped during the call; `out` is our `Buf`.
+        unsafe {
+            let info = &*info;
+            let out = &mut *out.cast::<Buf>();
+            let phdrs = core::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum));
+            let mut segment = Segment {
+                start: 0,
+                end: 0,
+                offset: 0,
+                build_id_len: 0,
+                build_id: [0; 64],
+            };
+            for ph in phdrs.iter().filter(|ph| ph.p_type == libc::PT_NOTE) {
+                let notes = core::slice::from_raw_parts(
+                    (info.dlpi_addr as usize).wrapping_add(ph.p_vaddr as usize) as *const u8,
+                    ph.p_memsz as usize,
+                );
+                if let Some(id) = find_build_id(notes) {
+                    let n = id.len().min(64);
+                    segment.build_id[..n].copy_from_slice(&id[..n]);
+                    segment.build_id_len = n as u8;
+                }
+            }
+            for ph in phdrs
+                .iter()
+                .filter(|ph| ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0)
+            {
+                segment.start = info.dlpi_addr.wrapping_add(ph.p_vaddr);
+                segment.end = segment.start.wrapping_add(ph.p_memsz);
+                segment.offset = ph.p_offset;
+                out.push(core::slice::from_raw_parts(
+                    (&raw const segment).cast::<u8>(),
+                    core::mem::size_of::<Segment>(),
+                ));
+            }
+        }
+        0
+    }
+    let mut out = Buf::new();
+    // SAFETY: `visit` matches the callback's signature and only writes `out`, alive across
+    // the call.
+    unsafe { libc::dl_iterate_phdr(Some(visit), (&raw mut out).cast()) };
+    out
+}
+
 /// Calls `f` with every executable mapping of a file in `maps` (the text from [`read_maps`]).
-pub(crate) fn for_each_mapping<'a>(maps: &'a [u8], mut f: impl FnMut(Mapping<'a>)) {
-    let lines = || maps.split(|&c| c == b'\n').filter_map(parse);
-    for line in lines() {
+/// Where the dynamic loader knows the code segment in it, the mapping starts at the segment's
+/// first byte (not at its page) with the segment's own file offset: given the page's offset,
+/// `pprof` can take the read-only segment that ends on that page (lld lays binaries out so)
+/// for the code and symbolize every address a little off.
+pub(crate) fn for_each_mapping(maps: &[u8], mut f: impl FnMut(Mapping<'_>)) {
+    let segments_buf = code_segments();
+    let bytes = segments_buf.as_slice();
+    let segment_size = core::mem::size_of::<Segment>();
+    let segments = (0..bytes.len() / segment_size).map(|i| {
+        // SAFETY: the buffer holds whole `Segment`s, copied as bytes (read unaligned).
+        unsafe {
+            bytes
+                .as_ptr()
+                .add(i * segment_size)
+                .cast::<Segment>()
+                .read_unaligned()
+        }
+    });
+    for line in maps.split(|&c| c == b'\n').filter_map(parse) {
         if !line.executable || !line.path.starts_with(b"/") {
             continue;
         }
-        // The file's ELF header is where its offset-0 mapping starts, if that is readable.
-        let image = lines()
-            .find(|l| l.path == line.path && l.offset == 0 && l.readable)
-            .map(|l| (l.start, l.end - l.start));
-        // SAFETY: a readable mapping of the process, `len` bytes from `base`, which stays
-        // mapped while the program runs (the library it belongs to is loaded).
-        let image = image.map(|(base, len)| unsafe {
-            core::slice::from_raw_parts(base as *const u8, len as usize)
+        let known = segments
+            .clone()
+            .find(|s| s.start < line.end && line.start < s.end);
+        let (start, offset) = known.map_or((line.start, line.offset), |s| {
+            let skip = s.start.saturating_sub(line.start);
+            (line.start + skip, line.offset + skip)
         });
-        let build_id = image.map_or(&[][..], build_id);
-        // Where the code segment really begins: the mapping starts at the page holding its
-        // first byte. `pprof` finds the segment from the file offset; given the page's offset
-        // it can pick the read-only segment before it (which lld ends on the same page) and
-        // symbolize every address a little off.
-        let skip = image
-            .and_then(|image| segment_start(image, line.offset))
-            .unwrap_or(0);
+        let id = known.unwrap_or(Segment {
+            start: 0,
+            end: 0,
+            offset: 0,
+            build_id_len: 0,
+            build_id: [0; 64],
+        });
         f(Mapping {
-            start: line.start + skip,
+            start,
             end: line.end,
-            offset: line.offset + skip,
+            offset,
             path: line.path,
-            build_id,
+            build_id: &id.build_id[..usize::from(id.build_id_len)],
         });
     }
 }
 
-fn u16_at(image: &[u8], at: usize) -> Option<usize> {
-    Some(u16::from_le_bytes(image.get(at..at + 2)?.try_into().ok()?) as usize)
+fn u32_at(notes: &[u8], at: usize) -> Option<usize> {
+    Some(u32::from_le_bytes(notes.get(at..at.checked_add(4)?)?.try_into().ok()?) as usize)
 }
 
-fn u32_at(image: &[u8], at: usize) -> Option<usize> {
-    Some(u32::from_le_bytes(image.get(at..at + 4)?.try_into().ok()?) as usize)
-}
-
-fn u64_at(image: &[u8], at: usize) -> Option<usize> {
-    Some(u64::from_le_bytes(image.get(at..at + 8)?.try_into().ok()?) as usize)
-}
-
-/// How far into the page at file offset `page_offset` the executable `PT_LOAD` segment that
-/// starts on that page begins, if one does.
-fn segment_start(image: &[u8], page_offset: u64) -> Option<u64> {
-    if image.get(..5)? != b"\x7fELF\x02" {
-        return None;
-    }
-    let (phoff, phentsize, phnum) = (
-        u64_at(image, 0x20)?,
-        u16_at(image, 0x36)?,
-        u16_at(image, 0x38)?,
-    );
-    (0..phnum).find_map(|i| {
-        let ph = phoff + i * phentsize;
-        let (kind, flags, offset) = (
-            u32_at(image, ph)?,
-            u32_at(image, ph + 4)?,
-            u64_at(image, ph + 8)? as u64,
+/// The GNU build id among ELF notes (a `PT_NOTE` segment's bytes), if there is one.
+fn find_build_id(notes: &[u8]) -> Option<&[u8]> {
+    let mut at = 0usize;
+    while at.checked_add(12)? <= notes.len() {
+        let (namesz, descsz, kind) = (
+            u32_at(notes, at)?,
+            u32_at(notes, at + 4)?,
+            u32_at(notes, at + 8)?,
         );
-        let executable_load = kind == 1 && flags & 1 != 0;
-        (executable_load && offset & !0xfff == page_offset).then_some(offset - page_offset)
-    })
-}
-
-/// The GNU build id in the notes of the ELF64 image that starts `image` (its first mapped
-/// bytes), or nothing.
-fn build_id(image: &[u8]) -> &[u8] {
-    find_build_id(image).unwrap_or(&[])
-}
-
-fn find_build_id(image: &[u8]) -> Option<&[u8]> {
-    if image.get(..5)? != b"\x7fELF\x02" {
-        return None;
-    }
-    let (phoff, phentsize, phnum) = (
-        u64_at(image, 0x20)?,
-        u16_at(image, 0x36)?,
-        u16_at(image, 0x38)?,
-    );
-    for i in 0..phnum {
-        let ph = phoff + i * phentsize;
-        if u32_at(image, ph)? != 4 {
-            continue; // not PT_NOTE
+        let name = at + 12;
+        let desc = name.checked_add(namesz.checked_next_multiple_of(4)?)?;
+        if kind == 3 && notes.get(name..name.checked_add(namesz)?)? == b"GNU\0" {
+            return notes.get(desc..desc.checked_add(descsz)?);
         }
-        let (mut at, size) = (u64_at(image, ph + 8)?, u64_at(image, ph + 32)?);
-        let end = at.checked_add(size)?;
-        while at + 12 <= end {
-            let (namesz, descsz, kind) = (
-                u32_at(image, at)?,
-                u32_at(image, at + 4)?,
-                u32_at(image, at + 8)?,
-            );
-            let name = at + 12;
-            let desc = name + namesz.next_multiple_of(4);
-            if kind == 3 && image.get(name..name + namesz)? == b"GNU\0" {
-                return image.get(desc..desc + descsz);
-            }
-            at = desc + descsz.next_multiple_of(4);
-        }
+        at = desc.checked_add(descsz.checked_next_multiple_of(4)?)?;
     }
     None
 }
@@ -227,7 +253,7 @@ mod tests {
             (line.start, line.end, line.offset),
             (0x7f00, 0x7f10, 0x2000)
         );
-        assert!(line.executable && line.readable);
+        assert!(line.executable);
         assert_eq!(line.path, b"/tmp/a b/lib.so");
     }
 }

@@ -54,14 +54,12 @@ impl core::fmt::Display for Error {
 /// `VMARENA_PROFILE_SAMPLE` set (or [`set_sample_interval`]; 512 KiB by default). Samples
 /// taken before a [`stop`] are kept.
 pub fn start() {
-    sampling::set_on(true);
     crate::heap::set_sampling(true);
 }
 
 /// Stops sampling. The samples so far stay in the profile; blocks sampled before still leave
 /// its in-use figures when they are freed.
 pub fn stop() {
-    sampling::set_on(false);
     crate::heap::set_sampling(false);
 }
 

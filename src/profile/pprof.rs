@@ -232,6 +232,9 @@ pub(crate) fn encode(buckets: &[Bucket], interval: u64) -> Option<Buf> {
     let frames: usize = buckets.iter().map(|b| b.depth as usize).sum();
     let mut locations = Ids::with_room_for(frames);
     let mut functions = Ids::with_room_for(frames);
+    if !locations.table.ok() || !functions.table.ok() {
+        return None;
+    }
     let (mut next_location, mut next_function) = (0u64, 0u64);
     for bucket in buckets.iter().filter(|b| b.alloc_objects != 0) {
         let mut ids = Scratch::new();

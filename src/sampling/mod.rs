@@ -68,7 +68,7 @@ pub(crate) fn interval() -> u64 {
     // Relaxed: a setting, read once into each draw.
     match INTERVAL.load(Ordering::Relaxed) {
         0 => {
-            let interval = crate::options::profile_interval().max(1);
+            let interval = crate::options::profile_interval().clamp(1, MAX_INTERVAL);
             // Relaxed: as above; a racing `set_interval` wins.
             let _ = INTERVAL.compare_exchange(0, interval, Ordering::Relaxed, Ordering::Relaxed);
             INTERVAL.load(Ordering::Relaxed)
@@ -77,16 +77,21 @@ pub(crate) fn interval() -> u64 {
     }
 }
 
-/// Sets the mean distance between samples (heaps take it at their next draw).
+/// Sets the mean distance between samples, clamped to 1 ..= [`MAX_INTERVAL`] (each heap
+/// takes it at its next draw, so the distance it is counting down keeps the old mean).
 pub(crate) fn set_interval(bytes: u64) {
     // Relaxed: a setting.
-    INTERVAL.store(bytes.max(1), Ordering::Relaxed);
+    INTERVAL.store(bytes.clamp(1, MAX_INTERVAL), Ordering::Relaxed);
 }
 
 /// A heap's count-down to its next sample, and its random numbers. Owner only.
 pub(crate) struct Sampler {
-    /// Bytes still to allocate before the next sample (below zero: one is due).
+    /// Bytes still to allocate before the next sample (below zero: one is due). `i64::MAX`
+    /// while a sample is being taken, so that an allocation it makes (the unwinder's, should
+    /// it allocate) never samples in turn.
     countdown: Cell<i64>,
+    /// The distance drawn for after the sample being taken.
+    next: Cell<i64>,
     /// The xorshift state; 0 until the first draw seeds it.
     rng: Cell<u64>,
 }
@@ -95,6 +100,7 @@ impl Sampler {
     pub(crate) const fn new() -> Sampler {
         Sampler {
             countdown: Cell::new(0),
+            next: Cell::new(0),
             rng: Cell::new(0),
         }
     }
@@ -108,8 +114,9 @@ impl Sampler {
         left < 0
     }
 
-    /// After [`Sampler::due`]: whether the allocation of `size` bytes is to be sampled, with
-    /// the next distance drawn. A sampler that had no distance yet (just turned on) draws its
+    /// After [`Sampler::due`]: whether the allocation of `size` bytes is to be sampled. If so,
+    /// the count-down is suspended until [`Sampler::resume`] (which the caller must call once
+    /// the sample is taken). A sampler that had no distance yet (just turned on) draws its
     /// first and counts `size` against it instead. `seed` tells heaps apart.
     #[cold]
     pub(crate) fn take(&self, size: usize, seed: usize) -> bool {
@@ -128,8 +135,14 @@ impl Sampler {
                 return false;
             }
         }
-        self.countdown.set(self.draw(interval()));
+        self.next.set(self.draw(interval()));
+        self.countdown.set(i64::MAX);
         true
+    }
+
+    /// Ends the suspension [`Sampler::take`] began: the next distance counts from here.
+    pub(crate) fn resume(&self) {
+        self.countdown.set(self.next.get());
     }
 
     /// A distance from the exponential distribution of mean `interval`.
@@ -150,12 +163,23 @@ impl Sampler {
 /// What a sample of `size` bytes stands for: objects (fixed point, `ONE` a whole object) and
 /// bytes, `1 / p` and `size / p` with `p = 1 - exp(-size / interval)` its chance of being
 /// sampled.
+///
+/// With the interval at most [`MAX_INTERVAL`], `1 / p` stays far below `u64`'s range.
 pub(crate) fn weights(size: usize, interval: u64) -> (u64, u64) {
     let size = size.max(1) as f64;
-    let p = 1.0 - math::exp_neg(size / interval as f64);
-    let p = p.max(f64::MIN_POSITIVE);
+    let x = size / interval as f64;
+    // 1 - exp(-x) loses every digit for tiny x; its series does not.
+    let p = if x < 1e-4 {
+        x * (1.0 - x / 2.0)
+    } else {
+        1.0 - math::exp_neg(x)
+    };
     ((ONE as f64 / p) as u64, (size / p) as u64)
 }
+
+/// The longest mean distance between samples (1 TiB): beyond it a sample of one byte would
+/// stand for more objects than the table's fixed point counts.
+pub(crate) const MAX_INTERVAL: u64 = 1 << 40;
 
 /// Records a sampled allocation of `size` bytes whose stack is `stack`; returns the record
 /// for the block to carry, or `None` if the table is full.
@@ -195,6 +219,17 @@ pub(crate) unsafe fn reset_after_fork_child() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weights_stay_finite_at_the_longest_interval() {
+        let (objects, bytes) = weights(1, MAX_INTERVAL);
+        // ~2^40 objects of one byte, in units of 1/2^16: 2^56, room for 256 such samples.
+        assert!(objects > 0 && objects <= MAX_INTERVAL << 17, "{objects}");
+        assert!(
+            bytes.abs_diff(MAX_INTERVAL) < MAX_INTERVAL / 1000,
+            "{bytes}"
+        );
+    }
 
     #[test]
     fn weights_make_every_size_unbiased() {

@@ -3,8 +3,10 @@
 //! AArch64 Linux object carries (`.eh_frame`; Rust emits it even with `panic=abort`, C
 //! compilers by default). Frame pointers would be cheaper but are missing from most code
 //! (Rust's standard library, distribution C libraries), so their stacks would stop short.
-//! The unwinder allocates nothing; it takes the dynamic loader's lock to find objects, so the
-//! capture runs before the sampler takes any lock of its own.
+//! The unwinder takes the dynamic loader's lock to find objects, so the capture runs before
+//! the sampler takes any lock of its own. It does not allocate for objects the loader knows;
+//! should it allocate (frames a JIT registered with `__register_frame_info`), the heap's
+//! count-down is suspended meanwhile, so that allocation is never sampled in turn.
 //!
 //! Layer: `sampling`; calls the system unwinder only.
 

@@ -56,6 +56,8 @@ pub(crate) struct Table {
     records_used: usize,
     /// The first free record + 1, 0 for none.
     free_records: u32,
+    /// Mapping the arrays failed.
+    failed: bool,
 }
 
 // SAFETY: the pointers are to private mappings, used only under `TABLE`'s mutex.
@@ -68,6 +70,7 @@ pub(crate) static TABLE: Mutex<Table> = Mutex::new(Table {
     records: core::ptr::null_mut(),
     records_used: 0,
     free_records: 0,
+    failed: false,
 });
 
 /// `count` zeroed `T`s in a private anonymous mapping (committed as touched), or null.
@@ -90,6 +93,14 @@ fn map<T>(count: usize) -> *mut T {
     }
 }
 
+/// Unmaps what [`map`] gave for `count` `T`s (nothing if null).
+fn unmap<T>(p: *mut T, count: usize) {
+    if !p.is_null() {
+        // SAFETY: a mapping of ours, of this size, not used.
+        unsafe { libc::munmap(p.cast(), count * core::mem::size_of::<T>()) };
+    }
+}
+
 fn hash(stack: &Stack) -> u64 {
     // FNV-1a over the frames.
     let mut h = 0xcbf2_9ce4_8422_2325u64;
@@ -100,14 +111,22 @@ fn hash(stack: &Stack) -> u64 {
 }
 
 impl Table {
-    /// Maps the arrays on first use; false if that failed.
+    /// Maps the arrays on first use; false if that failed (then, or before: it is not tried
+    /// again, and no sample is taken).
     fn ready(&mut self) -> bool {
+        if self.failed {
+            return false;
+        }
         if self.buckets.is_null() {
             let buckets = map::<Bucket>(MAX_BUCKETS);
             let slots = map::<u32>(SLOTS);
             let records = map::<Record>(MAX_RECORDS);
             if buckets.is_null() || slots.is_null() || records.is_null() {
-                return false; // (a few mappings leaked: this happens once, when memory is out)
+                unmap(buckets, MAX_BUCKETS);
+                unmap(slots, SLOTS);
+                unmap(records, MAX_RECORDS);
+                self.failed = true;
+                return false;
             }
             (self.buckets, self.slots, self.records) = (buckets, slots, records);
             self.len = 1; // bucket 0: the empty stack, for samples beyond MAX_BUCKETS
@@ -174,11 +193,13 @@ impl Table {
                 objects,
                 bytes,
             };
+            // Saturating: a bucket that allocates past 2^64 (units of 1/65536 object) stays at
+            // the top rather than wrapping to nonsense.
             let b = &mut *self.buckets.add(bucket as usize);
-            b.alloc_objects += objects;
-            b.alloc_bytes += bytes;
-            b.inuse_objects += objects;
-            b.inuse_bytes += bytes;
+            b.alloc_objects = b.alloc_objects.saturating_add(objects);
+            b.alloc_bytes = b.alloc_bytes.saturating_add(bytes);
+            b.inuse_objects = b.inuse_objects.saturating_add(objects);
+            b.inuse_bytes = b.inuse_bytes.saturating_add(bytes);
         }
         Some(record + 1)
     }
@@ -186,17 +207,17 @@ impl Table {
     /// Takes the sampled block of `record` (from [`Table::add`]) off its bucket's in-use
     /// figures.
     pub(crate) fn remove(&mut self, record: u32) {
-        let index = record as usize - 1;
-        assert!(
-            index < self.records_used,
-            "a sample record that was never handed out"
-        );
+        let index = (record as usize).wrapping_sub(1);
+        if index >= self.records_used {
+            // Never unwind here: the caller holds the table's lock.
+            crate::abort::internal("a heap-profile sample record that was never handed out");
+        }
         // SAFETY: a record the table handed out, within the mapping.
         unsafe {
             let r = *self.records.add(index);
             let b = &mut *self.buckets.add(r.bucket as usize);
-            b.inuse_objects -= r.objects;
-            b.inuse_bytes -= r.bytes;
+            b.inuse_objects = b.inuse_objects.saturating_sub(r.objects);
+            b.inuse_bytes = b.inuse_bytes.saturating_sub(r.bytes);
             (*self.records.add(index)).next_free = self.free_records;
         }
         self.free_records = record;
@@ -234,6 +255,7 @@ mod tests {
             records: core::ptr::null_mut(),
             records_used: 0,
             free_records: 0,
+            failed: false,
         };
         let (a, b) = (stack(&[1, 2, 3]), stack(&[1, 2, 4]));
         let r1 = table.add(&a, 3 * ONE, 300).unwrap();
