@@ -33,6 +33,9 @@ pub(crate) const MAX_BLOCK: usize = 512 << 10;
 pub(crate) const SLOTS: usize = 4;
 /// ...and their total size at most (bounds what a thread holds that no one uses).
 pub(crate) const MAX_BYTES: usize = 1 << 20;
+/// One-slice regions that served heap-profile samples of small blocks, kept apart for the
+/// next such sample (no large request fits one): at most this many.
+pub(crate) const SAMPLE_SLOTS: usize = 4;
 
 /// The cache; only its heap's owner uses it (as the rest of the heap).
 pub(crate) struct LargeCache {
@@ -41,6 +44,9 @@ pub(crate) struct LargeCache {
     len: Cell<usize>,
     /// Total size of the cached blocks (`stats()` sums it from other threads).
     bytes: OwnerCount,
+    /// Freed one-slice sample regions (see [`SAMPLE_SLOTS`]); the first `sample_len` are set.
+    samples: [Cell<*const Region>; SAMPLE_SLOTS],
+    sample_len: Cell<usize>,
 }
 
 impl LargeCache {
@@ -49,6 +55,8 @@ impl LargeCache {
             blocks: [const { Cell::new(core::ptr::null()) }; SLOTS],
             len: Cell::new(0),
             bytes: OwnerCount::new(0),
+            samples: [const { Cell::new(core::ptr::null()) }; SAMPLE_SLOTS],
+            sample_len: Cell::new(0),
         }
     }
 
@@ -66,6 +74,62 @@ impl LargeCache {
     #[inline]
     pub(crate) fn keeps(region: &Region) -> bool {
         region.len() > SLICE_SIZE && region.len() <= MAX_BLOCK && region.large.heap_id() == 0
+    }
+
+    /// Whether a freed block may be kept for the next heap-profile sample of a small block: a
+    /// one-slice region of the thread heaps.
+    #[inline]
+    pub(crate) fn keeps_for_samples(region: &Region) -> bool {
+        region.len() == SLICE_SIZE && region.large.heap_id() == 0
+    }
+
+    /// Keeps `region` (the block at `ptr` being freed, which
+    /// [`keeps_for_samples`](Self::keeps_for_samples) allows) for the next sample, giving one
+    /// kept before to `give_back` if there is no room. Aborts on a block that is not live.
+    pub(crate) fn put_for_samples(
+        &self,
+        region: &'static Region,
+        ptr: *mut u8,
+        give_back: impl FnOnce(&'static Region),
+    ) {
+        if !region
+            .large
+            .transition(LargeState::Live, LargeState::Cached)
+        {
+            region.large.check_state(ptr, LargeState::Live);
+            crate::abort::double_free(ptr);
+        }
+        let len = self.sample_len.get();
+        if len == SAMPLE_SLOTS {
+            // SAFETY: a full shelf's slots hold cached regions; descriptors are never freed.
+            let oldest = unsafe { &*self.samples[0].get() };
+            for i in 1..SAMPLE_SLOTS {
+                self.samples[i - 1].set(self.samples[i].get());
+            }
+            self.samples[SAMPLE_SLOTS - 1].set(region);
+            self.bytes.add(oldest.len().wrapping_neg());
+            give_back(oldest);
+        } else {
+            self.samples[len].set(region);
+            self.sample_len.set(len + 1);
+        }
+        self.bytes.add(region.len());
+    }
+
+    /// A one-slice region kept for samples, live again, if there is one.
+    pub(crate) fn take_for_sample(&self) -> Option<&'static Region> {
+        let len = self.sample_len.get().checked_sub(1)?;
+        self.sample_len.set(len);
+        // SAFETY: slots below the old length hold cached regions; descriptors are never freed.
+        let region = unsafe { &*self.samples[len].get() };
+        self.bytes.add(region.len().wrapping_neg());
+        if !region
+            .large
+            .transition(LargeState::Cached, LargeState::Live)
+        {
+            crate::abort::internal("a thread heap's cache lists a block that is not cached");
+        }
+        Some(region)
     }
 
     /// Total size of the cached blocks (any thread; a statistic).
@@ -155,6 +219,13 @@ impl LargeCache {
     pub(crate) fn drain(&self, mut give_back: impl FnMut(&'static Region)) {
         while self.len.get() > 0 {
             give_back(self.unlist(self.len.get() - 1));
+        }
+        while let Some(len) = self.sample_len.get().checked_sub(1) {
+            self.sample_len.set(len);
+            // SAFETY: as in `take_for_sample`.
+            let region = unsafe { &*self.samples[len].get() };
+            self.bytes.add(region.len().wrapping_neg());
+            give_back(region);
         }
     }
 }

@@ -31,7 +31,7 @@ impl HeapCore {
         // its own frame out leaves the program's first.
         let this: fn(&Self, &'static Page, *mut Block, usize) -> *mut u8 =
             Self::alloc_sampled::<ZERO, USABLE>;
-        let region = sample_region(&[this as usize], size, ZERO);
+        let region = self.sample_region(&[this as usize], size, ZERO);
         self.sampler.resume();
         let Some(region) = region else {
             return block.cast(); // no memory or room for the sample: the block serves
@@ -77,6 +77,39 @@ impl HeapCore {
 }
 
 impl HeapCore {
+    /// A large block for a sample of a small block of `size` bytes (a one-slice region the
+    /// heap kept from an earlier sample, else a new one), carrying a sample of the calling
+    /// thread's stack less the allocator's frames `internal`; `None` if there is no memory
+    /// for it or no room in the table. Always inlined: its frame would be one more to leave
+    /// out.
+    #[inline(always)]
+    fn sample_region(
+        &self,
+        internal: &[usize],
+        size: usize,
+        zeroed: bool,
+    ) -> Option<&'static Region> {
+        let stack = sampling::stack::capture(internal);
+        let region = match self.large_cache.take_for_sample() {
+            Some(region) => {
+                region.large.set_requested(size);
+                if zeroed {
+                    // SAFETY: the block is ours, a whole slice, above `size` bytes.
+                    unsafe { core::ptr::write_bytes(region.start(), 0, size) };
+                }
+                region
+            }
+            None => crate::large::alloc_block(size, 1, zeroed)?,
+        };
+        let Some(record) = sampling::record(&stack, size) else {
+            let live = crate::arena::large_block::LargeState::Live;
+            crate::large::release(region, region.start(), live);
+            return None;
+        };
+        region.large.set_sample(record);
+        Some(region)
+    }
+
     /// [`HeapCore::sample_large`] for the large block at `ptr` (found only if sampling is on).
     #[inline(never)]
     pub(crate) fn sample_large_at(&self, ptr: *mut u8, size: usize, caller: usize) {
@@ -89,25 +122,6 @@ impl HeapCore {
             self.sample_large(region, size, caller);
         }
     }
-}
-
-/// A new large block of `size` bytes carrying a sample of the calling thread's stack (less the
-/// allocator's frames `internal`); `None` if there is no memory for it or no room in the
-/// table. Always inlined: its frame would be one more to leave out.
-#[inline(always)]
-fn sample_region(internal: &[usize], size: usize, zeroed: bool) -> Option<&'static Region> {
-    let stack = sampling::stack::capture(internal);
-    let region = crate::large::alloc_block(size, 1, zeroed)?;
-    let Some(record) = sampling::record(&stack, size) else {
-        crate::large::release(
-            region,
-            region.start(),
-            crate::arena::large_block::LargeState::Live,
-        );
-        return None;
-    };
-    region.large.set_sample(record);
-    Some(region)
 }
 
 /// The large block of `region` leaves (freed, or resized into a new allocation): its sample,

@@ -50,9 +50,17 @@ pub(super) fn options_in_effect() {
             Kind::Bytes => " bytes",
             _ => "",
         };
+        let name = spec.name.to_str().unwrap_or("?");
+        if spec.kind == Kind::Path {
+            // The path itself (the table keeps only whether it is set).
+            let path = super::profile_out().map_or("(unset)", |p| {
+                core::str::from_utf8(p).unwrap_or("(not UTF-8)")
+            });
+            line(format_args!("{name}={path} ({note}): {}", spec.meaning));
+            continue;
+        }
         line(format_args!(
-            "{}={shown}{unit} ({note}): {}",
-            spec.name.to_str().unwrap_or("?"),
+            "{name}={shown}{unit} ({note}): {}",
             spec.meaning
         ));
     }
