@@ -335,3 +335,25 @@ fn threads_remote_frees_and_a_forked_child() {
         pprof::assert_near(&child, "thread_keeps", 8.0 * mib, 0.15);
     }
 }
+
+/// `vmarena::profile::write` (feature `std`) gives the same format as the file writers.
+#[cfg(feature = "std")]
+#[test]
+fn write_gives_a_profile_to_any_io_write() {
+    vmarena::profile::start();
+    let mut kept = Vec::new();
+    keep_4m_blocks(&mut kept);
+    let mut bytes = Vec::new();
+    vmarena::profile::write(&mut bytes).unwrap();
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "gzip");
+    let path = scratch("write").join("written.pb.gz");
+    std::fs::write(&path, &bytes).unwrap();
+    let p = pprof::read(&path);
+    assert_eq!(p.sample_types.len(), 4);
+    assert!(
+        p.totals[3] >= (16 * MIB) as i64,
+        "the 16 MiB kept: {}",
+        p.totals[3]
+    );
+    black_box(kept);
+}
