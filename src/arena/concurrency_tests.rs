@@ -21,12 +21,15 @@ fn racing_claims_releases_and_collects_never_share_a_page() {
     static ARENA: Arena<FakeOs> = Arena::new(FakeOs::new(64 * GIB));
     static TALLY: Tally = Tally::shared();
     static STOP: AtomicBool = AtomicBool::new(false);
+    static COLLECTING: AtomicBool = AtomicBool::new(false);
     let in_use = std::sync::Arc::new(Mutex::new(HashSet::new()));
     let collector = std::thread::spawn(|| {
         let mut runs = 0;
         while !STOP.load(Ordering::Relaxed) {
             ARENA.collect();
             runs += 1;
+            // Relaxed: a start signal; the arena's own locks order what the collect did.
+            COLLECTING.store(true, Ordering::Relaxed);
             // Pace the collects (each rewrites purged memory on the fake OS).
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
@@ -36,6 +39,11 @@ fn racing_claims_releases_and_collects_never_share_a_page() {
         .map(|t| {
             let in_use = in_use.clone();
             std::thread::spawn(move || {
+                // Start once the collector runs, so that its collects race with the claims
+                // even on a loaded machine (CI once finished the workers before its first).
+                while !COLLECTING.load(Ordering::Relaxed) {
+                    std::thread::yield_now();
+                }
                 let kind = PageKind::ALL[t % PageKind::COUNT];
                 let mut mine = Vec::new();
                 for round in 0..3_000 {

@@ -68,7 +68,7 @@ impl HeapCore {
         let now: fn(&Self, &Region, usize, usize) = Self::sample_large_now;
         let at: fn(&Self, *mut u8, usize, usize) = Self::sample_large_at;
         let internal = [now as usize, at as usize, caller];
-        let stack = sampling::stack::capture(&internal);
+        let stack = self.sampler.capture(&internal);
         if let Some(record) = sampling::record(&stack, size) {
             region.large.set_sample(record);
         }
@@ -89,7 +89,7 @@ impl HeapCore {
         size: usize,
         zeroed: bool,
     ) -> Option<&'static Region> {
-        let stack = sampling::stack::capture(internal);
+        let stack = self.sampler.capture(internal);
         let region = match self.large_cache.take_for_sample() {
             Some(region) => {
                 region.large.set_requested(size);

@@ -8,6 +8,17 @@
 //! should it allocate (frames a JIT registered with `__register_frame_info`), the heap's
 //! count-down is suspended meanwhile, so that allocation is never sampled in turn.
 //!
+//! The unwinder costs about 100 ns a frame, and a program's outer frames (`main`, a thread's
+//! start, a server's loop) are the same from one sample to the next. So on x86-64 each heap
+//! keeps its previous sample's frames with the stack pointer each had at its call (the CFA the
+//! unwinder reports for it): when the walk reaches a frame with the same return address and
+//! stack pointer as one of those, and the return-address slot of every frame outwards from it
+//! (just below that stack pointer, where the x86-64 call put it) still holds the address
+//! recorded, the rest of the stack is the one recorded, and the walk stops there. Those slots are read directly: they
+//! lie outwards of a live frame of this thread's stack, between it and frames the unwinder
+//! read the last time, on a stack that has not been unmapped since (a frame at the same
+//! address is on it now).
+//!
 //! Layer: `sampling`; calls the system unwinder only.
 
 use core::ffi::c_void;
@@ -20,11 +31,36 @@ pub(crate) const MAX_FRAMES: usize = 64;
 pub(crate) struct Stack {
     pub(crate) depth: usize,
     pub(crate) frames: [usize; MAX_FRAMES],
+    /// The outer frames came from the previous sample (the walk stopped early).
+    pub(crate) reused: bool,
 }
 
-/// Continue the walk (`_URC_NO_REASON`), or stop it (`_URC_NORMAL_STOP`).
+/// Continue the walk (`_URC_NO_REASON`), or stop it (`_URC_NORMAL_STOP`); what
+/// `_Unwind_Backtrace` returns at the stack's end (`_URC_END_OF_STACK`).
 const CONTINUE: i32 = 0;
 const STOP: i32 = 4;
+const END_OF_STACK: i32 = 5;
+
+/// A heap's previous sample, for the next walk to stop early (see the module doc). Owner only.
+pub(crate) struct Previous {
+    frames: [usize; MAX_FRAMES],
+    cfas: [usize; MAX_FRAMES],
+    depth: usize,
+    /// The walk reached the stack's end (not cut at `MAX_FRAMES`): only then is the rest of
+    /// a stack known.
+    complete: bool,
+}
+
+impl Previous {
+    pub(crate) const fn new() -> Previous {
+        Previous {
+            frames: [0; MAX_FRAMES],
+            cfas: [0; MAX_FRAMES],
+            depth: 0,
+            complete: false,
+        }
+    }
+}
 
 #[link(name = "gcc_s")]
 unsafe extern "C" {
@@ -34,6 +70,7 @@ unsafe extern "C" {
     ) -> i32;
     fn _Unwind_GetIP(context: *mut c_void) -> usize;
     fn _Unwind_GetRegionStart(context: *mut c_void) -> usize;
+    fn _Unwind_GetCFA(context: *mut c_void) -> usize;
 }
 
 /// What the walk fills in: the stack; the frames to leave out first.
@@ -44,6 +81,35 @@ struct Walk<'a> {
     /// Functions (their first instruction's address) whose frames are left out while they
     /// are the innermost: the allocator's own, between the program and the capture.
     internal: &'a [usize],
+    /// The CFA of each frame kept.
+    cfas: [usize; MAX_FRAMES],
+    previous: &'a Previous,
+    /// The first frame of `previous` whose CFA is not below the walk's (CFAs grow outwards).
+    next_previous: usize,
+    /// The rest of the stack was taken from `previous` (and is complete if it was).
+    reused: bool,
+    /// The walk reached a frame without a return address: the stack's end.
+    ended: bool,
+}
+
+/// Whether the stack outwards from `previous`'s frame `at` is still there: the return-address
+/// slot of each frame outwards still holds that frame's return address. (The unwinder's CFA
+/// for a frame, when it calls back, is the frame's stack pointer at its call, the callee's
+/// CFA; the x86-64 call pushed the return address just below it.)
+#[cfg(target_arch = "x86_64")]
+fn still_there(previous: &Previous, at: usize) -> bool {
+    (at + 1..previous.depth).all(|k| {
+        // SAFETY: see the module doc: a slot of this thread's stack, outwards of a live frame
+        // and below frames the unwinder read before, on a stack still mapped. Read volatile:
+        // memory the compiler knows nothing of.
+        let slot = unsafe { core::ptr::read_volatile((previous.cfas[k] - 8) as *const usize) };
+        slot == previous.frames[k] + 1
+    })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn still_there(_: &Previous, _: usize) -> bool {
+    false // the return address's slot is not at a fixed place
 }
 
 extern "C" fn visit(context: *mut c_void, arg: *mut c_void) -> i32 {
@@ -52,6 +118,7 @@ extern "C" fn visit(context: *mut c_void, arg: *mut c_void) -> i32 {
     // SAFETY: the unwinder's context for the frame it visits.
     let ip = unsafe { _Unwind_GetIP(context) };
     if ip == 0 {
+        walk.ended = true;
         return STOP;
     }
     if walk.skip_own {
@@ -65,8 +132,35 @@ extern "C" fn visit(context: *mut c_void, arg: *mut c_void) -> i32 {
             return CONTINUE;
         }
     }
-    walk.stack.frames[walk.stack.depth] = ip - 1;
+    // SAFETY: as above.
+    let cfa = unsafe { _Unwind_GetCFA(context) };
+    let depth = walk.stack.depth;
+    walk.stack.frames[depth] = ip - 1;
+    walk.cfas[depth] = cfa;
     walk.stack.depth += 1;
+    let previous = walk.previous;
+    if previous.complete {
+        while walk.next_previous < previous.depth && previous.cfas[walk.next_previous] < cfa {
+            walk.next_previous += 1;
+        }
+        let at = walk.next_previous;
+        if at < previous.depth
+            && previous.cfas[at] == cfa
+            && previous.frames[at] == ip - 1
+            && still_there(previous, at)
+        {
+            let rest = (previous.depth - at - 1).min(MAX_FRAMES - walk.stack.depth);
+            let (from, to) = (
+                at + 1..at + 1 + rest,
+                walk.stack.depth..walk.stack.depth + rest,
+            );
+            walk.stack.frames[to.clone()].copy_from_slice(&previous.frames[from.clone()]);
+            walk.cfas[to].copy_from_slice(&previous.cfas[from]);
+            walk.stack.depth += rest;
+            walk.reused = true;
+            return STOP;
+        }
+    }
     if walk.stack.depth == MAX_FRAMES {
         STOP
     } else {
@@ -76,21 +170,47 @@ extern "C" fn visit(context: *mut c_void, arg: *mut c_void) -> i32 {
 
 /// The calling thread's stack from the caller of `capture` outwards, less the innermost frames
 /// of the functions in `internal` (the allocator's own: the program's frame is then the
-/// first). `#[inline(never)]`: its own frame is one the walk skips.
+/// first). `previous` is the calling heap's last sample, which the walk may end on and which
+/// becomes this one. `#[inline(never)]`: its own frame is one the walk skips.
 #[inline(never)]
-pub(crate) fn capture(internal: &[usize]) -> Stack {
+pub(crate) fn capture(internal: &[usize], previous: &mut Previous) -> Stack {
     let mut walk = Walk {
         stack: Stack {
             depth: 0,
             frames: [0; MAX_FRAMES],
+            reused: false,
         },
         skip_own: true,
         internal,
+        cfas: [0; MAX_FRAMES],
+        previous,
+        next_previous: 0,
+        reused: false,
+        ended: false,
     };
     // SAFETY: `visit` matches the callback's signature and only touches `walk`, which lives
     // across the call.
-    unsafe { _Unwind_Backtrace(visit, (&raw mut walk).cast()) };
-    walk.stack
+    let end = unsafe { _Unwind_Backtrace(visit, (&raw mut walk).cast()) };
+    let complete = if walk.reused {
+        walk.previous.complete && walk.stack.depth < MAX_FRAMES
+    } else {
+        walk.ended || end == END_OF_STACK
+    };
+    let Walk {
+        mut stack,
+        cfas,
+        reused,
+        ..
+    } = walk;
+    stack.reused = reused;
+    let (frames, depth) = (stack.frames, stack.depth);
+    *previous = Previous {
+        frames,
+        cfas,
+        depth,
+        complete,
+    };
+    stack
 }
 
 #[cfg(test)]
@@ -100,11 +220,46 @@ mod tests {
     #[inline(never)]
     fn depth_below(n: usize) -> Stack {
         if n == 0 {
-            capture(&[])
+            capture(&[], &mut Previous::new())
         } else {
             let stack = depth_below(n - 1);
             core::hint::black_box(n);
             stack
+        }
+    }
+
+    /// Captures at the bottom of `n` frames: with `previous` (which may end the walk early),
+    /// and without.
+    #[inline(never)]
+    fn both_below(n: usize, previous: &mut Previous) -> (Stack, Stack) {
+        if n == 0 {
+            let with = capture(&[], previous);
+            let without = capture(&[], &mut Previous::new());
+            (with, without)
+        } else {
+            let stacks = both_below(n - 1, previous);
+            core::hint::black_box(n);
+            stacks
+        }
+    }
+
+    #[test]
+    fn a_walk_that_ends_on_the_previous_stack_gives_the_same_stack() {
+        let mut previous = Previous::new();
+        let mut reused = 0;
+        for n in [5, 5, 3, 8, 8, 2, 2, 7, 0, 0, 70, 70, 6] {
+            let (with, without) = both_below(n, &mut previous);
+            assert_eq!(with.depth, without.depth, "depth {n}");
+            // The two captures are two call sites: their first frames differ, the rest not.
+            assert_eq!(
+                with.frames[1..with.depth],
+                without.frames[1..without.depth],
+                "depth {n}"
+            );
+            reused += usize::from(with.reused);
+        }
+        if cfg!(target_arch = "x86_64") {
+            assert!(reused >= 5, "the walk ended early {reused} times");
         }
     }
 
@@ -119,19 +274,19 @@ mod tests {
 
     #[inline(never)]
     fn inner() -> Stack {
-        let stack = capture(&[inner as fn() -> Stack as usize]);
+        let stack = capture(&[inner as fn() -> Stack as usize], &mut Previous::new());
         core::hint::black_box(stack)
     }
 
     #[test]
     fn internal_frames_are_left_out() {
-        let with = capture(&[]);
+        let with = capture(&[], &mut Previous::new());
         let without = inner();
         // `inner`'s frame is gone: both stacks start in this test function, and the frames
         // beyond it (the test harness) are the same.
         assert_eq!(with.depth, without.depth);
         assert_eq!(with.frames[1..with.depth], without.frames[1..without.depth]);
-        let not_skipped = capture(&[]);
+        let not_skipped = capture(&[], &mut Previous::new());
         assert_ne!(with.frames[0], not_skipped.frames[0], "two call sites");
     }
 }
