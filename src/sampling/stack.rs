@@ -14,14 +14,17 @@
 //! unwinder reports for it): when the walk reaches a frame with the same return address and
 //! stack pointer as one of those, and the return-address slot of every frame outwards from it
 //! (just below that stack pointer, where the x86-64 call put it) still holds the address
-//! recorded, the rest of the stack is the one recorded, and the walk stops there. Those slots are read directly: they
-//! lie outwards of a live frame of this thread's stack, between it and frames the unwinder
-//! read the last time, on a stack that has not been unmapped since (a frame at the same
-//! address is on it now).
+//! recorded, the rest of the stack is the one recorded, and the walk stops there. Those slots
+//! are read directly: they lie outwards of a live frame of this thread's stack, between it and
+//! frames the unwinder read on the same stack the last time. A walk that met a signal frame or
+//! another stack (a stack pointer going down: a signal stack, a coroutine's) is never reused.
+//! What remains: a coroutine stack freed and a smaller one mapped where it was, with a frame at
+//! the very address and return address of the previous sample's, would make the reads run
+//! past its top.
 //!
 //! Layer: `sampling`; calls the system unwinder only.
 
-use core::ffi::c_void;
+use core::ffi::{c_int, c_void};
 
 /// Frames kept per sample (the innermost, after the allocator's own).
 pub(crate) const MAX_FRAMES: usize = 64;
@@ -35,8 +38,9 @@ pub(crate) struct Stack {
     pub(crate) reused: bool,
 }
 
-/// Continue the walk (`_URC_NO_REASON`), or stop it (`_URC_NORMAL_STOP`); what
-/// `_Unwind_Backtrace` returns at the stack's end (`_URC_END_OF_STACK`).
+/// Continue the walk (`_URC_NO_REASON`), or stop it (any other value: libgcc then returns
+/// `_URC_FATAL_PHASE1_ERROR`); what `_Unwind_Backtrace` returns at the stack's end, or at a
+/// frame without unwind information (`_URC_END_OF_STACK`).
 const CONTINUE: i32 = 0;
 const STOP: i32 = 4;
 const END_OF_STACK: i32 = 5;
@@ -68,7 +72,7 @@ unsafe extern "C" {
         trace: extern "C" fn(context: *mut c_void, arg: *mut c_void) -> i32,
         arg: *mut c_void,
     ) -> i32;
-    fn _Unwind_GetIP(context: *mut c_void) -> usize;
+    fn _Unwind_GetIPInfo(context: *mut c_void, ip_before_insn: *mut c_int) -> usize;
     fn _Unwind_GetRegionStart(context: *mut c_void) -> usize;
     fn _Unwind_GetCFA(context: *mut c_void) -> usize;
 }
@@ -90,10 +94,17 @@ struct Walk<'a> {
     reused: bool,
     /// The walk reached a frame without a return address: the stack's end.
     ended: bool,
+    /// The walk met a signal frame or another stack (see `visit`).
+    irregular: bool,
+    /// A frame of `previous` that matched the last frame recorded (see `ends_on_previous`).
+    candidate: Option<usize>,
 }
 
 /// Whether the stack outwards from `previous`'s frame `at` is still there: the return-address
-/// slot of each frame outwards still holds that frame's return address. (The unwinder's CFA
+/// slot of each frame outwards still holds that frame's return address. (A frame whose size
+/// varies from call to call, `alloca`, could leave an old return address where a new frame's
+/// slot is not: then the callers further out are the old ones. Not seen; the candidate's own
+/// frame size is pinned by its next frame.) (The unwinder's CFA
 /// for a frame, when it calls back, is the frame's stack pointer at its call, the callee's
 /// CFA; the x86-64 call pushed the return address just below it.)
 #[cfg(target_arch = "x86_64")]
@@ -115,8 +126,9 @@ fn still_there(_: &Previous, _: usize) -> bool {
 extern "C" fn visit(context: *mut c_void, arg: *mut c_void) -> i32 {
     // SAFETY: `arg` is the `Walk` that `capture` passed, alive and ours for the walk.
     let walk = unsafe { &mut *arg.cast::<Walk<'_>>() };
-    // SAFETY: the unwinder's context for the frame it visits.
-    let ip = unsafe { _Unwind_GetIP(context) };
+    let mut signal_frame: c_int = 0;
+    // SAFETY: the unwinder's context for the frame it visits; a valid out-pointer.
+    let ip = unsafe { _Unwind_GetIPInfo(context, &mut signal_frame) };
     if ip == 0 {
         walk.ended = true;
         return STOP;
@@ -134,38 +146,62 @@ extern "C" fn visit(context: *mut c_void, arg: *mut c_void) -> i32 {
     }
     // SAFETY: as above.
     let cfa = unsafe { _Unwind_GetCFA(context) };
+    // A frame a signal interrupted holds no return address at its stack pointer (its IP is
+    // the interrupted instruction's, not a return address), and a stack pointer below the
+    // last one means another stack (a signal stack, a coroutine's): such a stack is never
+    // reused, nor used to end this walk.
     let depth = walk.stack.depth;
-    walk.stack.frames[depth] = ip - 1;
+    if signal_frame != 0 || (depth > 0 && cfa < walk.cfas[depth - 1]) {
+        walk.irregular = true;
+    }
+    let frame = if signal_frame != 0 { ip } else { ip - 1 };
+    walk.stack.frames[depth] = frame;
     walk.cfas[depth] = cfa;
     walk.stack.depth += 1;
-    let previous = walk.previous;
-    if previous.complete {
-        while walk.next_previous < previous.depth && previous.cfas[walk.next_previous] < cfa {
-            walk.next_previous += 1;
-        }
-        let at = walk.next_previous;
-        if at < previous.depth
-            && previous.cfas[at] == cfa
-            && previous.frames[at] == ip - 1
-            && still_there(previous, at)
-        {
-            let rest = (previous.depth - at - 1).min(MAX_FRAMES - walk.stack.depth);
-            let (from, to) = (
-                at + 1..at + 1 + rest,
-                walk.stack.depth..walk.stack.depth + rest,
-            );
-            walk.stack.frames[to.clone()].copy_from_slice(&previous.frames[from.clone()]);
-            walk.cfas[to].copy_from_slice(&previous.cfas[from]);
-            walk.stack.depth += rest;
-            walk.reused = true;
-            return STOP;
-        }
+    if !walk.irregular && walk.previous.complete && ends_on_previous(walk, frame, cfa) {
+        return STOP;
     }
     if walk.stack.depth == MAX_FRAMES {
         STOP
     } else {
         CONTINUE
     }
+}
+
+/// Whether the walk, having just recorded `frame` at `cfa`, can take the rest of the stack
+/// from the previous sample (and has: then the caller stops). A frame of the previous sample
+/// with the same return address and stack pointer is a candidate; the next frame decides: it
+/// must equal the candidate's next too (which pins the candidate's frame size), and every slot
+/// outwards must still hold its return address.
+fn ends_on_previous(walk: &mut Walk<'_>, frame: usize, cfa: usize) -> bool {
+    let previous = walk.previous;
+    if let Some(candidate) = walk.candidate.take() {
+        let next = candidate + 1;
+        if previous.frames[next] == frame
+            && previous.cfas[next] == cfa
+            && still_there(previous, next)
+        {
+            let rest = (previous.depth - next - 1).min(MAX_FRAMES - walk.stack.depth);
+            let (from, to) = (
+                next + 1..next + 1 + rest,
+                walk.stack.depth..walk.stack.depth + rest,
+            );
+            walk.stack.frames[to.clone()].copy_from_slice(&previous.frames[from.clone()]);
+            walk.cfas[to].copy_from_slice(&previous.cfas[from]);
+            walk.stack.depth += rest;
+            walk.reused = true;
+            return true;
+        }
+    }
+    while walk.next_previous < previous.depth && previous.cfas[walk.next_previous] < cfa {
+        walk.next_previous += 1;
+    }
+    let at = walk.next_previous;
+    // A candidate needs a next frame in the previous sample to be pinned by.
+    if at + 1 < previous.depth && previous.cfas[at] == cfa && previous.frames[at] == frame {
+        walk.candidate = Some(at);
+    }
+    false
 }
 
 /// The calling thread's stack from the caller of `capture` outwards, less the innermost frames
@@ -187,12 +223,16 @@ pub(crate) fn capture(internal: &[usize], previous: &mut Previous) -> Stack {
         next_previous: 0,
         reused: false,
         ended: false,
+        irregular: false,
+        candidate: None,
     };
     // SAFETY: `visit` matches the callback's signature and only touches `walk`, which lives
     // across the call.
     let end = unsafe { _Unwind_Backtrace(visit, (&raw mut walk).cast()) };
-    let complete = if walk.reused {
-        walk.previous.complete && walk.stack.depth < MAX_FRAMES
+    let complete = if walk.irregular {
+        false
+    } else if walk.reused {
+        walk.stack.depth < MAX_FRAMES
     } else {
         walk.ended || end == END_OF_STACK
     };
