@@ -303,6 +303,33 @@ mod tests {
         }
     }
 
+    static IN_HANDLER: std::sync::Mutex<(usize, usize)> = std::sync::Mutex::new((0, 0));
+
+    extern "C" fn on_signal(_: libc::c_int) {
+        let mut previous = Previous::new();
+        let first = capture(&[], &mut previous);
+        let second = capture(&[], &mut previous);
+        *IN_HANDLER.lock().unwrap() = (first.depth, usize::from(second.reused));
+    }
+
+    /// A walk through a signal frame (the handler's caller is the interrupted code, not a
+    /// call) is never kept for reuse: the second capture walks the whole stack again.
+    #[test]
+    fn a_stack_through_a_signal_frame_is_not_reused() {
+        // SAFETY: a handler that only captures stacks and stores two numbers; raised and
+        // handled on this thread, then the default restored.
+        unsafe {
+            let mut action: libc::sigaction = core::mem::zeroed();
+            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+            libc::sigaction(libc::SIGUSR2, &action, core::ptr::null_mut());
+            libc::raise(libc::SIGUSR2);
+            libc::signal(libc::SIGUSR2, libc::SIG_DFL);
+        }
+        let (depth, reused) = *IN_HANDLER.lock().unwrap();
+        assert!(depth >= 3, "the handler's stack: {depth} frames");
+        assert_eq!(reused, 0, "a stack through a signal frame was reused");
+    }
+
     #[test]
     fn deeper_calls_give_deeper_stacks() {
         let shallow = depth_below(0);
