@@ -182,17 +182,7 @@ fn run_child(which: &str, dir: &Path) -> PathBuf {
         .status()
         .unwrap();
     assert!(status.success(), "child {which} failed: {status}");
-    let mut profiles: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("heap.")
-        })
-        .collect();
+    let mut profiles = pprof::files_named(dir, "heap.");
     assert_eq!(
         profiles.len(),
         1,
@@ -268,7 +258,6 @@ fn each_function_gets_its_bytes_within_15_percent() {
 /// balance, for Rust blocks and C blocks (counted by their whole size), sampled or not.
 #[test]
 fn counting_and_sampling_together_balance() {
-    let dir = scratch("balance");
     let exe = std::env::current_exe().unwrap();
     let status = Command::new(&exe)
         .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
@@ -278,23 +267,14 @@ fn counting_and_sampling_together_balance() {
         .status()
         .unwrap();
     assert!(status.success(), "child failed: {status}");
-    drop(dir);
 }
 
 #[test]
 fn threads_remote_frees_and_a_forked_child() {
     let dir = scratch("threads");
     let profile = run_child("threads", &dir);
-    let fork_profile = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("fork.")
-        })
+    let fork_profile = pprof::files_named(&dir, "fork.")
+        .pop()
         .expect("the forked child's profile");
     assert_ne!(
         fork_profile.file_name(),

@@ -494,16 +494,8 @@ fn a_c_programs_heap_profile_names_its_functions() {
         .env("VMARENA_PROFILE_OUT", dir.join("exit.%p.pb.gz"))
         .env("VMARENA_PROFILE_SAMPLE", "32768");
     run(cmd, true);
-    let at_exit = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("exit.")
-        })
+    let at_exit = pprof::files_named(&dir, "exit.")
+        .pop()
         .expect("the profile written at exit");
     const MIB: f64 = (1 << 20) as f64;
     for profile in [&dumped, &at_exit] {

@@ -68,67 +68,28 @@ impl LargeCache {
     }
 
     /// Whether a freed block may go into a cache: a block of the thread heaps (isolated
-    /// heaps' blocks go back through their heap) no bigger than [`MAX_BLOCK`], and bigger than
-    /// a slice (a one-slice region is a heap-profile sample of a small block: no large request
-    /// fits it, so it would only push a useful block out).
+    /// heaps' blocks go back through their heap) no bigger than [`MAX_BLOCK`]. (A one-slice
+    /// region, a heap-profile sample of a small block which no large request fits, goes on a
+    /// shelf of its own for the next such sample: it never pushes a useful block out.)
     #[inline]
     pub(crate) fn keeps(region: &Region) -> bool {
-        region.len() > SLICE_SIZE && region.len() <= MAX_BLOCK && region.large.heap_id() == 0
+        region.len() <= MAX_BLOCK && region.large.heap_id() == 0
     }
 
-    /// Whether a freed block may be kept for the next heap-profile sample of a small block: a
-    /// one-slice region of the thread heaps.
-    #[inline]
-    pub(crate) fn keeps_for_samples(region: &Region) -> bool {
-        region.len() == SLICE_SIZE && region.large.heap_id() == 0
-    }
-
-    /// Keeps `region` (the block at `ptr` being freed, which
-    /// [`keeps_for_samples`](Self::keeps_for_samples) allows) for the next sample, giving one
-    /// kept before to `give_back` if there is no room. Aborts on a block that is not live.
-    pub(crate) fn put_for_samples(
-        &self,
-        region: &'static Region,
-        ptr: *mut u8,
-        give_back: impl FnOnce(&'static Region),
-    ) {
-        if !region
-            .large
-            .transition(LargeState::Live, LargeState::Cached)
-        {
-            region.large.check_state(ptr, LargeState::Live);
-            crate::abort::double_free(ptr);
-        }
-        let len = self.sample_len.get();
-        if len == SAMPLE_SLOTS {
-            // SAFETY: a full shelf's slots hold cached regions; descriptors are never freed.
-            let oldest = unsafe { &*self.samples[0].get() };
-            for i in 1..SAMPLE_SLOTS {
-                self.samples[i - 1].set(self.samples[i].get());
-            }
-            self.samples[SAMPLE_SLOTS - 1].set(region);
-            self.bytes.add(oldest.len().wrapping_neg());
-            give_back(oldest);
-        } else {
-            self.samples[len].set(region);
-            self.sample_len.set(len + 1);
-        }
-        self.bytes.add(region.len());
-    }
-
-    /// A one-slice region kept for samples, live again, if there is one.
+    /// A one-slice region kept for heap-profile samples, live again, if there is one.
     pub(crate) fn take_for_sample(&self) -> Option<&'static Region> {
+        let region = self.pop_sample()?;
+        to_live(region);
+        Some(region)
+    }
+
+    /// The newest one-slice region kept for samples, off its shelf, still `Cached`.
+    fn pop_sample(&self) -> Option<&'static Region> {
         let len = self.sample_len.get().checked_sub(1)?;
         self.sample_len.set(len);
         // SAFETY: slots below the old length hold cached regions; descriptors are never freed.
         let region = unsafe { &*self.samples[len].get() };
         self.bytes.add(region.len().wrapping_neg());
-        if !region
-            .large
-            .transition(LargeState::Cached, LargeState::Live)
-        {
-            crate::abort::internal("a thread heap's cache lists a block that is not cached");
-        }
         Some(region)
     }
 
@@ -168,17 +129,13 @@ impl LargeCache {
             }
         }
         let region = self.unlist(best?.0);
-        if !region
-            .large
-            .transition(LargeState::Cached, LargeState::Live)
-        {
-            crate::abort::internal("a thread heap's cache lists a block that is not cached");
-        }
+        to_live(region);
         Some(region)
     }
 
     /// Keeps `region`, the large block at `ptr` being freed, which [`keeps`](Self::keeps)
-    /// allows, pushing the oldest blocks out to make room; `give_back` frees each one pushed
+    /// allows (a one-slice region on the samples' shelf), pushing the oldest blocks out to
+    /// make room; `give_back` frees each one pushed
     /// out (still in state `Cached`: it goes from there straight to the arena's queue, so no
     /// stray free can catch it live on the way). Aborts if the block is not live: freed
     /// already (cached, queued, or waiting for its isolated heap), it is a double free.
@@ -194,6 +151,22 @@ impl LargeCache {
         {
             region.large.check_state(ptr, LargeState::Live);
             crate::abort::double_free(ptr); // it moved on between the two looks: a racing free
+        }
+        if region.len() == SLICE_SIZE {
+            if self.sample_len.get() == SAMPLE_SLOTS {
+                // SAFETY: a full shelf's slots hold cached regions; descriptors are never freed.
+                let oldest = unsafe { &*self.samples[0].get() };
+                for i in 1..SAMPLE_SLOTS {
+                    self.samples[i - 1].set(self.samples[i].get());
+                }
+                self.sample_len.set(SAMPLE_SLOTS - 1);
+                self.bytes.add(oldest.len().wrapping_neg());
+                give_back(oldest);
+            }
+            self.samples[self.sample_len.get()].set(region);
+            self.sample_len.set(self.sample_len.get() + 1);
+            self.bytes.add(region.len());
+            return;
         }
         while self.len.get() == SLOTS
             || (self.len.get() > 0 && self.bytes() + region.len() > MAX_BYTES)
@@ -220,12 +193,19 @@ impl LargeCache {
         while self.len.get() > 0 {
             give_back(self.unlist(self.len.get() - 1));
         }
-        while let Some(len) = self.sample_len.get().checked_sub(1) {
-            self.sample_len.set(len);
-            // SAFETY: as in `take_for_sample`.
-            let region = unsafe { &*self.samples[len].get() };
-            self.bytes.add(region.len().wrapping_neg());
+        while let Some(region) = self.pop_sample() {
             give_back(region);
         }
+    }
+}
+
+/// Makes a block taken from a cache live again; aborts if it was not cached (a block listed
+/// twice, which must never happen, would otherwise be handed out twice).
+fn to_live(region: &Region) {
+    if !region
+        .large
+        .transition(LargeState::Cached, LargeState::Live)
+    {
+        crate::abort::internal("a thread heap's cache lists a block that is not cached");
     }
 }

@@ -128,19 +128,6 @@ pub(crate) fn free_large(region: &'static crate::arena::region::Region, ptr: *mu
         sampled::forget_sample(region);
     }
     let heap = slot::heap();
-    if heap.state() == heap_core::HeapState::Alive
-        && large_cache::LargeCache::keeps_for_samples(region)
-    {
-        if region.start() != ptr {
-            crate::abort::invalid_free(ptr);
-        }
-        let requested = region.large.requested();
-        heap.large_cache.put_for_samples(region, ptr, |old| {
-            crate::large::release(old, old.start(), LargeState::Cached);
-        });
-        heap.counters.on_free(requested);
-        return;
-    }
     if heap.state() == heap_core::HeapState::Alive && large_cache::LargeCache::keeps(region) {
         if region.start() != ptr {
             crate::abort::invalid_free(ptr);

@@ -181,19 +181,14 @@ pub(crate) fn for_each_mapping(maps: &[u8], mut f: impl FnMut(Mapping<'_>)) {
             let skip = s.start.saturating_sub(line.start);
             (line.start + skip, line.offset + skip)
         });
-        let id = known.unwrap_or(Segment {
-            start: 0,
-            end: 0,
-            offset: 0,
-            build_id_len: 0,
-            build_id: [0; 64],
-        });
         f(Mapping {
             start,
             end: line.end,
             offset,
             path: line.path,
-            build_id: &id.build_id[..usize::from(id.build_id_len)],
+            build_id: known
+                .as_ref()
+                .map_or(&[], |s| &s.build_id[..usize::from(s.build_id_len)]),
         });
     }
 }

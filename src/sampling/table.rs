@@ -63,15 +63,7 @@ pub(crate) struct Table {
 // SAFETY: the pointers are to private mappings, used only under `TABLE`'s mutex.
 unsafe impl Send for Table {}
 
-pub(crate) static TABLE: Mutex<Table> = Mutex::new(Table {
-    buckets: core::ptr::null_mut(),
-    len: 0,
-    slots: core::ptr::null_mut(),
-    records: core::ptr::null_mut(),
-    records_used: 0,
-    free_records: 0,
-    failed: false,
-});
+pub(crate) static TABLE: Mutex<Table> = Mutex::new(Table::new());
 
 /// `count` zeroed `T`s in a private anonymous mapping (committed as touched), or null.
 fn map<T>(count: usize) -> *mut T {
@@ -111,6 +103,19 @@ fn hash(stack: &Stack) -> u64 {
 }
 
 impl Table {
+    /// An empty table; its arrays are mapped at the first sample.
+    const fn new() -> Table {
+        Table {
+            buckets: core::ptr::null_mut(),
+            len: 0,
+            slots: core::ptr::null_mut(),
+            records: core::ptr::null_mut(),
+            records_used: 0,
+            free_records: 0,
+            failed: false,
+        }
+    }
+
     /// Maps the arrays on first use; false if that failed (then, or before: it is not tried
     /// again, and no sample is taken).
     fn ready(&mut self) -> bool {
@@ -249,15 +254,7 @@ mod tests {
 
     #[test]
     fn frees_take_off_exactly_what_allocations_added() {
-        let mut table = Table {
-            buckets: core::ptr::null_mut(),
-            len: 0,
-            slots: core::ptr::null_mut(),
-            records: core::ptr::null_mut(),
-            records_used: 0,
-            free_records: 0,
-            failed: false,
-        };
+        let mut table = Table::new();
         let (a, b) = (stack(&[1, 2, 3]), stack(&[1, 2, 4]));
         let r1 = table.add(&a, 3 * ONE, 300).unwrap();
         let r2 = table.add(&a, ONE, 100).unwrap();

@@ -68,6 +68,20 @@ fn packed(data: &[u8]) -> Vec<u64> {
     out
 }
 
+/// The files in `dir` whose names start with `prefix` (profiles a process wrote with `%p` in
+/// their names, so the test does not know them in full).
+pub fn files_named(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .collect()
+}
+
 /// Decodes the gzip-compressed pprof profile at `path`.
 pub fn read(path: &Path) -> Profile {
     let gz = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
