@@ -97,6 +97,19 @@ fn a_thread_sees_what_it_allocated_and_freed() {
             assert_eq!(after.frees - before.frees, 9);
             assert_eq!(after.bytes_freed - before.bytes_freed, 9 * 40);
             drop(blocks);
+            // Its allocations follow within 256 KiB allocated (the malloc fast path tests
+            // only a count-down, which another thread cannot arm: the owner looks at its
+            // modes each time it runs out).
+            let before = vmarena::thread_stats();
+            let pairs = 2 * (256 << 10) / 40;
+            for _ in 0..pairs {
+                GLOBAL.dealloc(GLOBAL.alloc(small), small);
+            }
+            let counted = vmarena::thread_stats().allocations - before.allocations;
+            assert!(
+                counted >= pairs - (256 << 10) / 40 - 1,
+                "{counted} of {pairs} allocations counted"
+            );
         }
     });
     vmarena::track_requested_bytes(false);

@@ -8,13 +8,12 @@
 //! Layer: `heap`; calls `heap::heap_core` (the struct), `pages`, `page_blocks`, `abandon`,
 //! `size_class`, `arena` (claiming pages), `abort` and `os`.
 
-use super::counters::SAMPLE;
 use super::heap_core::{EMPTY_PAGE, HeapCore, HeapState, NoHeap};
 use super::page_blocks;
 use super::pages;
 use super::size_class::{NUM_CLASSES, class_size, page_kind};
 use crate::arena::ARENA;
-use crate::arena::page::Page;
+use crate::arena::page::{Block, Page};
 use crate::sync::atomic::Ordering;
 
 /// Full pages inspected for frees from other threads before claiming a new page.
@@ -54,27 +53,40 @@ impl HeapCore {
                 if ZERO {
                     pages::zero(page, block, size);
                 }
-                // One test for counting and sampling both, off or on (see `counters`).
-                let modes = self.counters.modes();
-                if modes != 0 {
-                    // The block size from the page (a line the pop has just read), not the
-                    // class table: see `global` on statics the fast paths may name. Relaxed:
-                    // fixed while the page is in use, and it is ours.
-                    self.counters.on_alloc_with(|| {
-                        if USABLE {
-                            page.block_size.load(Ordering::Relaxed)
-                        } else {
-                            size
-                        }
-                    });
-                    if modes & SAMPLE != 0 && self.sampler.due(size) {
-                        return self.alloc_sampled::<ZERO, USABLE>(page, block, size);
-                    }
+                // One test for counting and sampling both, off or on (see `countdown`).
+                if self.count_down(size) {
+                    return self.alloc_past_countdown::<ZERO, USABLE>(page, block, size);
                 }
                 return block.cast();
             }
         }
         self.alloc_generic::<N, ZERO, USABLE>(class, size)
+    }
+
+    /// The malloc fast path's end when the heap's count-down ran out (see `countdown`):
+    /// `block`, just popped from `page` for a request of `size` bytes, is counted if counting
+    /// is on, and sampled if a sample is due.
+    #[inline(never)]
+    pub(super) fn alloc_past_countdown<const ZERO: bool, const USABLE: bool>(
+        &self,
+        page: &'static Page,
+        block: *mut Block,
+        size: usize,
+    ) -> *mut u8 {
+        // The block size from the page (a line the pop has just read), not the class table:
+        // see `global` on statics the fast paths may name. Relaxed: fixed while the page is in
+        // use, and it is ours.
+        self.counters.on_alloc_with(|| {
+            if USABLE {
+                page.block_size.load(Ordering::Relaxed)
+            } else {
+                size
+            }
+        });
+        if self.settle(size) {
+            return self.alloc_sampled::<ZERO, USABLE>(page, block, size);
+        }
+        block.cast()
     }
 
     /// The malloc path when the current page of `class` has no free block (see

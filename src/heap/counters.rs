@@ -20,9 +20,8 @@ use crate::sync::atomic::{AtomicU8, Ordering};
 /// the fast paths maintain anyway.)
 ///
 /// Whether to count, and whether to sample allocations for the heap profile, are bits of one
-/// byte of the heap's own ([`HeapCounters::modes`], on the cache line the fast paths read
-/// anyway): the malloc fast path tests the byte once, a compare with memory, whether either
-/// is on or not, so neither costs anything while off.
+/// byte of the heap's own ([`HeapCounters::modes`]). The malloc fast path does not test it:
+/// it counts down, and the heap's count is armed for what the modes need (`heap::countdown`).
 pub(crate) struct HeapCounters {
     pub(crate) allocated: OwnerCount,
     pub(crate) freed: OwnerCount,

@@ -129,6 +129,10 @@ pub(crate) struct HeapCoreFields {
     /// free takes `free_slow` and counts there (the fast path then tests no counting flag).
     /// Atomic: `set_counting` flips the bit from other threads.
     pub(super) fast_free_owner: AtomicUsize,
+    /// Bytes the malloc fast path may still allocate before it stops (see `countdown`).
+    pub(super) countdown: Cell<i64>,
+    /// What `countdown` was last armed with.
+    pub(super) armed: Cell<i64>,
     /// The count-down to the next heap-profile sample (used while [`SAMPLE`] is on).
     pub(super) sampler: crate::sampling::Sampler,
     /// Cached `double_free::free_key()`.
@@ -172,6 +176,8 @@ impl HeapCore {
             current: [const { Cell::new(&raw const EMPTY_PAGE) }; NUM_CLASSES],
             id: Cell::new(NO_HEAP),
             fast_free_owner: AtomicUsize::new(NO_HEAP),
+            countdown: Cell::new(0),
+            armed: Cell::new(0),
             sampler: crate::sampling::Sampler::new(),
             free_key: Cell::new(0),
             state: Cell::new(state),

@@ -15,6 +15,7 @@
 
 pub(crate) mod abandon;
 mod alloc_path;
+mod countdown;
 pub(crate) mod counters;
 pub(crate) mod double_free;
 pub(crate) mod fallback;
@@ -191,6 +192,7 @@ pub(crate) fn list_newest_cached_large_block_twice() {
 /// Turns heap-profile sampling on or off in the thread heaps alive now and those to come.
 pub(crate) fn set_sampling(on: bool) {
     lifecycle::set_sampling(on);
+    look_at_modes_now();
 }
 
 /// Turns counting of requested bytes on or off, for heaps alive now and those to come.
@@ -198,6 +200,16 @@ pub(crate) fn set_tracking_requested(on: bool) {
     modes::set_tracking_requested(on);
     lifecycle::set_counting(on);
     fallback::set_counting(on);
+    look_at_modes_now();
+}
+
+/// Makes the calling thread's heap see changed modes at its next allocation (other heaps see
+/// them within `countdown::MODES_LOOK_BYTES`).
+fn look_at_modes_now() {
+    let heap = slot::heap();
+    if heap.state() == heap_core::HeapState::Alive {
+        heap.look_now();
+    }
 }
 
 /// Counts in the calling thread's counters, or the shared ones if it has no heap. While

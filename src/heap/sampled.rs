@@ -13,9 +13,9 @@ use crate::sync::atomic::Ordering;
 
 impl HeapCore {
     /// The malloc fast path's sample: `block`, just popped from `page` for a request of `size`
-    /// bytes, reached the heap's count-down. If the sampler takes it, the request is served
-    /// instead by a large block of its own carrying the sample, and `block` goes back to its
-    /// page (uncounted: the count already taken stands for the sampled block).
+    /// bytes, is to be sampled (`HeapCore::settle` said so). The request is served instead by
+    /// a large block of its own carrying the sample, and `block` goes back to its page
+    /// (uncounted: the count already taken stands for the sampled block).
     #[cold]
     #[inline(never)]
     pub(super) fn alloc_sampled<const ZERO: bool, const USABLE: bool>(
@@ -24,15 +24,14 @@ impl HeapCore {
         block: *mut Block,
         size: usize,
     ) -> *mut u8 {
-        if !self.sampler.take(size, self as *const HeapCore as usize) {
-            return block.cast();
-        }
-        // This function is called in tail position (the fast path's frame is gone): leaving
-        // its own frame out leaves the program's first.
+        // This function and the fast path's end call in tail position (the fast path's frame
+        // is gone): leaving their frames out leaves the program's first.
         let this: fn(&Self, &'static Page, *mut Block, usize) -> *mut u8 =
             Self::alloc_sampled::<ZERO, USABLE>;
-        let region = self.sample_region(&[this as usize], size, ZERO);
-        self.sampler.resume();
+        let past: fn(&Self, &'static Page, *mut Block, usize) -> *mut u8 =
+            Self::alloc_past_countdown::<ZERO, USABLE>;
+        let region = self.sample_region(&[this as usize, past as usize], size, ZERO);
+        self.sampled();
         let Some(region) = region else {
             return block.cast(); // no memory or room for the sample: the block serves
         };
@@ -53,18 +52,14 @@ impl HeapCore {
     /// heap's thread, by `caller` (a function of the allocator, left out of the stack):
     /// samples it if the count-down reaches it.
     pub(crate) fn sample_large(&self, region: &Region, size: usize, caller: usize) {
-        if self.counters.modes() & super::counters::SAMPLE == 0 || !self.sampler.due(size) {
-            return;
+        if self.count_down(size) && self.settle(size) {
+            self.sample_large_now(region, size, caller);
         }
-        self.sample_large_now(region, size, caller);
     }
 
     #[cold]
     #[inline(never)]
     fn sample_large_now(&self, region: &Region, size: usize, caller: usize) {
-        if !self.sampler.take(size, self as *const HeapCore as usize) {
-            return;
-        }
         let now: fn(&Self, &Region, usize, usize) = Self::sample_large_now;
         let at: fn(&Self, *mut u8, usize, usize) = Self::sample_large_at;
         let internal = [now as usize, at as usize, caller];
@@ -72,7 +67,7 @@ impl HeapCore {
         if let Some(record) = sampling::record(&stack, size) {
             region.large.set_sample(record);
         }
-        self.sampler.resume();
+        self.sampled();
     }
 }
 

@@ -8,9 +8,9 @@
 //! A sampled block is a large block (its own region, as jemalloc promotes sampled objects to
 //! a large size class): its region carries the sample's record, so its free, from any thread,
 //! reaches the large-block path (`heap::free_large`), which takes the sample back, while the
-//! small-block free path knows nothing of sampling. The count-down sits behind the flag the
-//! malloc fast path tests for counting anyway (`heap::counters`), so sampling that is off
-//! costs no instruction.
+//! small-block free path knows nothing of sampling. The malloc fast path counts down whatever
+//! the modes (`heap::countdown`), so sampling costs it nothing, off or on, until a sample is
+//! due.
 //!
 //! Layer: below `heap`; calls `options`, its submodules and `sync`.
 
@@ -88,8 +88,9 @@ pub(crate) fn set_interval(bytes: u64) {
 pub(crate) struct Sampler {
     /// Bytes still to allocate before the next sample (below zero: one is due). `i64::MAX`
     /// while a sample is being taken, so that an allocation it makes (the unwinder's, should
-    /// it allocate) never samples in turn.
-    countdown: Cell<i64>,
+    /// it allocate) never samples in turn. The heap's own count (`heap::countdown`) stops
+    /// the fast path when this runs out.
+    left: Cell<i64>,
     /// The distance drawn for after the sample being taken.
     next: Cell<i64>,
     /// The previous sample's stack, where the next walk may stop early (`stack`).
@@ -101,23 +102,27 @@ pub(crate) struct Sampler {
 impl Sampler {
     pub(crate) const fn new() -> Sampler {
         Sampler {
-            countdown: Cell::new(0),
+            left: Cell::new(0),
             next: Cell::new(0),
             previous: core::cell::UnsafeCell::new(stack::Previous::new()),
             rng: Cell::new(0),
         }
     }
 
-    /// Counts `size` bytes down; true if the allocation reaches a sample (or the sampler has
-    /// not drawn its first distance yet: see [`Sampler::take`]).
-    #[inline(always)]
-    pub(crate) fn due(&self, size: usize) -> bool {
-        let left = self.countdown.get().wrapping_sub(size as i64);
-        self.countdown.set(left);
+    /// Counts `bytes` allocated down; true if the last allocation among them reaches a sample
+    /// (or the sampler has not drawn its first distance yet: see [`Sampler::take`]).
+    pub(crate) fn count(&self, bytes: u64) -> bool {
+        let left = self.left.get().saturating_sub_unsigned(bytes);
+        self.left.set(left);
         left < 0
     }
 
-    /// After [`Sampler::due`]: whether the allocation of `size` bytes is to be sampled. If so,
+    /// Bytes still to allocate before the next sample.
+    pub(crate) fn left(&self) -> i64 {
+        self.left.get()
+    }
+
+    /// After [`Sampler::count`]: whether the allocation of `size` bytes is to be sampled. If so,
     /// the count-down is suspended until [`Sampler::resume`] (which the caller must call once
     /// the sample is taken). A sampler that had no distance yet (just turned on) draws its
     /// first and counts `size` against it instead. `seed` tells heaps apart.
@@ -134,12 +139,12 @@ impl Sampler {
             self.rng.set(mixed | 1); // xorshift needs a non-zero state
             let left = self.draw(interval()).saturating_sub(size as i64);
             if left >= 0 {
-                self.countdown.set(left);
+                self.left.set(left);
                 return false;
             }
         }
         self.next.set(self.draw(interval()));
-        self.countdown.set(i64::MAX);
+        self.left.set(i64::MAX);
         true
     }
 
@@ -153,7 +158,7 @@ impl Sampler {
 
     /// Ends the suspension [`Sampler::take`] began: the next distance counts from here.
     pub(crate) fn resume(&self) {
-        self.countdown.set(self.next.get());
+        self.left.set(self.next.get());
     }
 
     /// A distance from the exponential distribution of mean `interval`.
