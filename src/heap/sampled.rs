@@ -63,7 +63,7 @@ impl HeapCore {
         let now: fn(&Self, &Region, usize, usize) = Self::sample_large_now;
         let at: fn(&Self, *mut u8, usize, usize) = Self::sample_large_at;
         let internal = [now as usize, at as usize, caller];
-        let stack = self.sampler.capture(&internal);
+        let stack = crate::sampling::stack::capture(&internal);
         if let Some(record) = sampling::record(&stack, size) {
             region.large.set_sample(record);
         }
@@ -84,7 +84,7 @@ impl HeapCore {
         size: usize,
         zeroed: bool,
     ) -> Option<&'static Region> {
-        let stack = self.sampler.capture(internal);
+        let stack = crate::sampling::stack::capture(internal);
         let region = match self.large_cache.take_for_sample() {
             Some(region) => {
                 region.large.set_requested(size);

@@ -14,7 +14,11 @@
 //!
 //! Layer: below `heap`; calls `options`, its submodules and `sync`.
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod cfi;
 pub(crate) mod math;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod rules;
 pub(crate) mod stack;
 pub(crate) mod table;
 
@@ -93,8 +97,6 @@ pub(crate) struct Sampler {
     left: Cell<i64>,
     /// The distance drawn for after the sample being taken.
     next: Cell<i64>,
-    /// The previous sample's stack, where the next walk may stop early (`stack`).
-    previous: core::cell::UnsafeCell<stack::Previous>,
     /// The xorshift state; 0 until the first draw seeds it.
     rng: Cell<u64>,
 }
@@ -104,7 +106,6 @@ impl Sampler {
         Sampler {
             left: Cell::new(0),
             next: Cell::new(0),
-            previous: core::cell::UnsafeCell::new(stack::Previous::new()),
             rng: Cell::new(0),
         }
     }
@@ -146,14 +147,6 @@ impl Sampler {
         self.next.set(self.draw(interval()));
         self.left.set(i64::MAX);
         true
-    }
-
-    /// The calling thread's stack for the sample [`Sampler::take`] began (see
-    /// `stack::capture`), using and updating the heap's previous sample.
-    pub(crate) fn capture(&self, internal: &[usize]) -> stack::Stack {
-        // SAFETY: the sampler is its heap owner's alone (a heap is used by one thread at a
-        // time), and no other reference to `previous` is alive: only this takes one.
-        stack::capture(internal, unsafe { &mut *self.previous.get() })
     }
 
     /// Ends the suspension [`Sampler::take`] began: the next distance counts from here.

@@ -1,28 +1,27 @@
-//! Capturing the calling thread's stack without allocating: `_Unwind_Backtrace` from the
-//! system's unwinder (libgcc's), which walks the DWARF call-frame information every x86-64 and
-//! AArch64 Linux object carries (`.eh_frame`; Rust emits it even with `panic=abort`, C
-//! compilers by default). Frame pointers would be cheaper but are missing from most code
-//! (Rust's standard library, distribution C libraries), so their stacks would stop short.
-//! The unwinder takes the dynamic loader's lock to find objects, so the capture runs before
-//! the sampler takes any lock of its own. It does not allocate for objects the loader knows;
-//! should it allocate (frames a JIT registered with `__register_frame_info`), the heap's
-//! count-down is suspended meanwhile, so that allocation is never sampled in turn.
+//! Capturing the calling thread's stack without allocating, by the DWARF call-frame
+//! information every x86-64 and AArch64 Linux object carries (`.eh_frame`; Rust emits it even
+//! with `panic=abort`, C compilers by default). Frame pointers would be cheaper to follow but
+//! are missing from most code (Rust's standard library, distribution C libraries), so their
+//! stacks would stop short.
 //!
-//! The unwinder costs about 100 ns a frame, and a program's outer frames (`main`, a thread's
-//! start, a server's loop) are the same from one sample to the next. So on x86-64 each heap
-//! keeps its previous sample's frames with the stack pointer each had at its call (the CFA the
-//! unwinder reports for it): when the walk reaches a frame with the same return address and
-//! stack pointer as one of those, and the return-address slot of every frame outwards from it
-//! (just below that stack pointer, where the x86-64 call put it) still holds the address
-//! recorded, the rest of the stack is the one recorded, and the walk stops there. Those slots
-//! are read directly: they lie outwards of a live frame of this thread's stack, between it and
-//! frames the unwinder read on the same stack the last time. A walk that met a signal frame or
-//! another stack (a stack pointer going down: a signal stack, a coroutine's) is never reused.
-//! What remains: a coroutine stack freed and a smaller one mapped where it was, with a frame at
-//! the very address and return address of the previous sample's, would make the reads run
-//! past its top.
+//! The system unwinder (libgcc's `_Unwind_Backtrace`) walks any stack, but costs about 100 ns
+//! a frame: it finds and decodes each function's unwind information at every step. On x86-64
+//! the walk follows the same information itself, from a cache of each return address's rule
+//! (`rules`, decoded by `cfi`): the frame's CFA (its caller's stack pointer) is `rsp` or `rbp`
+//! plus an offset, the return address lies just below the CFA, and `rbp` may have been saved
+//! beside it; that is all an ordinary frame needs, a few nanoseconds a step. A frame whose
+//! rule takes anything else (a signal frame, a DWARF expression) hands the whole walk to the
+//! system unwinder, as do other architectures.
 //!
-//! Layer: `sampling`; calls the system unwinder only.
+//! Every read the walk makes is one the system unwinder makes too: the return-address and
+//! `rbp` slots of frames of this thread's stack, at addresses the unwind information gives.
+//! The unwinder takes the dynamic loader's lock to find objects (as the walk does when an
+//! address's rule is not cached), so the capture runs before the sampler takes any lock of its
+//! own. It does not allocate for objects the loader knows; should it allocate (frames a JIT
+//! registered with `__register_frame_info`), the heap's count-down is suspended meanwhile, so
+//! that allocation is never sampled in turn.
+//!
+//! Layer: `sampling`; calls `sampling::rules` and the system unwinder.
 
 use core::ffi::{c_int, c_void};
 
@@ -34,37 +33,107 @@ pub(crate) const MAX_FRAMES: usize = 64;
 pub(crate) struct Stack {
     pub(crate) depth: usize,
     pub(crate) frames: [usize; MAX_FRAMES],
-    /// The outer frames came from the previous sample (the walk stopped early).
-    pub(crate) reused: bool,
 }
 
-/// Continue the walk (`_URC_NO_REASON`), or stop it (any other value: libgcc then returns
-/// `_URC_FATAL_PHASE1_ERROR`); what `_Unwind_Backtrace` returns at the stack's end, or at a
-/// frame without unwind information (`_URC_END_OF_STACK`).
-const CONTINUE: i32 = 0;
-const STOP: i32 = 4;
-const END_OF_STACK: i32 = 5;
-
-/// A heap's previous sample, for the next walk to stop early (see the module doc). Owner only.
-pub(crate) struct Previous {
-    frames: [usize; MAX_FRAMES],
-    cfas: [usize; MAX_FRAMES],
-    depth: usize,
-    /// The walk reached the stack's end (not cut at `MAX_FRAMES`): only then is the rest of
-    /// a stack known.
-    complete: bool,
-}
-
-impl Previous {
-    pub(crate) const fn new() -> Previous {
-        Previous {
-            frames: [0; MAX_FRAMES],
-            cfas: [0; MAX_FRAMES],
+impl Stack {
+    const fn new() -> Stack {
+        Stack {
             depth: 0,
-            complete: false,
+            frames: [0; MAX_FRAMES],
         }
     }
 }
+
+/// The calling thread's stack from the caller of `capture` outwards, less the innermost frames
+/// of the functions in `internal` (the allocator's own: the program's frame is then the
+/// first). `#[inline(never)]`: its own frame is one the walk skips.
+#[inline(never)]
+pub(crate) fn capture(internal: &[usize]) -> Stack {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(stack) = walk_by_rules(internal) {
+        return stack;
+    }
+    walk_by_unwinder(internal)
+}
+
+// ------------------------------------------------------------------ x86-64: by the rules
+
+/// A frame the walk will not believe is bigger than this (its CFA that far above its stack
+/// pointer): the walk is then left to the system unwinder.
+#[cfg(target_arch = "x86_64")]
+const MAX_FRAME_BYTES: usize = 64 << 20;
+
+/// The walk of [`capture`] by cached rules; `None` where a frame's rule is not one it follows
+/// (then the system unwinder walks the stack). Always inlined into `capture`: the registers it
+/// starts from are `capture`'s, at the rule's address.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn walk_by_rules(internal: &[usize]) -> Option<Stack> {
+    use super::cfi::Rule;
+    use super::rules;
+
+    let (mut pc, mut sp, mut fp): (usize, usize, usize);
+    // SAFETY: copies three registers; touches no memory and no flags. The address taken is
+    // the next instruction's, where `rsp` and `rbp` have the values read.
+    unsafe {
+        core::arch::asm!(
+            "lea {pc}, [rip]",
+            "mov {sp}, rsp",
+            "mov {fp}, rbp",
+            pc = out(reg) pc,
+            sp = out(reg) sp,
+            fp = out(reg) fp,
+            options(nomem, nostack, preserves_flags)
+        );
+    }
+    let mut stack = Stack::new();
+    // The first frame is `capture`'s own, at `pc` itself; the others' rules are looked up at
+    // the return address less one (the call: the return address may be another function's
+    // first byte, after a call that does not return).
+    loop {
+        let (cfa_from_rbp, cfa_offset, rbp_slot) = match rules::rule(pc) {
+            Some(Rule::Frame {
+                cfa_from_rbp,
+                cfa_offset,
+                rbp_slot,
+            }) => (cfa_from_rbp, cfa_offset, rbp_slot),
+            None | Some(Rule::End) => return Some(stack),
+            Some(Rule::Unsupported) => return None,
+        };
+        let cfa = if cfa_from_rbp { fp } else { sp }.wrapping_add(cfa_offset as usize);
+        if cfa <= sp || cfa - sp > MAX_FRAME_BYTES || cfa % 8 != 0 {
+            return None;
+        }
+        // SAFETY: the return address's slot, and `rbp`'s, of a frame of this thread's stack,
+        // where the frame's unwind information puts them (see the module doc); read volatile:
+        // memory the compiler knows nothing of.
+        let return_address = unsafe { core::ptr::read_volatile((cfa - 8) as *const usize) };
+        if rbp_slot != 0 {
+            // SAFETY: as above.
+            fp = unsafe { core::ptr::read_volatile((cfa - 8 * rbp_slot as usize) as *const usize) };
+        }
+        sp = cfa;
+        if return_address == 0 {
+            return Some(stack);
+        }
+        pc = return_address - 1;
+        if stack.depth == 0 && rules::in_functions(pc, internal) {
+            continue;
+        }
+        stack.frames[stack.depth] = pc;
+        stack.depth += 1;
+        if stack.depth == MAX_FRAMES {
+            return Some(stack);
+        }
+    }
+}
+
+// ------------------------------------------------------------------ any stack: the unwinder
+
+/// Continue the walk (`_URC_NO_REASON`), or stop it (any other value: libgcc then returns
+/// `_URC_FATAL_PHASE1_ERROR`).
+const CONTINUE: i32 = 0;
+const STOP: i32 = 4;
 
 #[link(name = "gcc_s")]
 unsafe extern "C" {
@@ -74,10 +143,9 @@ unsafe extern "C" {
     ) -> i32;
     fn _Unwind_GetIPInfo(context: *mut c_void, ip_before_insn: *mut c_int) -> usize;
     fn _Unwind_GetRegionStart(context: *mut c_void) -> usize;
-    fn _Unwind_GetCFA(context: *mut c_void) -> usize;
 }
 
-/// What the walk fills in: the stack; the frames to leave out first.
+/// What the system unwinder's walk fills in: the stack; the frames to leave out first.
 struct Walk<'a> {
     stack: Stack,
     /// The capture's own frame.
@@ -85,52 +153,30 @@ struct Walk<'a> {
     /// Functions (their first instruction's address) whose frames are left out while they
     /// are the innermost: the allocator's own, between the program and the capture.
     internal: &'a [usize],
-    /// The CFA of each frame kept.
-    cfas: [usize; MAX_FRAMES],
-    previous: &'a Previous,
-    /// The first frame of `previous` whose CFA is not below the walk's (CFAs grow outwards).
-    next_previous: usize,
-    /// The rest of the stack was taken from `previous` (and is complete if it was).
-    reused: bool,
-    /// The walk reached a frame without a return address: the stack's end.
-    ended: bool,
-    /// The walk met a signal frame or another stack (see `visit`).
-    irregular: bool,
-    /// A frame of `previous` that matched the last frame recorded (see `ends_on_previous`).
-    candidate: Option<usize>,
 }
 
-/// Whether the stack outwards from `previous`'s frame `at` is still there: the return-address
-/// slot of each frame outwards still holds that frame's return address. (A frame whose size
-/// varies from call to call, `alloca`, could leave an old return address where a new frame's
-/// slot is not: then the callers further out are the old ones. Not seen; the candidate's own
-/// frame size is pinned by its next frame.) (The unwinder's CFA
-/// for a frame, when it calls back, is the frame's stack pointer at its call, the callee's
-/// CFA; the x86-64 call pushed the return address just below it.)
-#[cfg(target_arch = "x86_64")]
-fn still_there(previous: &Previous, at: usize) -> bool {
-    (at + 1..previous.depth).all(|k| {
-        // SAFETY: see the module doc: a slot of this thread's stack, outwards of a live frame
-        // and below frames the unwinder read before, on a stack still mapped. Read volatile:
-        // memory the compiler knows nothing of.
-        let slot = unsafe { core::ptr::read_volatile((previous.cfas[k] - 8) as *const usize) };
-        slot == previous.frames[k] + 1
-    })
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn still_there(_: &Previous, _: usize) -> bool {
-    false // the return address's slot is not at a fixed place
+/// The walk of [`capture`] by the system unwinder. Always inlined into `capture`: the first
+/// frame it skips is `capture`'s.
+#[inline(always)]
+fn walk_by_unwinder(internal: &[usize]) -> Stack {
+    let mut walk = Walk {
+        stack: Stack::new(),
+        skip_own: true,
+        internal,
+    };
+    // SAFETY: `visit` matches the callback's signature and only touches `walk`, which lives
+    // across the call.
+    unsafe { _Unwind_Backtrace(visit, (&raw mut walk).cast()) };
+    walk.stack
 }
 
 extern "C" fn visit(context: *mut c_void, arg: *mut c_void) -> i32 {
-    // SAFETY: `arg` is the `Walk` that `capture` passed, alive and ours for the walk.
+    // SAFETY: `arg` is the `Walk` that `walk_by_unwinder` passed, alive and ours for the walk.
     let walk = unsafe { &mut *arg.cast::<Walk<'_>>() };
     let mut signal_frame: c_int = 0;
     // SAFETY: the unwinder's context for the frame it visits; a valid out-pointer.
     let ip = unsafe { _Unwind_GetIPInfo(context, &mut signal_frame) };
     if ip == 0 {
-        walk.ended = true;
         return STOP;
     }
     if walk.skip_own {
@@ -144,23 +190,11 @@ extern "C" fn visit(context: *mut c_void, arg: *mut c_void) -> i32 {
             return CONTINUE;
         }
     }
-    // SAFETY: as above.
-    let cfa = unsafe { _Unwind_GetCFA(context) };
-    // A frame a signal interrupted holds no return address at its stack pointer (its IP is
-    // the interrupted instruction's, not a return address), and a stack pointer below the
-    // last one means another stack (a signal stack, a coroutine's): such a stack is never
-    // reused, nor used to end this walk.
-    let depth = walk.stack.depth;
-    if signal_frame != 0 || (depth > 0 && cfa < walk.cfas[depth - 1]) {
-        walk.irregular = true;
-    }
+    // A frame a signal interrupted holds the interrupted instruction's address, not a return
+    // address.
     let frame = if signal_frame != 0 { ip } else { ip - 1 };
-    walk.stack.frames[depth] = frame;
-    walk.cfas[depth] = cfa;
+    walk.stack.frames[walk.stack.depth] = frame;
     walk.stack.depth += 1;
-    if !walk.irregular && walk.previous.complete && ends_on_previous(walk, frame, cfa) {
-        return STOP;
-    }
     if walk.stack.depth == MAX_FRAMES {
         STOP
     } else {
@@ -168,154 +202,112 @@ extern "C" fn visit(context: *mut c_void, arg: *mut c_void) -> i32 {
     }
 }
 
-/// Whether the walk, having just recorded `frame` at `cfa`, can take the rest of the stack
-/// from the previous sample (and has: then the caller stops). A frame of the previous sample
-/// with the same return address and stack pointer is a candidate; the next frame decides: it
-/// must equal the candidate's next too (which pins the candidate's frame size), and every slot
-/// outwards must still hold its return address.
-fn ends_on_previous(walk: &mut Walk<'_>, frame: usize, cfa: usize) -> bool {
-    let previous = walk.previous;
-    if let Some(candidate) = walk.candidate.take() {
-        let next = candidate + 1;
-        if previous.frames[next] == frame
-            && previous.cfas[next] == cfa
-            && still_there(previous, next)
-        {
-            let rest = (previous.depth - next - 1).min(MAX_FRAMES - walk.stack.depth);
-            let (from, to) = (
-                next + 1..next + 1 + rest,
-                walk.stack.depth..walk.stack.depth + rest,
-            );
-            walk.stack.frames[to.clone()].copy_from_slice(&previous.frames[from.clone()]);
-            walk.cfas[to].copy_from_slice(&previous.cfas[from]);
-            walk.stack.depth += rest;
-            walk.reused = true;
-            return true;
-        }
-    }
-    while walk.next_previous < previous.depth && previous.cfas[walk.next_previous] < cfa {
-        walk.next_previous += 1;
-    }
-    let at = walk.next_previous;
-    // A candidate needs a next frame in the previous sample to be pinned by.
-    if at + 1 < previous.depth && previous.cfas[at] == cfa && previous.frames[at] == frame {
-        walk.candidate = Some(at);
-    }
-    false
-}
-
-/// The calling thread's stack from the caller of `capture` outwards, less the innermost frames
-/// of the functions in `internal` (the allocator's own: the program's frame is then the
-/// first). `previous` is the calling heap's last sample, which the walk may end on and which
-/// becomes this one. `#[inline(never)]`: its own frame is one the walk skips.
-#[inline(never)]
-pub(crate) fn capture(internal: &[usize], previous: &mut Previous) -> Stack {
-    let mut walk = Walk {
-        stack: Stack {
-            depth: 0,
-            frames: [0; MAX_FRAMES],
-            reused: false,
-        },
-        skip_own: true,
-        internal,
-        cfas: [0; MAX_FRAMES],
-        previous,
-        next_previous: 0,
-        reused: false,
-        ended: false,
-        irregular: false,
-        candidate: None,
-    };
-    // SAFETY: `visit` matches the callback's signature and only touches `walk`, which lives
-    // across the call.
-    let end = unsafe { _Unwind_Backtrace(visit, (&raw mut walk).cast()) };
-    let complete = if walk.irregular {
-        false
-    } else if walk.reused {
-        walk.stack.depth < MAX_FRAMES
-    } else {
-        walk.ended || end == END_OF_STACK
-    };
-    let Walk {
-        mut stack,
-        cfas,
-        reused,
-        ..
-    } = walk;
-    stack.reused = reused;
-    let (frames, depth) = (stack.frames, stack.depth);
-    *previous = Previous {
-        frames,
-        cfas,
-        depth,
-        complete,
-    };
-    stack
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The same walk by the system unwinder only (with `capture`'s frame skipping).
     #[inline(never)]
-    fn depth_below(n: usize) -> Stack {
-        if n == 0 {
-            capture(&[], &mut Previous::new())
-        } else {
-            let stack = depth_below(n - 1);
-            core::hint::black_box(n);
-            stack
-        }
+    fn capture_by_unwinder(internal: &[usize]) -> Stack {
+        walk_by_unwinder(internal)
     }
 
-    /// Captures at the bottom of `n` frames: with `previous` (which may end the walk early),
-    /// and without.
+    /// The walk by rules only (with `capture`'s frame skipping); `None` where it gave up.
     #[inline(never)]
-    fn both_below(n: usize, previous: &mut Previous) -> (Stack, Stack) {
+    fn capture_by_rules(internal: &[usize]) -> Option<Stack> {
+        walk_by_rules(internal)
+    }
+
+    /// Both walks at the bottom of `n` frames: the first frames differ (two call sites), the
+    /// rest must not.
+    #[inline(never)]
+    fn both_below(n: usize) -> (Stack, Stack) {
         if n == 0 {
-            let with = capture(&[], previous);
-            let without = capture(&[], &mut Previous::new());
-            (with, without)
+            let by_rules = capture_by_rules(&[]).expect("walked by the rules");
+            let by_unwinder = capture_by_unwinder(&[]);
+            (by_rules, by_unwinder)
         } else {
-            let stacks = both_below(n - 1, previous);
+            let stacks = both_below(n - 1);
             core::hint::black_box(n);
             stacks
         }
     }
 
+    fn assert_same(by_rules: &Stack, by_unwinder: &Stack, what: &str) {
+        assert_eq!(by_rules.depth, by_unwinder.depth, "{what}");
+        assert_eq!(
+            by_rules.frames[1..by_rules.depth],
+            by_unwinder.frames[1..by_unwinder.depth],
+            "{what}"
+        );
+    }
+
     #[test]
-    fn a_walk_that_ends_on_the_previous_stack_gives_the_same_stack() {
-        let mut previous = Previous::new();
-        let mut reused = 0;
-        for n in [5, 5, 3, 8, 8, 2, 2, 7, 0, 0, 70, 70, 6] {
-            let (with, without) = both_below(n, &mut previous);
-            assert_eq!(with.depth, without.depth, "depth {n}");
-            // The two captures are two call sites: their first frames differ, the rest not.
-            assert_eq!(
-                with.frames[1..with.depth],
-                without.frames[1..without.depth],
-                "depth {n}"
-            );
-            reused += usize::from(with.reused);
+    fn the_walk_by_rules_gives_the_unwinders_stack() {
+        for n in [0, 1, 5, 30, 70] {
+            let (by_rules, by_unwinder) = both_below(n);
+            assert!(by_rules.depth >= (n + 2).min(MAX_FRAMES), "depth {n}");
+            assert_same(&by_rules, &by_unwinder, &format!("depth {n}"));
         }
-        if cfg!(target_arch = "x86_64") {
-            assert!(reused >= 5, "the walk ended early {reused} times");
+    }
+
+    /// A frame with over-aligned locals realigns its stack pointer, so its CFA comes from
+    /// `rbp`; a frame with a big array is too big for a cache entry.
+    #[inline(never)]
+    fn through_odd_frames(n: usize) -> (Stack, Stack) {
+        #[repr(align(128))]
+        struct Aligned([u8; 256]);
+        let mut aligned = Aligned([n as u8; 256]);
+        let mut big = [n as u8; 20000];
+        core::hint::black_box((&mut aligned, &mut big));
+        let stacks = if n == 0 {
+            both_below(3)
+        } else {
+            through_odd_frames(n - 1)
+        };
+        core::hint::black_box((&aligned.0[7], &big[19999]));
+        stacks
+    }
+
+    #[test]
+    fn frames_realigned_or_too_big_to_cache_are_walked_alike() {
+        for _ in 0..2 {
+            // (twice: the second walk takes its rules from the cache)
+            let (by_rules, by_unwinder) = through_odd_frames(3);
+            assert_same(&by_rules, &by_unwinder, "odd frames");
         }
+        let f = through_odd_frames as fn(usize) -> (Stack, Stack) as usize;
+        match super::super::cfi::rule_at(f + 40).map(|(rule, _)| rule) {
+            Some(super::super::cfi::Rule::Frame { cfa_from_rbp, .. }) => {
+                assert!(cfa_from_rbp, "a realigned frame's CFA comes from rbp")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn threads_stacks_end_where_the_unwinders_do() {
+        std::thread::spawn(|| {
+            let (by_rules, by_unwinder) = both_below(4);
+            assert_same(&by_rules, &by_unwinder, "a thread");
+        })
+        .join()
+        .unwrap();
     }
 
     static IN_HANDLER: std::sync::Mutex<(usize, usize)> = std::sync::Mutex::new((0, 0));
 
     extern "C" fn on_signal(_: libc::c_int) {
-        let mut previous = Previous::new();
-        let first = capture(&[], &mut previous);
-        let second = capture(&[], &mut previous);
-        *IN_HANDLER.lock().unwrap() = (first.depth, usize::from(second.reused));
+        let given_up = capture_by_rules(&[]).is_none();
+        let (captured, by_unwinder) = (capture(&[]), capture_by_unwinder(&[]));
+        let same = captured.frames[1..captured.depth] == by_unwinder.frames[1..by_unwinder.depth];
+        *IN_HANDLER.lock().unwrap() = (captured.depth, usize::from(same && given_up));
     }
 
     /// A walk through a signal frame (the handler's caller is the interrupted code, not a
-    /// call) is never kept for reuse: the second capture walks the whole stack again.
+    /// call) is left to the unwinder, and goes on past the signal.
     #[test]
-    fn a_stack_through_a_signal_frame_is_not_reused() {
+    fn a_stack_through_a_signal_frame_is_the_unwinders() {
         // SAFETY: a handler that only captures stacks and stores two numbers; raised and
         // handled on this thread, then the default restored.
         unsafe {
@@ -325,35 +317,33 @@ mod tests {
             libc::raise(libc::SIGUSR2);
             libc::signal(libc::SIGUSR2, libc::SIG_DFL);
         }
-        let (depth, reused) = *IN_HANDLER.lock().unwrap();
-        assert!(depth >= 3, "the handler's stack: {depth} frames");
-        assert_eq!(reused, 0, "a stack through a signal frame was reused");
-    }
-
-    #[test]
-    fn deeper_calls_give_deeper_stacks() {
-        let shallow = depth_below(0);
-        let deep = depth_below(10);
-        assert!(shallow.depth >= 2, "a stack of {} frames", shallow.depth);
-        assert!(deep.depth >= (shallow.depth + 10).min(MAX_FRAMES));
-        assert!(shallow.frames[..shallow.depth].iter().all(|&ip| ip != 0));
+        let (depth, same) = *IN_HANDLER.lock().unwrap();
+        let here = capture(&[]).depth;
+        assert!(
+            depth > here,
+            "the handler's stack goes past the signal: {depth} frames"
+        );
+        assert_eq!(
+            same, 1,
+            "the rules were followed through the signal frame, or differ"
+        );
     }
 
     #[inline(never)]
     fn inner() -> Stack {
-        let stack = capture(&[inner as fn() -> Stack as usize], &mut Previous::new());
+        let stack = capture(&[inner as fn() -> Stack as usize]);
         core::hint::black_box(stack)
     }
 
     #[test]
     fn internal_frames_are_left_out() {
-        let with = capture(&[], &mut Previous::new());
+        let with = capture(&[]);
         let without = inner();
         // `inner`'s frame is gone: both stacks start in this test function, and the frames
         // beyond it (the test harness) are the same.
         assert_eq!(with.depth, without.depth);
         assert_eq!(with.frames[1..with.depth], without.frames[1..without.depth]);
-        let not_skipped = capture(&[], &mut Previous::new());
+        let not_skipped = capture(&[]);
         assert_ne!(with.frames[0], not_skipped.frames[0], "two call sites");
     }
 }

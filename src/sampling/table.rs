@@ -246,7 +246,6 @@ mod tests {
         let mut s = Stack {
             depth: frames.len(),
             frames: [0; MAX_FRAMES],
-            reused: false,
         };
         s.frames[..frames.len()].copy_from_slice(frames);
         s
