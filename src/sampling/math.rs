@@ -37,10 +37,21 @@ pub(crate) fn exp_neg(x: f64) -> f64 {
     // x = k ln 2 + r, 0 <= r < ln 2: exp(-x) = 2^-k exp(-r).
     let k = (x / LN_2) as i32;
     let r = x - k as f64 * LN_2;
+    // The Taylor series to the 12th term, multiplying by 1/n (a division per term would
+    // cost the sample more than the rest of the series).
+    const INVERSES: [f64; 12] = {
+        let mut inverses = [0.0; 12];
+        let mut n = 0;
+        while n < 12 {
+            inverses[n] = 1.0 / (n + 1) as f64;
+            n += 1;
+        }
+        inverses
+    };
     let mut term = 1.0;
     let mut sum = 1.0;
-    for n in 1..=12 {
-        term *= -r / n as f64;
+    for inverse in INVERSES {
+        term *= -r * inverse;
         sum += term;
     }
     sum * f64::from_bits(((1023 - k as i64).max(1) as u64) << 52)

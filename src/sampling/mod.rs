@@ -183,7 +183,8 @@ pub(crate) fn weights(size: usize, interval: u64) -> (u64, u64) {
     } else {
         1.0 - math::exp_neg(x)
     };
-    ((ONE as f64 / p) as u64, (size / p) as u64)
+    let inverse = 1.0 / p;
+    ((ONE as f64 * inverse) as u64, (size * inverse) as u64)
 }
 
 /// The longest mean distance between samples (1 TiB): beyond it a sample of one byte would
