@@ -52,7 +52,8 @@ impl core::fmt::Display for Error {
 
 /// Starts sampling allocations in every thread (threads started later too), at the interval
 /// `VMARENA_PROFILE_SAMPLE` set (or [`set_sample_interval`]; 512 KiB by default). Samples
-/// taken before a [`stop`] are kept.
+/// taken before a [`stop`] are kept. The calling thread samples from its next allocation,
+/// threads running already within 256 KiB allocated.
 pub fn start() {
     crate::heap::set_sampling(true);
 }

@@ -23,25 +23,23 @@ const SLOTS: usize = 4096;
 static CACHE: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
 const RULE_BITS: u32 = 17;
 
-/// The rule at `pc` (see `cfi::rule_at`); `None`: no unwind information covers it.
+/// The rule at `pc` (see `cfi::rule_at`); `End` where no unwind information covers it (the
+/// system unwinder ends its walk there too).
 #[inline]
-pub(crate) fn rule(pc: usize) -> Option<Rule> {
+pub(crate) fn rule(pc: usize) -> Rule {
     let slot = &CACHE[slot_of(pc)];
     // Relaxed: an entry is one word, self-contained; one that is missing or being replaced
     // only costs a decoding (see the module doc).
     let entry = slot.load(Ordering::Relaxed);
     if entry != 0 && (entry >> RULE_BITS) as usize == pc {
-        return Some(unpack(entry & ((1 << RULE_BITS) - 1)));
+        return unpack(entry & ((1 << RULE_BITS) - 1));
     }
-    let (rule, _) = match cfi::rule_at(pc) {
-        Some(found) => found,
-        None => (Rule::End, 0),
-    };
+    let rule = cfi::rule_at(pc).map_or(Rule::End, |(rule, _)| rule);
     if let Some(entry) = pack(pc, rule).filter(|_| in_startup_code(pc)) {
         // Relaxed: as above.
         slot.store(entry, Ordering::Relaxed);
     }
-    Some(rule)
+    rule
 }
 
 fn slot_of(pc: usize) -> usize {
@@ -104,6 +102,10 @@ fn in_startup_code(pc: usize) -> bool {
 
 // The constructor: it runs before `main` in an executable (after the libraries' own) and at
 // load for a preloaded library, when the objects loaded are those the program started with.
+// (Where vmarena is itself in a library `dlopen`ed later, the objects loaded by then count as
+// startup code: one of them unloaded, and other code mapped at its addresses, would leave
+// wrong rules behind. Not a case this allocator is built for: it replaces the allocator at
+// startup.)
 #[cfg(not(miri))]
 #[used]
 #[unsafe(link_section = ".init_array")]
@@ -224,7 +226,7 @@ mod tests {
 
     #[test]
     fn the_program_and_its_libraries_are_startup_code() {
-        assert!(in_startup_code(rule as fn(usize) -> Option<Rule> as usize));
+        assert!(in_startup_code(rule as fn(usize) -> Rule as usize));
         assert!(in_startup_code(libc::malloc as *const () as usize));
         assert!(!in_startup_code(8));
     }

@@ -92,13 +92,13 @@ fn walk_by_rules(internal: &[usize]) -> Option<Stack> {
     // first byte, after a call that does not return).
     loop {
         let (cfa_from_rbp, cfa_offset, rbp_slot) = match rules::rule(pc) {
-            Some(Rule::Frame {
+            Rule::Frame {
                 cfa_from_rbp,
                 cfa_offset,
                 rbp_slot,
-            }) => (cfa_from_rbp, cfa_offset, rbp_slot),
-            None | Some(Rule::End) => return Some(stack),
-            Some(Rule::Unsupported) => return None,
+            } => (cfa_from_rbp, cfa_offset, rbp_slot),
+            Rule::End => return Some(stack),
+            Rule::Unsupported => return None,
         };
         let cfa = if cfa_from_rbp { fp } else { sp }.wrapping_add(cfa_offset as usize);
         if cfa <= sp || cfa - sp > MAX_FRAME_BYTES || cfa % 8 != 0 {
