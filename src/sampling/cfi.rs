@@ -326,7 +326,7 @@ impl Program<'_> {
                     continue;
                 }
                 2 => {
-                    let offset = code.uleb()? as i64 * data;
+                    let offset = (code.uleb()? as i64).wrapping_mul(data);
                     state.set(low, Saved::At(offset));
                     continue;
                 }
@@ -358,7 +358,7 @@ impl Program<'_> {
                 }
                 0x05 => {
                     let register = code.uleb()?;
-                    let offset = code.uleb()? as i64 * data;
+                    let offset = (code.uleb()? as i64).wrapping_mul(data);
                     state.set(register, Saved::At(offset));
                 }
                 0x06 => {
@@ -401,14 +401,14 @@ impl Program<'_> {
                 }
                 0x11 => {
                     let register = code.uleb()?;
-                    let offset = code.sleb()? * data;
+                    let offset = code.sleb()?.wrapping_mul(data);
                     state.set(register, Saved::At(offset));
                 }
                 0x12 => {
                     state.cfa_register = Some(code.uleb()?);
-                    state.cfa_offset = code.sleb()? * data;
+                    state.cfa_offset = code.sleb()?.wrapping_mul(data);
                 }
-                0x13 => state.cfa_offset = code.sleb()? * data,
+                0x13 => state.cfa_offset = code.sleb()?.wrapping_mul(data),
                 0x14 => {
                     let register = code.uleb()?;
                     code.uleb()?;
@@ -424,7 +424,7 @@ impl Program<'_> {
                 }
                 0x2f => {
                     let register = code.uleb()?;
-                    let offset = -(code.uleb()? as i64) * data;
+                    let offset = (code.uleb()? as i64).wrapping_neg().wrapping_mul(data);
                     state.set(register, Saved::At(offset));
                 }
                 _ => return None, // DW_CFA_set_loc and vendor extensions
@@ -438,7 +438,7 @@ impl Program<'_> {
     fn advance(&mut self, delta: u64) -> bool {
         let next = self
             .location
-            .wrapping_add((delta * self.cie.code_alignment) as usize);
+            .wrapping_add(delta.wrapping_mul(self.cie.code_alignment) as usize);
         if next > self.target {
             return true;
         }
