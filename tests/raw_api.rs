@@ -55,3 +55,24 @@ fn c_blocks_leave_the_requested_count_where_it_was() {
     }
     assert_eq!(requested(), before, "C blocks left requested bytes behind");
 }
+
+/// `malloc(0)` hands out a block, so counting counts it: its free, counted, must find its
+/// allocation counted too.
+#[test]
+fn zero_byte_blocks_are_counted_both_ways() {
+    vmarena::track_requested_bytes(true);
+    let (before, blocks) = (vmarena::thread_stats(), requested());
+    for _ in 0..100 {
+        let p = c::malloc(0);
+        assert!(!p.is_null());
+        // SAFETY: a live block of ours, freed once.
+        unsafe { c::free(p) };
+    }
+    let after = vmarena::thread_stats();
+    assert_eq!(
+        after.allocations - before.allocations,
+        after.frees - before.frees,
+        "zero-byte blocks freed but not counted as allocated"
+    );
+    assert_eq!(requested(), blocks);
+}

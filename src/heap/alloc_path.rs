@@ -8,6 +8,7 @@
 //! Layer: `heap`; calls `heap::heap_core` (the struct), `pages`, `page_blocks`, `abandon`,
 //! `size_class`, `arena` (claiming pages), `abort` and `os`.
 
+use super::counters::COUNT;
 use super::heap_core::{EMPTY_PAGE, HeapCore, HeapState, NoHeap};
 use super::page_blocks;
 use super::pages;
@@ -55,6 +56,21 @@ impl HeapCore {
                 }
                 // One test for counting and sampling both, off or on (see `countdown`).
                 if self.count_down(size) {
+                    if self.counters.modes() == COUNT {
+                        // Counting alone (the count stops every allocation): count here.
+                        self.counters.on_alloc_with(|| {
+                            if USABLE {
+                                // The block size from the page (a line the pop has just read),
+                                // not the class table: see `global` on statics the fast paths
+                                // may name. Relaxed: fixed while the page is in use, and ours.
+                                page.block_size.load(Ordering::Relaxed)
+                            } else {
+                                size
+                            }
+                        });
+                        self.count_every_allocation();
+                        return block.cast();
+                    }
                     return self.alloc_past_countdown::<ZERO, USABLE>(page, block, size);
                 }
                 return block.cast();

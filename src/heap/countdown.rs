@@ -1,8 +1,8 @@
 //! When the malloc fast path stops: a heap counts down the bytes its owner allocates, and the
 //! allocation that takes the count below zero leaves the fast path. The count is armed for
-//! what the heap's modes need: the next heap-profile sample (`SAMPLE`), every allocation
-//! (`COUNT`, which counts each one), or only [`MODES_LOOK_BYTES`] (neither mode: a look at
-//! modes another thread may have turned on).
+//! what the heap's modes need: every allocation (`COUNT`, which counts each one); the next
+//! heap-profile sample (`SAMPLE`); and in any case at most [`MODES_LOOK_BYTES`], for a look at
+//! modes another thread may have turned on.
 //!
 //! So the fast path tests one thing, the count, whatever the modes: a subtraction into memory
 //! and a branch, as many instructions as the test of a modes byte it replaces, and sampling
@@ -37,8 +37,13 @@ impl HeapCore {
     /// `Sampler::take`, and calls [`HeapCore::sampled`] after it). Owner only.
     pub(super) fn settle(&self, size: usize) -> bool {
         // The bytes counted since arming (another thread never writes the count, so at least
-        // `size`; a wrap on an absurd size is harmless: the sampler then samples).
-        let counted = self.armed.get().wrapping_sub(self.countdown.get()).max(0) as u64;
+        // `size`; a wrap on an absurd size is harmless: the sampler then samples). Counted
+        // while sampling was off, they are not the sampler's: only this allocation is.
+        let counted = if self.armed_for_sample.get() {
+            self.armed.get().wrapping_sub(self.countdown.get()).max(0) as u64
+        } else {
+            size as u64
+        };
         let modes = self.counters.modes();
         let sample = modes & SAMPLE != 0
             && self.sampler.count(counted)
@@ -54,16 +59,26 @@ impl HeapCore {
         self.arm(self.counters.modes());
     }
 
+    /// Arms the count for counting alone (what [`HeapCore::settle`] would, without its look at
+    /// the sampler): every allocation stops.
+    #[inline(always)]
+    pub(super) fn count_every_allocation(&self) {
+        self.countdown.set(-1);
+        self.armed.set(-1);
+        self.armed_for_sample.set(false);
+    }
+
     /// Makes the next allocation look at the heap's modes (the owner, after changing them).
     pub(crate) fn look_now(&self) {
-        self.countdown.set(0);
-        self.armed.set(0);
+        self.countdown.set(-1);
+        self.armed.set(-1);
+        self.armed_for_sample.set(false);
     }
 
     /// Arms the count for `modes` (see the module doc).
     fn arm(&self, modes: u8) {
         let bytes = if modes & COUNT != 0 {
-            0 // every allocation is counted, so every one stops
+            -1 // every allocation is counted, so every one stops (`malloc(0)` too)
         } else if modes & SAMPLE != 0 {
             self.sampler.left().min(MODES_LOOK_BYTES)
         } else {
@@ -71,5 +86,6 @@ impl HeapCore {
         };
         self.countdown.set(bytes);
         self.armed.set(bytes);
+        self.armed_for_sample.set(modes & SAMPLE != 0);
     }
 }

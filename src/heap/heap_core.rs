@@ -133,6 +133,8 @@ pub(crate) struct HeapCoreFields {
     pub(super) countdown: Cell<i64>,
     /// What `countdown` was last armed with.
     pub(super) armed: Cell<i64>,
+    /// Whether it was armed while sampling (its bytes then count towards the next sample).
+    pub(super) armed_for_sample: Cell<bool>,
     /// The count-down to the next heap-profile sample (used while [`SAMPLE`] is on).
     pub(super) sampler: crate::sampling::Sampler,
     /// Cached `double_free::free_key()`.
@@ -176,8 +178,9 @@ impl HeapCore {
             current: [const { Cell::new(&raw const EMPTY_PAGE) }; NUM_CLASSES],
             id: Cell::new(NO_HEAP),
             fast_free_owner: AtomicUsize::new(NO_HEAP),
-            countdown: Cell::new(0),
-            armed: Cell::new(0),
+            countdown: Cell::new(-1), // the first allocation looks at the modes
+            armed: Cell::new(-1),
+            armed_for_sample: Cell::new(false),
             sampler: crate::sampling::Sampler::new(),
             free_key: Cell::new(0),
             state: Cell::new(state),

@@ -202,7 +202,9 @@ impl Cie {
             let augmented = augmentation.first() == Some(&b'z');
             if augmented {
                 let length = r.uleb()? as usize;
-                let data_end = r.at.add(length);
+                let mut data = r;
+                data.skip(length)?; // inside the entry
+                let data_end = data.at;
                 for &c in &augmentation[1..] {
                     match c {
                         b'R' => fde_encoding = r.u8()?,
@@ -254,6 +256,8 @@ struct State {
     cfa_register: Option<u64>,
     cfa_offset: i64,
     rbp: Saved,
+    /// Anything but `Same` (the CFA) is a rule this walker does not follow.
+    rsp: Saved,
     return_address: Saved,
 }
 
@@ -263,11 +267,15 @@ impl State {
             cfa_register: None,
             cfa_offset: 0,
             rbp: Saved::Same,
+            rsp: Saved::Same,
             return_address: Saved::Same,
         }
     }
 
     fn rule(&self) -> Option<Rule> {
+        if self.rsp != Saved::Same {
+            return None; // the caller's stack pointer is not the CFA
+        }
         if self.return_address == Saved::Undefined {
             return Some(Rule::End);
         }
@@ -281,7 +289,9 @@ impl State {
         }
         let rbp_slot = match self.rbp {
             Saved::Same => 0,
-            Saved::At(offset) if offset < 0 && offset % 8 == 0 => (-offset / 8) as u32,
+            Saved::At(offset) if offset < 0 && offset % 8 == 0 => {
+                u32::try_from(offset.checked_neg()? / 8).ok()?
+            }
             _ => return None,
         };
         Some(Rule::Frame {
@@ -294,6 +304,7 @@ impl State {
     fn set(&mut self, register: u64, saved: Saved) {
         match register {
             RBP => self.rbp = saved,
+            RSP => self.rsp = saved,
             RETURN_ADDRESS => self.return_address = saved,
             _ => {}
         }
@@ -451,6 +462,7 @@ impl Program<'_> {
 fn restored(initial: &State, register: u64) -> Saved {
     match register {
         RBP => initial.rbp,
+        RSP => initial.rsp,
         RETURN_ADDRESS => initial.return_address,
         _ => Saved::Same,
     }
@@ -667,6 +679,8 @@ mod tests {
         assert_eq!(rule_in(&cfa_expression, 0), None);
         let rbp_elsewhere = entries(b"zR", &[0x09, 6, 3]);
         assert_eq!(rule_in(&rbp_elsewhere, 0), None);
+        let rsp_saved = entries(b"zR", &[0x87, 2]);
+        assert_eq!(rule_in(&rsp_saved, 0), None);
         let signal_frame = entries(b"zRS", &[]);
         assert_eq!(rule_in(&signal_frame, 0), None);
         let unaugmented = entries(b"", &[0x41, 0x0e, 16]);

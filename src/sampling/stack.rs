@@ -13,13 +13,14 @@
 //! rule takes anything else (a signal frame, a DWARF expression) hands the whole walk to the
 //! system unwinder, as do other architectures.
 //!
-//! Every read the walk makes is one the system unwinder makes too: the return-address and
-//! `rbp` slots of frames of this thread's stack, at addresses the unwind information gives.
-//! The unwinder takes the dynamic loader's lock to find objects (as the walk does when an
-//! address's rule is not cached), so the capture runs before the sampler takes any lock of its
-//! own. It does not allocate for objects the loader knows; should it allocate (frames a JIT
-//! registered with `__register_frame_info`), the heap's count-down is suspended meanwhile, so
-//! that allocation is never sampled in turn.
+//! The walk reads only slots of this thread's stack that the unwind information names: each
+//! frame's return address (which the unwinder reads too) and, where a frame saved `rbp`, its
+//! slot (which the unwinder reads when a caller's CFA comes from `rbp`), each inside the frame
+//! being left. The unwinder takes the dynamic loader's lock to find objects (as the walk does
+//! when an address's rule is not cached), so the capture runs before the sampler takes any
+//! lock of its own. It does not allocate for objects the loader knows; should it allocate
+//! (frames a JIT registered with `__register_frame_info`), the sampler's count is suspended
+//! meanwhile, so that allocation is never sampled in turn.
 //!
 //! Layer: `sampling`; calls `sampling::rules` and the system unwinder.
 
@@ -109,6 +110,9 @@ fn walk_by_rules(internal: &[usize]) -> Option<Stack> {
         // memory the compiler knows nothing of.
         let return_address = unsafe { core::ptr::read_volatile((cfa - 8) as *const usize) };
         if rbp_slot != 0 {
+            if cfa - 8 * (rbp_slot as usize) < sp {
+                return None; // not in this frame: leave the walk to the unwinder
+            }
             // SAFETY: as above.
             fp = unsafe { core::ptr::read_volatile((cfa - 8 * rbp_slot as usize) as *const usize) };
         }
