@@ -39,6 +39,7 @@
 //! | the purger thread | lazy start | reset: wanted again, started by the child's first release |
 //! | options | first reader | reset a read in progress; keep what was read |
 //! | the heap profile's table (samples, stacks) | its mutex | keep (reset the mutex): the child's live blocks are the parent's, sampled ones included |
+//! | the shared shelf of sample regions | its mutex | keep (reset the mutex): the regions are the child's copy, still cached |
 //! | other threads' sample count-downs | owner only | gone with their heaps (rebuilt) |
 //! | heap ids, the free-marker secret | atomics | keep |
 //! | a thread's TLS slot | its thread | gone with the thread (a new thread's slot starts at `UNINIT`) |
@@ -53,7 +54,7 @@
 //! (`abandon`, `fallback`, `lifecycle`), `isolated`, `sampling`, `purger` and `options`.
 
 use crate::arena::ARENA;
-use crate::heap::{abandon, fallback, lifecycle};
+use crate::heap::{abandon, fallback, lifecycle, sample_shelf};
 use crate::isolated;
 use crate::sampling;
 use crate::sync::atomic::{AtomicBool, Ordering};
@@ -150,7 +151,7 @@ unsafe fn arena_reset_in_child() {
 /// The one fork sequence: every allocator lock, in the only order they ever nest (an entry
 /// may be taken while holding the ones before it, never the reverse). `prepare` locks them
 /// front to back; `parent` and `child` release them back to front.
-const SEQUENCE: [Participant; 6] = [
+const SEQUENCE: [Participant; 7] = [
     Participant {
         lock: isolated::lock_for_fork,
         unlock_in_parent: isolated::unlock_after_fork_parent,
@@ -176,11 +177,17 @@ const SEQUENCE: [Participant; 6] = [
         unlock_in_parent: arena_unlock_in_parent,
         reset_in_child: arena_reset_in_child,
     },
-    // A leaf: whoever holds the heap profile's table takes nothing else.
+    // Leaves: whoever holds the heap profile's table or the shelf of sample regions takes
+    // nothing else.
     Participant {
         lock: sampling::lock_for_fork,
         unlock_in_parent: sampling::unlock_after_fork_parent,
         reset_in_child: sampling::reset_after_fork_child,
+    },
+    Participant {
+        lock: sample_shelf::lock_for_fork,
+        unlock_in_parent: sample_shelf::unlock_after_fork_parent,
+        reset_in_child: sample_shelf::reset_after_fork_child,
     },
 ];
 

@@ -237,9 +237,9 @@ pub fn collect() {
 /// Turns counting of requested bytes (`Stats::bytes_requested`) on or off. Off by default: it
 /// costs every malloc and free a detour from its fast path (about 30 instructions a pair). The count is exact if it is on from the
 /// start (`VMARENA_STATS=1`); turned on later, blocks allocated before and freed after make it
-/// drift by their size. The calling thread counts from its next allocation; other threads
-/// count their frees at once and their allocations within 256 KiB allocated (each looks at the
-/// switch that often).
+/// drift by their size. The calling thread's own heap counts from its next allocation; other
+/// threads' heaps, isolated heaps and the fallback heap count their frees at once and their
+/// allocations within 256 KiB allocated (each looks at the switch that often).
 ///
 /// ```
 /// #[global_allocator]

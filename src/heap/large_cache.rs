@@ -34,8 +34,9 @@ pub(crate) const SLOTS: usize = 4;
 /// ...and their total size at most (bounds what a thread holds that no one uses).
 pub(crate) const MAX_BYTES: usize = 1 << 20;
 /// One-slice regions that served heap-profile samples of small blocks, kept apart for the
-/// next such sample (no large request fits one): at most this many.
-pub(crate) const SAMPLE_SLOTS: usize = 4;
+/// next such sample (no large request fits one), outside the [`MAX_BYTES`] budget: at most this
+/// many, the next ones on the shared shelf (`sample_shelf`).
+pub(crate) const SAMPLE_SLOTS: usize = 16;
 
 /// The cache; only its heap's owner uses it (as the rest of the heap).
 pub(crate) struct LargeCache {
@@ -76,9 +77,10 @@ impl LargeCache {
         region.len() <= MAX_BLOCK && region.large.heap_id() == 0
     }
 
-    /// A one-slice region kept for heap-profile samples, live again, if there is one.
+    /// A one-slice region kept for heap-profile samples (here, else on the shared shelf), live
+    /// again, if there is one.
     pub(crate) fn take_for_sample(&self) -> Option<&'static Region> {
-        let region = self.pop_sample()?;
+        let region = self.pop_sample().or_else(super::sample_shelf::take)?;
         to_live(region);
         Some(region)
     }
@@ -96,6 +98,11 @@ impl LargeCache {
     /// Total size of the cached blocks (any thread; a statistic).
     pub(crate) fn bytes(&self) -> usize {
         self.bytes.get()
+    }
+
+    /// Total size of the cached blocks but the samples' shelf.
+    fn blocks_bytes(&self) -> usize {
+        self.bytes() - self.sample_len.get() * SLICE_SIZE
     }
 
     fn at(&self, i: usize) -> &'static Region {
@@ -145,23 +152,13 @@ impl LargeCache {
         ptr: *mut u8,
         mut give_back: impl FnMut(&'static Region),
     ) {
-        if !region
-            .large
-            .transition(LargeState::Live, LargeState::Cached)
-        {
-            region.large.check_state(ptr, LargeState::Live);
-            crate::abort::double_free(ptr); // it moved on between the two looks: a racing free
-        }
+        to_cached(region, ptr);
         if region.len() == SLICE_SIZE {
             if self.sample_len.get() == SAMPLE_SLOTS {
-                // SAFETY: a full shelf's slots hold cached regions; descriptors are never freed.
-                let oldest = unsafe { &*self.samples[0].get() };
-                for i in 1..SAMPLE_SLOTS {
-                    self.samples[i - 1].set(self.samples[i].get());
+                if let Err(region) = super::sample_shelf::put(region) {
+                    give_back(region);
                 }
-                self.sample_len.set(SAMPLE_SLOTS - 1);
-                self.bytes.add(oldest.len().wrapping_neg());
-                give_back(oldest);
+                return;
             }
             self.samples[self.sample_len.get()].set(region);
             self.sample_len.set(self.sample_len.get() + 1);
@@ -169,7 +166,7 @@ impl LargeCache {
             return;
         }
         while self.len.get() == SLOTS
-            || (self.len.get() > 0 && self.bytes() + region.len() > MAX_BYTES)
+            || (self.len.get() > 0 && self.blocks_bytes() + region.len() > MAX_BYTES)
         {
             give_back(self.unlist(0));
         }
@@ -197,6 +194,25 @@ impl LargeCache {
             give_back(region);
         }
     }
+}
+
+/// Moves the live large block at `ptr` (in `region`) into a cache's state, `Cached`; aborts if
+/// it was not live: freed already (cached, queued, or waiting for its isolated heap), it is a
+/// double free.
+pub(crate) fn to_cached(region: &Region, ptr: *mut u8) {
+    if !region
+        .large
+        .transition(LargeState::Live, LargeState::Cached)
+    {
+        region.large.check_state(ptr, LargeState::Live);
+        crate::abort::double_free(ptr); // it moved on between the two looks: a racing free
+    }
+}
+
+/// Whether `region` is one that carried a sample of a small block: a thread heap's region of
+/// one slice (a large request takes more: large blocks are over a slice).
+pub(crate) fn is_sample_region(region: &Region) -> bool {
+    region.len() == SLICE_SIZE && region.large.heap_id() == 0
 }
 
 /// Makes a block taken from a cache live again; aborts if it was not cached (a block listed

@@ -27,6 +27,7 @@ pub(crate) mod modes;
 pub(crate) mod page_blocks;
 pub(crate) mod page_list;
 pub(crate) mod pages;
+pub(crate) mod sample_shelf;
 mod sampled;
 pub(crate) mod size_class;
 mod slot;
@@ -138,6 +139,17 @@ pub(crate) fn free_large(region: &'static crate::arena::region::Region, ptr: *mu
             crate::large::release(old, old.start(), LargeState::Cached);
         });
         heap.counters.on_free(requested);
+        return;
+    }
+    if large_cache::is_sample_region(region) && region.start() == ptr {
+        // A thread without a heap (one that only frees, handed samples by others): onto the
+        // shared shelf, for the next heap that samples.
+        large_cache::to_cached(region, ptr);
+        let requested = region.large.requested();
+        if let Err(region) = sample_shelf::put(region) {
+            crate::large::release(region, region.start(), LargeState::Cached);
+        }
+        record_free(requested);
         return;
     }
     record_free(crate::large::release_or_mark(region, ptr));
@@ -297,6 +309,9 @@ pub(crate) fn collect() {
         heap.collect();
     }
     lifecycle::reap_dead_heaps();
+    sample_shelf::drain(|region| {
+        crate::large::release(region, region.start(), LargeState::Cached);
+    });
     fallback::collect();
     abandon::release_empty(slot::heap().tally());
 }
@@ -306,6 +321,7 @@ pub(crate) fn fill_stats(stats: &mut Stats) {
         stats.bytes_requested = Some(0);
     }
     lifecycle::fill_stats(stats);
+    stats.large_cached_bytes += sample_shelf::bytes();
     // The arena counts cached large blocks in `large_bytes` (it filled `bytes_in_use` first).
     stats.bytes_in_use = stats.bytes_in_use.saturating_sub(stats.large_cached_bytes);
     stats.pages_abandoned = abandon::count();

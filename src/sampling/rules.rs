@@ -224,6 +224,32 @@ mod tests {
         assert_eq!(pack(pc, big), None, "too big a frame is not cached");
     }
 
+    /// Thousands of addresses of this binary's code, each looked up twice (the second time
+    /// mostly from the cache, after others in the same slot came and went): every answer is
+    /// the address's own rule, as decoding it afresh gives.
+    #[test]
+    fn the_cache_answers_each_address_with_its_own_rule() {
+        let start = rule as fn(usize) -> Rule as usize & !0xfff;
+        let addresses: Vec<usize> = (0..3 * SLOTS).map(|i| start + 7 * i).collect();
+        let fresh: Vec<Rule> = addresses
+            .iter()
+            .map(|&pc| cfi::rule_at(pc).map_or(Rule::End, |(rule, _)| rule))
+            .collect();
+        for _ in 0..2 {
+            for (&pc, &expected) in addresses.iter().zip(&fresh) {
+                assert_eq!(rule(pc), expected, "{pc:#x}");
+            }
+        }
+        let cached = addresses
+            .iter()
+            .filter(|&&pc| {
+                let entry = CACHE[slot_of(pc)].load(Ordering::Relaxed);
+                entry >> RULE_BITS == pc as u64
+            })
+            .count();
+        assert!(cached > SLOTS / 4, "only {cached} addresses cached");
+    }
+
     #[test]
     fn the_program_and_its_libraries_are_startup_code() {
         assert!(in_startup_code(rule as fn(usize) -> Rule as usize));

@@ -256,37 +256,63 @@ mod tests {
     }
 
     /// A frame with over-aligned locals realigns its stack pointer, so its CFA comes from
-    /// `rbp`; a frame with a big array is too big for a cache entry.
+    /// `rbp`.
     #[inline(never)]
-    fn through_odd_frames(n: usize) -> (Stack, Stack) {
+    fn through_realigned_frames(n: usize) -> (Stack, Stack) {
         #[repr(align(128))]
         struct Aligned([u8; 256]);
         let mut aligned = Aligned([n as u8; 256]);
+        core::hint::black_box(&mut aligned);
+        let stacks = if n == 0 {
+            through_big_frames(2)
+        } else {
+            through_realigned_frames(n - 1)
+        };
+        core::hint::black_box(&aligned.0[7]);
+        stacks
+    }
+
+    /// A frame with a big array: its CFA is `rsp` plus more than a cache entry holds, so its
+    /// rule is decoded at every step.
+    #[inline(never)]
+    fn through_big_frames(n: usize) -> (Stack, Stack) {
         let mut big = [n as u8; 20000];
-        core::hint::black_box((&mut aligned, &mut big));
+        core::hint::black_box(&mut big);
         let stacks = if n == 0 {
             both_below(3)
         } else {
-            through_odd_frames(n - 1)
+            through_big_frames(n - 1)
         };
-        core::hint::black_box((&aligned.0[7], &big[19999]));
+        core::hint::black_box(&big[19999]);
         stacks
     }
 
     #[test]
     fn frames_realigned_or_too_big_to_cache_are_walked_alike() {
+        use super::super::cfi::{Rule, rule_at};
         for _ in 0..2 {
-            // (twice: the second walk takes its rules from the cache)
-            let (by_rules, by_unwinder) = through_odd_frames(3);
+            // (twice: the second walk takes what it can from the cache)
+            let (by_rules, by_unwinder) = through_realigned_frames(3);
             assert_same(&by_rules, &by_unwinder, "odd frames");
         }
-        let f = through_odd_frames as fn(usize) -> (Stack, Stack) as usize;
-        match super::super::cfi::rule_at(f + 40).map(|(rule, _)| rule) {
-            Some(super::super::cfi::Rule::Frame { cfa_from_rbp, .. }) => {
-                assert!(cfa_from_rbp, "a realigned frame's CFA comes from rbp")
-            }
-            other => panic!("{other:?}"),
-        }
+        let realigned = through_realigned_frames as fn(usize) -> (Stack, Stack) as usize;
+        let big = through_big_frames as fn(usize) -> (Stack, Stack) as usize;
+        // The rules inside each (past the prologue: the largest CFA offset in the function).
+        let rules = |f: usize| (0..200).filter_map(move |i| rule_at(f + i).map(|(r, _)| r));
+        assert!(
+            rules(realigned).any(|r| matches!(
+                r,
+                Rule::Frame {
+                    cfa_from_rbp: true,
+                    ..
+                }
+            )),
+            "a realigned frame's CFA comes from rbp"
+        );
+        assert!(
+            rules(big).any(|r| matches!(r, Rule::Frame { cfa_from_rbp: false, cfa_offset, .. } if cfa_offset > 20000)),
+            "a big frame's CFA is far above its stack pointer"
+        );
     }
 
     #[test]
