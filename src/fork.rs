@@ -4,7 +4,7 @@
 //! thread that does not exist. `pthread_atfork` handlers take every allocator lock before the
 //! fork, in the one order the allocator ever nests them (isolated heaps' registry → each
 //! isolated heap → fallback heap → abandoned lists → heap registry and exit key → arena → the
-//! heap profile's table), so
+//! heap profile's table → the shared shelf of sample regions), so
 //! that nothing is half changed at the instant of the
 //! fork. After it, the parent unlocks them; the child *resets* them (waiters that were other
 //! threads, such as a writer queued on the arena lock, left marks nobody would clear),
@@ -51,7 +51,8 @@
 //! one place that knows every lock.
 //!
 //! Layer: the top (with `global`); calls the fork hooks of every layer below: `arena`, `heap`
-//! (`abandon`, `fallback`, `lifecycle`), `isolated`, `sampling`, `purger` and `options`.
+//! (`abandon`, `fallback`, `lifecycle`, `sample_shelf`), `isolated`, `sampling`, `purger` and
+//! `options`.
 
 use crate::arena::ARENA;
 use crate::heap::{abandon, fallback, lifecycle, sample_shelf};

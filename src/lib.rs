@@ -213,7 +213,7 @@ pub fn thread_stats() -> ThreadStats {
 
 /// Gives every free page and empty region back to the OS now, like `malloc_trim(0)` or
 /// `mi_collect(true)`: the calling thread's empty pages and the freed large blocks it kept
-/// for reuse, the fallback heap's and exited threads' empty pages (and the pages of threads
+/// for reuse (and the regions kept for heap-profile samples), the fallback heap's and exited threads' empty pages (and the pages of threads
 /// that died without their exit hook) go back to their regions, then the free pages of every
 /// small-object region and every dirty free range are purged (`MADV_DONTNEED`) and empty
 /// regions removed.

@@ -282,8 +282,9 @@ pub struct Stats {
     pub large_regions: usize,
     /// Total size of the large-block regions.
     pub large_bytes: usize,
-    /// Freed large blocks (up to 512 KiB each) that threads keep for reuse: part of `large_bytes`
-    /// and committed, but not in use.
+    /// Freed large blocks (up to 512 KiB each) that threads keep for reuse, and freed regions
+    /// that carried heap-profile samples, kept for the next samples: part of `large_bytes` and
+    /// committed, but not in use.
     pub large_cached_bytes: usize,
     /// Region read locks taken without the arena lock (Linux: `VMA_LOCK_SUCCESS`).
     pub region_read_fast: u64,

@@ -13,6 +13,8 @@ static GLOBAL: VmArena = VmArena;
 /// A heap's own shelf of sample regions (`large_cache::SAMPLE_SLOTS`).
 const HEAP_SHELF: usize = 16;
 const BLOCKS: usize = 48;
+/// A sample region: one slice.
+const REGION: usize = 64 << 10;
 
 #[test]
 fn samples_freed_by_another_thread_are_sampled_again_without_the_arena() {
@@ -22,6 +24,9 @@ fn samples_freed_by_another_thread_are_sampled_again_without_the_arena() {
     // heap keeps 16 on its own shelf, the rest go to the shared one.
     round(false);
     round(true);
+    // `collect` gives every kept region back, the shared shelf's too.
+    vmarena::collect();
+    assert_eq!(vmarena::stats().large_cached_bytes, 0);
     vmarena::profile::stop();
 }
 
@@ -33,6 +38,7 @@ fn round(freer_has_heap: bool) {
         // SAFETY: a non-zero size.
         *b = unsafe { GLOBAL.alloc(layout) } as usize;
     }
+    let cached = vmarena::stats().large_cached_bytes;
     std::thread::spawn(move || {
         if freer_has_heap {
             std::hint::black_box(vec![0u8; 1000]);
@@ -44,6 +50,20 @@ fn round(freer_has_heap: bool) {
     })
     .join()
     .unwrap();
+    // The shared shelf took them all (a thread without a heap), or all but the freer's own
+    // shelf's, given back when it exited. (At least: spawning and joining the thread sampled
+    // and freed a few blocks of this thread's too, which its own shelf keeps.)
+    let shared = if freer_has_heap {
+        BLOCKS - HEAP_SHELF
+    } else {
+        BLOCKS
+    };
+    let kept = vmarena::stats().large_cached_bytes - cached;
+    assert!(
+        kept >= shared * REGION && kept < (shared + HEAP_SHELF) * REGION,
+        "{} regions kept (freer with a heap: {freer_has_heap})",
+        kept / REGION
+    );
     let before = vmarena::stats().write_sessions;
     let mut again = [0usize; BLOCKS - HEAP_SHELF];
     for b in again.iter_mut() {

@@ -1,5 +1,5 @@
 //! A thread heap's cache of freed large blocks up to [`MAX_BLOCK`], reused without the arena
-//! lock.
+//! lock, and its shelf of regions that carried heap-profile samples (see `sample_shelf`).
 //!
 //! Blocks over 64 KiB are large blocks, each in a region fitted to it (see
 //! `config::MAX_SMALL_SIZE`); allocating or freeing one is a write session on the arena, several
@@ -17,8 +17,8 @@
 //! there and back with compare-and-swaps, so a block it lists twice (which must never happen)
 //! aborts too instead of being handed out twice.
 //!
-//! Layer: `heap`, a leaf of it; reads `arena` region fields and `config` (the caller gives
-//! evicted blocks back).
+//! Layer: `heap`; reads `arena` region fields and `config`, calls `heap::sample_shelf` (the
+//! caller gives evicted blocks back).
 
 use core::cell::Cell;
 
@@ -31,10 +31,11 @@ use crate::counter::OwnerCount;
 pub(crate) const MAX_BLOCK: usize = 512 << 10;
 /// Blocks a cache keeps at most...
 pub(crate) const SLOTS: usize = 4;
-/// ...and their total size at most (bounds what a thread holds that no one uses).
+/// ...and their total size at most (bounds what a thread holds that no one uses, but for the
+/// samples' shelf: at most [`SAMPLE_SLOTS`] regions of a slice, and only while sampling).
 pub(crate) const MAX_BYTES: usize = 1 << 20;
 /// One-slice regions that served heap-profile samples of small blocks, kept apart for the
-/// next such sample (no large request fits one), outside the [`MAX_BYTES`] budget: at most this
+/// next such sample (while sampling is on), outside the [`MAX_BYTES`] budget: at most this
 /// many, the next ones on the shared shelf (`sample_shelf`).
 pub(crate) const SAMPLE_SLOTS: usize = 16;
 
@@ -69,9 +70,9 @@ impl LargeCache {
     }
 
     /// Whether a freed block may go into a cache: a block of the thread heaps (isolated
-    /// heaps' blocks go back through their heap) no bigger than [`MAX_BLOCK`]. (A one-slice
-    /// region, a heap-profile sample of a small block which no large request fits, goes on a
-    /// shelf of its own for the next such sample: it never pushes a useful block out.)
+    /// heaps' blocks go back through their heap) no bigger than [`MAX_BLOCK`]. (A region that
+    /// carried a heap-profile sample goes on a shelf of its own instead, for the next sample:
+    /// see [`LargeCache::put_sample`].)
     #[inline]
     pub(crate) fn keeps(region: &Region) -> bool {
         region.len() <= MAX_BLOCK && region.large.heap_id() == 0
@@ -141,8 +142,7 @@ impl LargeCache {
     }
 
     /// Keeps `region`, the large block at `ptr` being freed, which [`keeps`](Self::keeps)
-    /// allows (a one-slice region on the samples' shelf), pushing the oldest blocks out to
-    /// make room; `give_back` frees each one pushed
+    /// allows, pushing the oldest blocks out to make room; `give_back` frees each one pushed
     /// out (still in state `Cached`: it goes from there straight to the arena's queue, so no
     /// stray free can catch it live on the way). Aborts if the block is not live: freed
     /// already (cached, queued, or waiting for its isolated heap), it is a double free.
@@ -153,18 +153,6 @@ impl LargeCache {
         mut give_back: impl FnMut(&'static Region),
     ) {
         to_cached(region, ptr);
-        if region.len() == SLICE_SIZE {
-            if self.sample_len.get() == SAMPLE_SLOTS {
-                if let Err(region) = super::sample_shelf::put(region) {
-                    give_back(region);
-                }
-                return;
-            }
-            self.samples[self.sample_len.get()].set(region);
-            self.sample_len.set(self.sample_len.get() + 1);
-            self.bytes.add(region.len());
-            return;
-        }
         while self.len.get() == SLOTS
             || (self.len.get() > 0 && self.blocks_bytes() + region.len() > MAX_BYTES)
         {
@@ -173,6 +161,19 @@ impl LargeCache {
         self.blocks[self.len.get()].set(region);
         self.len.set(self.len.get() + 1);
         self.bytes.add(region.len());
+    }
+
+    /// Keeps `region`, a freed sample region already `Cached` ([`to_cached`]), on the samples'
+    /// shelf; hands it back if the shelf is full.
+    pub(crate) fn put_sample(&self, region: &'static Region) -> Result<(), &'static Region> {
+        let len = self.sample_len.get();
+        if len == SAMPLE_SLOTS {
+            return Err(region);
+        }
+        self.samples[len].set(region);
+        self.sample_len.set(len + 1);
+        self.bytes.add(region.len());
+        Ok(())
     }
 
     /// Lists the newest block a second time: the state a `fork` leaves when it catches the
@@ -207,12 +208,6 @@ pub(crate) fn to_cached(region: &Region, ptr: *mut u8) {
         region.large.check_state(ptr, LargeState::Live);
         crate::abort::double_free(ptr); // it moved on between the two looks: a racing free
     }
-}
-
-/// Whether `region` is one that carried a sample of a small block: a thread heap's region of
-/// one slice (a large request takes more: large blocks are over a slice).
-pub(crate) fn is_sample_region(region: &Region) -> bool {
-    region.len() == SLICE_SIZE && region.large.heap_id() == 0
 }
 
 /// Makes a block taken from a cache live again; aborts if it was not cached (a block listed

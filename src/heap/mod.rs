@@ -121,16 +121,34 @@ pub(crate) fn alloc_large(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     region.start()
 }
 
-/// The free of a large block (`ptr`, in `region`), counted for the calling thread: into its
-/// heap's cache if the cache keeps it, else `large::release_or_mark`. The one entry point
-/// for freeing a large block; the functions below it release (`large::release`) or queue
-/// (`Arena::queue_large_release`).
+/// The free of a large block (`ptr`, in `region`), counted for the calling thread: a region
+/// that carried a sample onto a shelf of sample regions (its heap's, else the shared one) while
+/// sampling is on; else into its heap's cache if the cache keeps it; else
+/// `large::release_or_mark`. The one entry point for freeing a large block; the functions below
+/// it release (`large::release`) or queue (`Arena::queue_large_release`).
 pub(crate) fn free_large(region: &'static crate::arena::region::Region, ptr: *mut u8) {
-    if region.start() == ptr {
-        sampled::forget_sample(region);
-    }
+    let sampled = region.start() == ptr && sampled::forget_sample(region);
     let heap = slot::heap();
-    if heap.state() == heap_core::HeapState::Alive && large_cache::LargeCache::keeps(region) {
+    let alive = heap.state() == heap_core::HeapState::Alive;
+    if sampled && region.len() == crate::config::SLICE_SIZE && crate::sampling::on() {
+        large_cache::to_cached(region, ptr);
+        let requested = region.large.requested();
+        let kept = if alive {
+            heap.large_cache.put_sample(region)
+        } else {
+            Err(region) // a thread without a heap (one that only frees samples others took)
+        };
+        if let Err(region) = kept.or_else(sample_shelf::put) {
+            crate::large::release(region, region.start(), LargeState::Cached);
+        }
+        if alive {
+            heap.counters.on_free(requested);
+        } else {
+            record_free(requested);
+        }
+        return;
+    }
+    if alive && large_cache::LargeCache::keeps(region) {
         if region.start() != ptr {
             crate::abort::invalid_free(ptr);
         }
@@ -139,17 +157,6 @@ pub(crate) fn free_large(region: &'static crate::arena::region::Region, ptr: *mu
             crate::large::release(old, old.start(), LargeState::Cached);
         });
         heap.counters.on_free(requested);
-        return;
-    }
-    if large_cache::is_sample_region(region) && region.start() == ptr {
-        // A thread without a heap (one that only frees, handed samples by others): onto the
-        // shared shelf, for the next heap that samples.
-        large_cache::to_cached(region, ptr);
-        let requested = region.large.requested();
-        if let Err(region) = sample_shelf::put(region) {
-            crate::large::release(region, region.start(), LargeState::Cached);
-        }
-        record_free(requested);
         return;
     }
     record_free(crate::large::release_or_mark(region, ptr));
@@ -205,6 +212,13 @@ pub(crate) fn list_newest_cached_large_block_twice() {
 pub(crate) fn set_sampling(on: bool) {
     lifecycle::set_sampling(on);
     look_at_modes_now();
+    if !on {
+        // No sample will take them: the shared shelf's regions go back (the heaps' own at
+        // their thread's exit or `collect`).
+        sample_shelf::drain(|region| {
+            crate::large::release(region, region.start(), LargeState::Cached);
+        });
+    }
 }
 
 /// Turns counting of requested bytes on or off, for heaps alive now and those to come.

@@ -120,10 +120,11 @@ impl HeapCore {
 }
 
 /// The large block of `region` leaves (freed, or resized into a new allocation): its sample,
-/// if it carries one, leaves the in-use figures.
-pub(crate) fn forget_sample(region: &Region) {
+/// if it carries one, leaves the in-use figures. True if it carried one.
+pub(crate) fn forget_sample(region: &Region) -> bool {
     let record = region.large.take_sample();
     if record != 0 {
         sampling::forget(record);
     }
+    record != 0
 }

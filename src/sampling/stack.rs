@@ -110,7 +110,7 @@ fn walk_by_rules(internal: &[usize]) -> Option<Stack> {
         // memory the compiler knows nothing of.
         let return_address = unsafe { core::ptr::read_volatile((cfa - 8) as *const usize) };
         if rbp_slot != 0 {
-            if cfa - 8 * (rbp_slot as usize) < sp {
+            if 8 * rbp_slot as usize > cfa - sp {
                 return None; // not in this frame: leave the walk to the unwinder
             }
             // SAFETY: as above.

@@ -1,6 +1,8 @@
 //! A small futex mutex for the allocator's bookkeeping that must be serialised but never sits
 //! on a malloc/free fast path: the heap registry and the exit key's initialisation, the
-//! abandoned-page lists, the fallback heap, and the isolated heaps' registry and each `Heap`.
+//! abandoned-page lists, the fallback heap, the isolated heaps' registry and each `Heap`, and
+//! two leaves of heap profiling (the samples' table, the shared shelf of sample regions),
+//! taken while nothing else is held.
 //!
 //! States: 0 unlocked, 1 locked, 2 locked with (possible) sleepers. No holder re-enters its own
 //! mutex through the allocator. Some do nest: an isolated heap's holder takes the fallback
