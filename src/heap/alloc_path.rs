@@ -68,7 +68,7 @@ impl HeapCore {
                                 size
                             }
                         });
-                        self.count_every_allocation();
+                        self.stop_next_allocation();
                         return block.cast();
                     }
                     return self.alloc_past_countdown::<ZERO, USABLE>(page, block, size);

@@ -17,7 +17,7 @@ use super::heap_core::HeapCore;
 /// The bytes a heap with neither mode on allocates between two looks at its modes: another
 /// thread that turns counting or sampling on (`vmarena::track_requested_bytes`,
 /// `vmarena::profile::start`) cannot write the owner's count, so the owner sees the change
-/// at its next look (at once for the calling thread's own heap: see [`HeapCore::look_now`]).
+/// at its next look (at once for the calling thread's own heap: see [`HeapCore::stop_next_allocation`]).
 /// One look per 256 KiB costs a 16-byte malloc/free pair 0.002 instructions.
 pub(crate) const MODES_LOOK_BYTES: i64 = 256 << 10;
 
@@ -59,17 +59,10 @@ impl HeapCore {
         self.arm(self.counters.modes());
     }
 
-    /// Arms the count for counting alone (what [`HeapCore::settle`] would, without its look at
-    /// the sampler): every allocation stops.
+    /// Makes the next allocation stop and look at the heap's modes (the owner: after changing
+    /// them, or while counting, where every allocation stops).
     #[inline(always)]
-    pub(super) fn count_every_allocation(&self) {
-        self.countdown.set(-1);
-        self.armed.set(-1);
-        self.armed_for_sample.set(false);
-    }
-
-    /// Makes the next allocation look at the heap's modes (the owner, after changing them).
-    pub(crate) fn look_now(&self) {
+    pub(crate) fn stop_next_allocation(&self) {
         self.countdown.set(-1);
         self.armed.set(-1);
         self.armed_for_sample.set(false);
@@ -77,9 +70,11 @@ impl HeapCore {
 
     /// Arms the count for `modes` (see the module doc).
     fn arm(&self, modes: u8) {
-        let bytes = if modes & COUNT != 0 {
-            -1 // every allocation is counted, so every one stops (`malloc(0)` too)
-        } else if modes & SAMPLE != 0 {
+        if modes & COUNT != 0 {
+            // Every allocation is counted, so every one stops (`malloc(0)` too).
+            return self.stop_next_allocation();
+        }
+        let bytes = if modes & SAMPLE != 0 {
             self.sampler.left().min(MODES_LOOK_BYTES)
         } else {
             MODES_LOOK_BYTES

@@ -234,7 +234,7 @@ pub(crate) fn set_tracking_requested(on: bool) {
 fn look_at_modes_now() {
     let heap = slot::heap();
     if heap.state() == heap_core::HeapState::Alive {
-        heap.look_now();
+        heap.stop_next_allocation();
     }
 }
 

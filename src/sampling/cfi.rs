@@ -49,9 +49,30 @@ unsafe extern "C" {
 }
 
 /// The rule at `pc` (an address inside a function: for a return address, the address before
-/// it, the call) and the first address of its function; `None` if no unwind information
-/// covers `pc` (the unwinder ends a walk there).
-pub(crate) fn rule_at(pc: usize) -> Option<(Rule, usize)> {
+/// it, the call); `None` if no unwind information covers `pc` (the unwinder ends a walk there).
+pub(crate) fn rule_at(pc: usize) -> Option<Rule> {
+    let (fde, function) = find_fde(pc)?;
+    // SAFETY: the unwinder returns an entry of loaded unwind information, which stays mapped
+    // while the code it describes may run (and `pc`'s code is running, or on a live stack);
+    // every read stays inside the entry's and its CIE's stated lengths.
+    Some(unsafe { decode(fde, function, pc) }.unwrap_or(Rule::Unsupported))
+}
+
+/// The length of the function that starts at `function` (0 if no unwind information starts
+/// there).
+pub(crate) fn function_length(function: usize) -> usize {
+    match find_fde(function) {
+        Some((fde, start)) if start == function => {
+            // SAFETY: as in `rule_at`.
+            unsafe { Fde::read(fde) }.map_or(0, |fde| fde.range as usize)
+        }
+        _ => 0,
+    }
+}
+
+/// The frame description entry that covers `pc`, and the first address of its function (the
+/// system unwinder's own lookup).
+fn find_fde(pc: usize) -> Option<(*const u8, usize)> {
     let mut bases = EhBases {
         text: core::ptr::null_mut(),
         data: core::ptr::null_mut(),
@@ -59,32 +80,27 @@ pub(crate) fn rule_at(pc: usize) -> Option<(Rule, usize)> {
     };
     // SAFETY: any address may be looked up; `bases` is a valid out-pointer.
     let fde = unsafe { _Unwind_Find_FDE(pc as *mut c_void, &mut bases) };
-    if fde.is_null() {
-        return None;
-    }
-    let function = bases.function as usize;
-    // SAFETY: the unwinder returns an entry of loaded unwind information, which stays mapped
-    // while the code it describes may run (and `pc`'s code is running, or on a live stack);
-    // every read stays inside the entry's and its CIE's stated lengths.
-    let rule = unsafe { decode(fde, function, pc) }.unwrap_or(Rule::Unsupported);
-    Some((rule, function))
+    (!fde.is_null()).then_some((fde, bases.function as usize))
 }
 
-/// The length of the function that starts at `function` (0 if no unwind information starts
-/// there).
-pub(crate) fn function_length(function: usize) -> usize {
-    let mut bases = EhBases {
-        text: core::ptr::null_mut(),
-        data: core::ptr::null_mut(),
-        function: core::ptr::null_mut(),
-    };
-    // SAFETY: as in `rule_at`.
-    let fde = unsafe { _Unwind_Find_FDE(function as *mut c_void, &mut bases) };
-    if fde.is_null() || bases.function as usize != function {
-        return 0;
+/// The body of the CIE or FDE at `at`: from after its length field to its end; `None` for the
+/// terminator and for 64-bit DWARF (not emitted in `.eh_frame`).
+///
+/// # Safety
+/// `at` points to an entry of loaded unwind information.
+unsafe fn entry_body(at: *const u8) -> Option<Reader> {
+    // SAFETY: an entry starts with its 4-byte length, which bounds the rest (the caller's
+    // contract).
+    unsafe {
+        let length = (at as *const u32).read_unaligned();
+        if length == 0 || length == u32::MAX {
+            return None;
+        }
+        Some(Reader {
+            at: at.add(4),
+            end: at.add(4 + length as usize),
+        })
     }
-    // SAFETY: as in `rule_at`.
-    unsafe { Fde::read(fde) }.map_or(0, |fde| fde.range as usize)
 }
 
 /// The parts of a frame description entry the rules need.
@@ -100,19 +116,12 @@ impl Fde {
     /// # Safety
     /// `fde` points to a frame description entry of loaded unwind information.
     unsafe fn read(fde: *const u8) -> Option<Fde> {
-        // SAFETY: reads inside the entry and its CIE, each bounded by its length field.
+        // SAFETY: the caller's contract; reads inside the entry and its CIE, each bounded by
+        // its length (the CIE pointer counts back from its own field).
         unsafe {
-            let fde_length = (fde as *const u32).read_unaligned();
-            if fde_length == 0 || fde_length == u32::MAX {
-                return None; // a terminator, or 64-bit DWARF (not emitted in .eh_frame)
-            }
-            let cie_pointer = fde.add(4);
-            let cie_delta = (cie_pointer as *const u32).read_unaligned();
-            let cie = Cie::read(cie_pointer.sub(cie_delta as usize))?;
-            let mut program = Reader {
-                at: fde.add(8),
-                end: fde.add(4 + fde_length as usize),
-            };
+            let mut program = entry_body(fde)?;
+            let cie_delta = program.u32()?;
+            let cie = Cie::read(fde.add(4).sub(cie_delta as usize))?;
             program.skip_pointer(cie.fde_encoding)?; // the function's start: the lookup has it
             let range = program.pointer_value(cie.fde_encoding & 0x0f)?;
             if cie.augmented {
@@ -169,15 +178,10 @@ impl Cie {
     unsafe fn read(at: *const u8) -> Option<Cie> {
         // SAFETY: reads bounded by the entry's length.
         unsafe {
-            let length = (at as *const u32).read_unaligned();
-            if length == 0 || length == u32::MAX || (at.add(4) as *const u32).read_unaligned() != 0
-            {
-                return None; // not a CIE of 32-bit .eh_frame
+            let mut r = entry_body(at)?;
+            if r.u32()? != 0 {
+                return None; // an FDE, not a CIE
             }
-            let mut r = Reader {
-                at: at.add(8),
-                end: at.add(4 + length as usize),
-            };
             let version = r.u8()?;
             if version != 1 && version != 3 {
                 return None;
@@ -585,7 +589,8 @@ mod tests {
     #[test]
     fn a_plain_function_has_a_frame_rule() {
         let pc = here();
-        let (rule, function) = rule_at(pc).expect("unwind information for our own code");
+        let rule = rule_at(pc).expect("unwind information for our own code");
+        let (_, function) = find_fde(pc).unwrap();
         assert!(
             function <= pc && pc - function < 4096,
             "{function:#x} {pc:#x}"

@@ -34,7 +34,7 @@ pub(crate) fn rule(pc: usize) -> Rule {
     if entry != 0 && (entry >> RULE_BITS) as usize == pc {
         return unpack(entry & ((1 << RULE_BITS) - 1));
     }
-    let rule = cfi::rule_at(pc).map_or(Rule::End, |(rule, _)| rule);
+    let rule = cfi::rule_at(pc).unwrap_or(Rule::End);
     if let Some(entry) = pack(pc, rule).filter(|_| in_startup_code(pc)) {
         // Relaxed: as above.
         slot.store(entry, Ordering::Relaxed);
@@ -172,7 +172,9 @@ fn extent(function: usize) -> usize {
         }
         if start == 0 {
             let length = cfi::function_length(function);
-            // Claim the entry; a racing claimer of another function takes the next ones.
+            // Claim the entry (a racing claimer of another function wins it, and this length
+            // is then only returned). AcqRel/Acquire: a claim is ordered like the length it
+            // announces, though the length's own Release store is what readers pair with.
             if length != 0
                 && EXTENTS[2 * i]
                     .compare_exchange(0, function, Ordering::AcqRel, Ordering::Acquire)
@@ -233,7 +235,7 @@ mod tests {
         let addresses: Vec<usize> = (0..3 * SLOTS).map(|i| start + 7 * i).collect();
         let fresh: Vec<Rule> = addresses
             .iter()
-            .map(|&pc| cfi::rule_at(pc).map_or(Rule::End, |(rule, _)| rule))
+            .map(|&pc| cfi::rule_at(pc).unwrap_or(Rule::End))
             .collect();
         for _ in 0..2 {
             for (&pc, &expected) in addresses.iter().zip(&fresh) {

@@ -298,7 +298,7 @@ mod tests {
         let realigned = through_realigned_frames as fn(usize) -> (Stack, Stack) as usize;
         let big = through_big_frames as fn(usize) -> (Stack, Stack) as usize;
         // The rules inside each (past the prologue: the largest CFA offset in the function).
-        let rules = |f: usize| (0..200).filter_map(move |i| rule_at(f + i).map(|(r, _)| r));
+        let rules = |f: usize| (0..200).filter_map(move |i| rule_at(f + i));
         assert!(
             rules(realigned).any(|r| matches!(
                 r,
